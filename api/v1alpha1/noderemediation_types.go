@@ -1,0 +1,276 @@
+package v1alpha1
+
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+// NodeRemediationSpec records one incident on one node: what was seen and what cnimedic plans to do about it.
+// The detection controller creates it; a person may also create one by hand to ask for a repair.
+type NodeRemediationSpec struct {
+	// NodeName is the node with the failure.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="nodeName is immutable: open a new NodeRemediation for another node"
+	NodeName string `json:"nodeName"`
+
+	// PolicyName is the RemediationPolicy that covers the node.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="policyName is immutable"
+	PolicyName string `json:"policyName"`
+
+	// Signature is a built-in signature id or the name of one of the policy's custom signatures.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="signature is immutable: open a new NodeRemediation for another failure"
+	Signature string `json:"signature"`
+
+	// Action is what cnimedic does about the signature; unset, the catalog's action for the signature.
+	// +optional
+	Action RepairAction `json:"action,omitempty"`
+
+	// Parameters extracted from the evidence: configVersion, supportedVersions, plugin, pluginType, path, network,
+	// range, sandboxID, link...
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	Parameters map[string]string `json:"parameters,omitempty"`
+
+	// Evidence is what the detection saw.
+	// +optional
+	Evidence Evidence `json:"evidence,omitempty"`
+
+	// Plan is the executor's typed plan, filled in before approval so that the approver sees what will run.
+	// +optional
+	Plan *Plan `json:"plan,omitempty"`
+}
+
+// Evidence is what the detection saw on the node.
+type Evidence struct {
+	// Pods that failed to get their sandbox (at most 20 are kept).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	Pods []PodReference `json:"pods,omitempty"`
+	// PodCount is the number of distinct pods seen failing.
+	// +optional
+	PodCount int32 `json:"podCount,omitempty"`
+	// EventCount is the number of failure events, repeats included.
+	// +optional
+	EventCount int32 `json:"eventCount,omitempty"`
+	// NodeCondition is the node's Ready condition message when it carried the failure.
+	// +optional
+	NodeCondition string `json:"nodeCondition,omitempty"`
+	// FirstSeen is when the evidence was first seen.
+	// +optional
+	FirstSeen *metav1.Time `json:"firstSeen,omitempty"`
+	// LastSeen is when the evidence was last seen.
+	// +optional
+	LastSeen *metav1.Time `json:"lastSeen,omitempty"`
+	// SampleMessages are a few of the failure messages (at most 5).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=5
+	// +kubebuilder:validation:items:MaxLength=2048
+	SampleMessages []string `json:"sampleMessages,omitempty"`
+}
+
+// PodReference names a pod.
+type PodReference struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+// Phase is where a NodeRemediation is in its workflow.
+// +kubebuilder:validation:Enum=Detected;AwaitingApproval;Approved;Draining;Repairing;Verifying;Succeeded;Failed;RolledBack;Rejected;Escalated
+type Phase string
+
+// The phases of the design: Detected → AwaitingApproval → Approved → Draining → Repairing → Verifying → Succeeded,
+// and the ends Failed, RolledBack, Rejected, Escalated.
+const (
+	PhaseDetected         Phase = "Detected"
+	PhaseAwaitingApproval Phase = "AwaitingApproval"
+	PhaseApproved         Phase = "Approved"
+	PhaseDraining         Phase = "Draining"
+	PhaseRepairing        Phase = "Repairing"
+	PhaseVerifying        Phase = "Verifying"
+	PhaseSucceeded        Phase = "Succeeded"
+	PhaseFailed           Phase = "Failed"
+	PhaseRolledBack       Phase = "RolledBack"
+	PhaseRejected         Phase = "Rejected"
+	PhaseEscalated        Phase = "Escalated"
+)
+
+// IsTerminal reports whether the phase ends the workflow.
+func (p Phase) IsTerminal() bool {
+	switch p {
+	case PhaseSucceeded, PhaseFailed, PhaseRolledBack, PhaseRejected, PhaseEscalated:
+		return true
+	}
+	return false
+}
+
+// HoldsNode reports whether a NodeRemediation in this phase counts against maxConcurrent: from the moment the
+// node may be cordoned until it is uncordoned or handed back.
+func (p Phase) HoldsNode() bool {
+	switch p {
+	case PhaseDraining, PhaseRepairing, PhaseVerifying:
+		return true
+	}
+	return false
+}
+
+// Condition types of a NodeRemediation.
+const (
+	// RemediationApproved is True once approved (by annotation or policy), False when rejected or expired.
+	RemediationApproved = "Approved"
+	// RemediationDrained is True once the node is cordoned and drained.
+	RemediationDrained = "Drained"
+	// RemediationRepaired is True once the executor reported success.
+	RemediationRepaired = "Repaired"
+	// RemediationVerified is True once the node passed verification.
+	RemediationVerified = "Verified"
+)
+
+// ApprovalDecision is how approval ended.
+// +kubebuilder:validation:Enum=Approved;Rejected;Expired
+type ApprovalDecision string
+
+const (
+	DecisionApproved ApprovalDecision = "Approved"
+	DecisionRejected ApprovalDecision = "Rejected"
+	DecisionExpired  ApprovalDecision = "Expired"
+)
+
+// ApprovalRecord records when and how approval arrived.
+type ApprovalRecord struct {
+	// Decision taken.
+	Decision ApprovalDecision `json:"decision"`
+	// Mode of the policy when it was taken.
+	Mode ApprovalMode `json:"mode"`
+	// Source says where it came from: the annotation, the policy, or the expiry.
+	Source string `json:"source"`
+	// Reason given with a rejection.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// Time of the decision.
+	Time metav1.Time `json:"time"`
+}
+
+// PhaseTransition is one entry of a NodeRemediation's history.
+type PhaseTransition struct {
+	// Phase entered.
+	Phase Phase `json:"phase"`
+	// Time it was entered.
+	Time metav1.Time `json:"time"`
+	// Reason, CamelCase.
+	Reason string `json:"reason"`
+	// Message in words.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// DrainStatus shows a drain's progress.
+type DrainStatus struct {
+	// StartTime is when the drain began.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+	// PodsRemaining is how many pods still have to leave.
+	// +optional
+	PodsRemaining int32 `json:"podsRemaining,omitempty"`
+	// BlockedBy names what holds the drain, such as a PodDisruptionBudget.
+	// +optional
+	BlockedBy string `json:"blockedBy,omitempty"`
+	// Message in words.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// NodeRemediationStatus is the workflow's record.
+type NodeRemediationStatus struct {
+	// ObservedGeneration is the generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Phase is where the workflow is.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+	// Reason is the CamelCase reason of the last phase change, such as ResolvedWithoutAction.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// Message says in words what the last phase change means and, at an end, what a human should look at.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// Conditions: Approved, Drained, Repaired, Verified.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// History of phase changes, oldest first (the newest 50 are kept).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=50
+	History []PhaseTransition `json:"history,omitempty"`
+	// Approval records when and how approval arrived.
+	// +optional
+	Approval *ApprovalRecord `json:"approval,omitempty"`
+	// Cordoned is true while cnimedic holds the node cordoned for this remediation.
+	// +optional
+	Cordoned bool `json:"cordoned,omitempty"`
+	// Drain shows the drain's progress.
+	// +optional
+	Drain *DrainStatus `json:"drain,omitempty"`
+	// ExecutorPod is the executor pod of the current attempt (in the manager's namespace).
+	// +optional
+	ExecutorPod string `json:"executorPod,omitempty"`
+	// Attempt counts executor runs.
+	// +optional
+	Attempt int32 `json:"attempt,omitempty"`
+	// Steps are the executor's per-step results of the last run.
+	// +optional
+	// +listType=atomic
+	Steps []StepResult `json:"steps,omitempty"`
+	// Result is the executor's last result.
+	// +optional
+	Result *ExecutorResult `json:"result,omitempty"`
+	// StartTime is when the workflow first acted on the node.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+	// CompletionTime is when the workflow ended.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+}
+
+// NodeRemediation is one incident on one node, from detection to its end.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=nrem,categories=cnimedic
+// +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.nodeName`
+// +kubebuilder:printcolumn:name="Signature",type=string,JSONPath=`.spec.signature`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.reason`,priority=1
+// +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.spec.policyName`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type NodeRemediation struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec NodeRemediationSpec `json:"spec"`
+	// +optional
+	Status NodeRemediationStatus `json:"status,omitempty"`
+}
+
+// NodeRemediationList is a list of NodeRemediation.
+//
+// +kubebuilder:object:root=true
+type NodeRemediationList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []NodeRemediation `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&NodeRemediation{}, &NodeRemediationList{})
+}

@@ -1,0 +1,155 @@
+package v1alpha1
+
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+// The executor contract. The manager hands the executor pod a Plan and reads an ExecutorResult back from the pod's
+// termination message. Both are plain typed data: the executor pod carries no API credentials.
+
+// StepType names one typed, idempotent step of a plan.
+// +kubebuilder:validation:Enum=StopUnit;StartUnit;SetCNIVersion;InstallReferencePlugins;RepairRuntimeCNIConfig;FixConfFileModes;RestoreConfList;ReclaimIPAM;RemoveStaleNetns;DeleteLink;VerifyNode
+type StepType string
+
+const (
+	// StepStopUnit stops a systemd unit (kubelet or the runtime) and waits until it is inactive.
+	StepStopUnit StepType = "StopUnit"
+	// StepStartUnit starts a systemd unit and waits until it is active.
+	StepStartUnit StepType = "StartUnit"
+	// StepSetCNIVersion sets or adds a conflist's cniVersion.
+	StepSetCNIVersion StepType = "SetCNIVersion"
+	// StepInstallReferencePlugins installs bundled reference plugins into the CNI bin dir.
+	StepInstallReferencePlugins StepType = "InstallReferencePlugins"
+	// StepRepairRuntimeCNIConfig writes containerd's CRI CNI settings.
+	StepRepairRuntimeCNIConfig StepType = "RepairRuntimeCNIConfig"
+	// StepFixConfFileModes makes conflists readable (0644) and plugins executable (0755).
+	StepFixConfFileModes StepType = "FixConfFileModes"
+	// StepRestoreConfList restores a conflist from its last good backup.
+	StepRestoreConfList StepType = "RestoreConfList"
+	// StepReclaimIPAM frees host-local allocations whose sandbox no longer exists.
+	StepReclaimIPAM StepType = "ReclaimIPAM"
+	// StepRemoveStaleNetns removes network namespaces no sandbox uses.
+	StepRemoveStaleNetns StepType = "RemoveStaleNetns"
+	// StepDeleteLink deletes a link (such as cni0 holding a stale address) so that the plugin recreates it.
+	StepDeleteLink StepType = "DeleteLink"
+	// StepVerifyNode checks the node locally: conflists parse, plugins support the configured version, the
+	// runtime reports NetworkReady.
+	StepVerifyNode StepType = "VerifyNode"
+)
+
+// Plan is what the executor does on a node, in order. Fields left empty are resolved on the node (for example the
+// conflist the runtime loads, or the highest version every plugin supports) and reported in the result.
+type Plan struct {
+	// Steps run in order.
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=atomic
+	Steps []PlanStep `json:"steps"`
+}
+
+// PlanStep is one typed step. Type says which of the other fields apply.
+type PlanStep struct {
+	// Type of the step.
+	Type StepType `json:"type"`
+
+	// Unit is the systemd unit of StopUnit and StartUnit.
+	// +optional
+	Unit string `json:"unit,omitempty"`
+
+	// ConfList is the conflist file name in the CNI conf dir, for SetCNIVersion and RestoreConfList; empty means the
+	// one the runtime loads (the first in file-name order).
+	// +optional
+	ConfList string `json:"confList,omitempty"`
+
+	// CNIVersion is the version SetCNIVersion writes; empty means the highest every plugin of the chain supports.
+	// +optional
+	CNIVersion string `json:"cniVersion,omitempty"`
+
+	// Plugins are the plugin types InstallReferencePlugins installs; empty means every reference plugin the
+	// chain uses.
+	// +optional
+	// +listType=atomic
+	Plugins []string `json:"plugins,omitempty"`
+
+	// Network is the host-local network ReclaimIPAM works on (a directory under /var/lib/cni/networks); empty
+	// means every network.
+	// +optional
+	Network string `json:"network,omitempty"`
+
+	// Link is the link DeleteLink removes, such as cni0.
+	// +optional
+	Link string `json:"link,omitempty"`
+
+	// Runtime holds the settings RepairRuntimeCNIConfig writes.
+	// +optional
+	Runtime *ContainerdCNISpec `json:"runtime,omitempty"`
+}
+
+// ExecutorOutcome is how an executor run ended.
+// +kubebuilder:validation:Enum=Succeeded;NoChange;Failed;RolledBack
+type ExecutorOutcome string
+
+const (
+	// OutcomeSucceeded: every step ran and the node verified locally.
+	OutcomeSucceeded ExecutorOutcome = "Succeeded"
+	// OutcomeNoChange: every step found the node already as the plan wants it (a plan or dry run, or a repeat).
+	OutcomeNoChange ExecutorOutcome = "NoChange"
+	// OutcomeFailed: a step failed and the rollback failed too; the result says what is left.
+	OutcomeFailed ExecutorOutcome = "Failed"
+	// OutcomeRolledBack: a step or the local verification failed and every change was undone.
+	OutcomeRolledBack ExecutorOutcome = "RolledBack"
+)
+
+// ExecutorResult is what the executor reports: the outcome, each step and each file it changed.
+type ExecutorResult struct {
+	// RemediationID is the NodeRemediation the run belongs to; the host-side journal is kept under it.
+	RemediationID string `json:"remediationID"`
+	// Outcome of the run.
+	Outcome ExecutorOutcome `json:"outcome"`
+	// Message says in words what happened.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// Steps, in the order they ran.
+	// +optional
+	// +listType=atomic
+	Steps []StepResult `json:"steps,omitempty"`
+	// Changes lists every file the run changed.
+	// +optional
+	// +listType=atomic
+	Changes []FileChange `json:"changes,omitempty"`
+}
+
+// StepResult is how one step went.
+type StepResult struct {
+	// Type of the step.
+	Type StepType `json:"type"`
+	// Outcome: Done, Unchanged, Failed, RolledBack or Skipped.
+	Outcome string `json:"outcome"`
+	// Message says what the step found and did.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// Started is when the step started.
+	// +optional
+	Started *metav1.Time `json:"started,omitempty"`
+	// Finished is when the step finished.
+	// +optional
+	Finished *metav1.Time `json:"finished,omitempty"`
+}
+
+// Step outcomes.
+const (
+	StepDone       = "Done"
+	StepUnchanged  = "Unchanged"
+	StepFailed     = "Failed"
+	StepRolledBack = "RolledBack"
+	StepSkipped    = "Skipped"
+)
+
+// FileChange is one file the executor changed.
+type FileChange struct {
+	// Path on the host.
+	Path string `json:"path"`
+	// Backup is where the previous content was kept (empty when the file did not exist).
+	// +optional
+	Backup string `json:"backup,omitempty"`
+	// Diff is a unified diff of a text file, possibly shortened.
+	// +optional
+	Diff string `json:"diff,omitempty"`
+}
