@@ -1,0 +1,33 @@
+// Package host maps host paths to where the remediator sees them. In the executor pod the host's root is mounted
+// at a directory (--host-root); in tests it is a temporary directory; on a node it is "/". Every path the
+// remediator reports is a host path, so that reports read the same wherever the remediator ran.
+package host
+
+import (
+	"path/filepath"
+	"strings"
+)
+
+// Root is the directory where the host's root filesystem is visible.
+type Root string
+
+// Path returns where the host path p is visible to this process.
+func (r Root) Path(p string) string {
+	if r == "" || r == "/" {
+		return filepath.Clean("/" + p)
+	}
+	return filepath.Join(string(r), filepath.Clean("/"+p))
+}
+
+// HostPath is the inverse of Path: the host path of a local path under the root. Paths outside the root are
+// returned unchanged.
+func (r Root) HostPath(local string) string {
+	if r == "" || r == "/" {
+		return filepath.Clean(local)
+	}
+	rel, err := filepath.Rel(string(r), local)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return local
+	}
+	return filepath.Clean("/" + rel)
+}
