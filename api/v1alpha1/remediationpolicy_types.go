@@ -135,7 +135,7 @@ type CustomSignature struct {
 }
 
 // DetectionSpec says how much evidence makes an incident.
-// +kubebuilder:validation:XValidation:rule="duration(self.evidenceExpiry) >= duration(self.window)",message="evidenceExpiry must be at least as long as window, or evidence expires before it can count"
+// +kubebuilder:validation:XValidation:rule="!has(self.window) || !has(self.evidenceExpiry) || duration(self.evidenceExpiry) >= duration(self.window)",message="evidenceExpiry must be at least as long as window, or evidence expires before it can count"
 type DetectionSpec struct {
 	// MinStuckDuration is how long a pod must have failed to get its sandbox before it counts.
 	// +optional
@@ -513,6 +513,7 @@ type RemediationPolicy struct {
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
 	// +optional
+	// +kubebuilder:default={}
 	Spec RemediationPolicySpec `json:"spec,omitempty"`
 	// +optional
 	Status RemediationPolicyStatus `json:"status,omitempty"`
