@@ -79,8 +79,8 @@ func (f File) Types() []string {
 // file name, as go-cni does. A missing dir yields no files and no error: the runtime treats it the same way
 // ("no network config found").
 func List(root host.Root, confDir string) ([]File, error) {
-	local := root.Path(confDir)
-	names, err := libcni.ConfFiles(local, Extensions)
+	dir := local(root, confDir)
+	names, err := libcni.ConfFiles(dir, Extensions)
 	if err != nil {
 		return nil, fmt.Errorf("reading CNI conf dir %s: %w", confDir, err)
 	}
@@ -96,11 +96,11 @@ func List(root host.Root, confDir string) ([]File, error) {
 // or unparseable file is exactly what diagnose has to show.
 func Read(root host.Root, path string) File {
 	f := File{Path: path, Format: formatOf(path)}
-	local := root.Path(path)
-	if st, err := os.Stat(local); err == nil {
+	lp := local(root, path)
+	if st, err := os.Stat(lp); err == nil {
 		f.Mode = st.Mode().Perm()
 	}
-	raw, err := os.ReadFile(local)
+	raw, err := os.ReadFile(lp)
 	if err != nil {
 		f.ParseError = err.Error()
 		return f

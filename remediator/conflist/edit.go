@@ -208,8 +208,8 @@ func UnifiedDiff(path string, before, after []byte) string {
 		return ""
 	}
 	d := difflib.UnifiedDiff{
-		A:        difflib.SplitLines(string(before)),
-		B:        difflib.SplitLines(string(after)),
+		A:        lines(before),
+		B:        lines(after),
 		FromFile: "a" + path,
 		ToFile:   "b" + path,
 		Context:  3,
@@ -219,4 +219,12 @@ func UnifiedDiff(path string, before, after []byte) string {
 		return fmt.Sprintf("(no diff: %v)", err)
 	}
 	return s
+}
+
+// lines splits text for the diff; an empty or absent file has no lines (not one empty line).
+func lines(b []byte) []string {
+	if len(b) == 0 {
+		return nil
+	}
+	return difflib.SplitLines(string(b))
 }

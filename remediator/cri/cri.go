@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -32,7 +33,11 @@ type Client struct {
 // Dial connects to the socket at a path in this process's view. gRPC connects lazily: errors of an absent
 // runtime show up at the first call.
 func Dial(socket string) (*Client, error) {
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	abs, err := filepath.Abs(socket)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient("unix://"+abs, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", socket, err)
 	}

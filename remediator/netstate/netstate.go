@@ -105,7 +105,7 @@ func CheckExpected(l *Link, expected string) {
 // FlannelSubnet reads FLANNEL_SUBNET (the address cni0 must carry, such as 10.244.1.1/24) from flannel's
 // subnet.env (a host path). Absent file: empty and no error.
 func FlannelSubnet(root host.Root, path string) (string, error) {
-	f, err := os.Open(root.Path(path))
+	f, err := os.Open(local(root, path))
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}
@@ -149,4 +149,32 @@ func (d DeleteLink) Do(context.Context) error {
 		return err
 	}
 	return h.LinkDel(link)
+}
+
+// CarriesDefaultRoute reports whether the named link holds a default route (IPv4 or IPv6): such a link is the
+// node's way out and is never deleted. Errors count as "yes": doubt must not delete anything.
+func CarriesDefaultRoute(h *netlink.Handle, name string) bool {
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return true
+	}
+	routes, err := h.RouteList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return true
+	}
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			if ones, _ := maskSize(r.Dst); ones == 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func maskSize(n *net.IPNet) (int, int) {
+	if n == nil {
+		return 0, 0
+	}
+	return n.Mask.Size()
 }

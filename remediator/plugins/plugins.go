@@ -78,11 +78,11 @@ const versionTimeout = 10 * time.Second
 // versions.
 func Probe(ctx context.Context, root host.Root, binDirs []string, pluginType string) Info {
 	info := Info{Type: pluginType, Kind: KindOf(pluginType)}
-	local := make([]string, len(binDirs))
+	dirs := make([]string, len(binDirs))
 	for i, d := range binDirs {
-		local[i] = root.Path(d)
+		dirs[i] = local(root, d)
 	}
-	path, err := invoke.FindInPath(pluginType, local)
+	path, err := invoke.FindInPath(pluginType, dirs)
 	if err != nil {
 		info.Error = err.Error()
 		return info
@@ -99,7 +99,7 @@ func Probe(ctx context.Context, root host.Root, binDirs []string, pluginType str
 	}
 	ctx, cancel := context.WithTimeout(ctx, versionTimeout)
 	defer cancel()
-	vi, err := libcni.NewCNIConfig(local, nil).GetVersionInfo(ctx, pluginType)
+	vi, err := libcni.NewCNIConfig(dirs, nil).GetVersionInfo(ctx, pluginType)
 	if err != nil {
 		info.Error = fmt.Sprintf("the VERSION command failed: %v", err)
 		return info

@@ -30,6 +30,15 @@ type Change struct {
 	To   string `json:"to"`
 }
 
+// defaults are containerd's values for the CNI keys a file leaves out.
+var defaults = map[string]any{
+	"bin_dir":       DefaultBinDir,
+	"bin_dirs":      []any{DefaultBinDir},
+	"conf_dir":      DefaultConfDir,
+	"conf_template": "",
+	"max_conf_num":  int64(DefaultMaxConfNum),
+}
+
 // setting is one key to write, with its TOML text and the value it must decode to.
 type setting struct {
 	key   string
@@ -62,6 +71,10 @@ func Edit(raw []byte, exists bool, w Want) ([]byte, []Change, error) {
 		if old, ok := cur[key]; ok && reflect.DeepEqual(old, value) {
 			return
 		}
+		// A key the file does not set already has containerd's default: writing the default changes nothing.
+		if _, ok := cur[key]; !ok && reflect.DeepEqual(defaults[key], value) {
+			return
+		}
 		from := "(unset)"
 		if old, ok := cur[key]; ok {
 			from = fmt.Sprint(old)
@@ -90,6 +103,9 @@ func Edit(raw []byte, exists bool, w Want) ([]byte, []Change, error) {
 		want("max_conf_num", int64(*w.MaxConfNum), strconv.Itoa(*w.MaxConfNum))
 	}
 	if len(sets) == 0 {
+		if !exists {
+			return nil, nil, nil
+		}
 		return raw, nil, nil
 	}
 

@@ -29,6 +29,28 @@ type Env struct {
 	BundleDir string
 	// CRIEndpoint is the runtime's CRI socket (host path).
 	CRIEndpoint string
+
+	// CNISpecCeiling is the highest CNI spec version the runtime's own libcni implements (1.0.0 for containerd 1.6
+	// and 1.7, 1.1.0 for 2.x; see diagnose.RuntimeSpecCeiling). SetCNIVersion never picks a version above it when
+	// it chooses one itself. Empty: no limit. Read it while the runtime is still up (it is stopped during repairs).
+	CNISpecCeiling string
+	// NetNS is the network namespace (a path in this process's view) whose links DeleteLink works on; empty is
+	// this process's own, which in the executor pod (hostNetwork) is the host's. Tests point it elsewhere.
+	NetNS string
+	// ProcDir is the /proc scanned for processes still inside a network namespace before RemoveStaleNetns calls
+	// it stale (the executor runs in the host's PID namespace); empty skips that check.
+	ProcDir string
+	// Backups lists earlier copies of a host file that the executor kept (its journals), newest first.
+	// RestoreConfList restores the newest one that loads. Nil: no backups are known.
+	Backups func(hostPath string) ([]BackupCopy, error)
+}
+
+// BackupCopy is an earlier copy of a file, as the executor kept it.
+type BackupCopy struct {
+	// Source says where the copy comes from (such as the journal and record), for the result's message.
+	Source  string
+	Content []byte
+	Mode    fs.FileMode
 }
 
 // Edit replaces, creates or removes one file on the host.

@@ -1,0 +1,193 @@
+// Package planner turns a failure signature, the parameters its evidence carried and the policy's repair settings
+// into the executor's typed plan. It follows the runbooks' order (stop kubelet, stop the runtime, repair, start
+// the runtime, start kubelet, verify) and adapts it to what each repair needs: reclaiming IPAM or removing stale
+// network namespaces asks the runtime which sandboxes live, so the runtime stays up and only kubelet stops.
+//
+// It does no node I/O: the manager builds plans with it, and the remediator previews them.
+package planner
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/remediator/plugins"
+)
+
+// Parameter names read from the signature's evidence (internal/signature's names).
+const (
+	ParamConfigFile = "configFile"
+	ParamPlugin     = "plugin"
+	ParamPluginType = "pluginType"
+	ParamBridge     = "bridge"
+	ParamAddress    = "address"
+)
+
+// Default unit names, as the policy's defaults spell them.
+const (
+	DefaultKubeletUnit = "kubelet.service"
+	DefaultRuntimeUnit = "containerd.service"
+)
+
+// ErrNoNodeRepair: the signature or action is not repaired on the node (a cluster-level cause, an agent pod to
+// restart, or a diagnosis only); the manager escalates or acts itself.
+var ErrNoNodeRepair = errors.New("no node repair for this signature")
+
+// ErrVendorPlugin: the missing plugin belongs to a network provider; cnimedic never installs it.
+var ErrVendorPlugin = errors.New("the missing plugin is a vendor plugin: escalate to its DaemonSet")
+
+// Request is what a plan is built from.
+type Request struct {
+	Signature v1alpha1.SignatureID
+	// Action overrides the signature's own action (a custom signature maps its pattern to one); empty uses
+	// ActionFor.
+	Action v1alpha1.RepairAction
+	// Params are the named values the signature's evidence carried.
+	Params map[string]string
+	// Repair is the policy's repair settings.
+	Repair v1alpha1.RepairSpec
+}
+
+// ActionFor is the repair action of a built-in signature under the policy's repair settings.
+func ActionFor(sig v1alpha1.SignatureID, repair v1alpha1.RepairSpec) v1alpha1.RepairAction {
+	switch sig {
+	case v1alpha1.SignatureCNIVersionIncompatible:
+		if repair.VersionStrategy == v1alpha1.VersionRepairUpgradePlugins {
+			return v1alpha1.ActionInstallReferencePlugins
+		}
+		return v1alpha1.ActionSetCNIVersion
+	case v1alpha1.SignatureCNIVersionMissing:
+		return v1alpha1.ActionSetCNIVersion
+	case v1alpha1.SignatureCNINotInitialized:
+		return v1alpha1.ActionRepairRuntimeCNIConfig
+	case v1alpha1.SignaturePluginBinaryMissing:
+		return v1alpha1.ActionInstallReferencePlugins
+	case v1alpha1.SignatureIPAMExhausted:
+		return v1alpha1.ActionReclaimIPAM
+	case v1alpha1.SignatureConfigInvalid:
+		return v1alpha1.ActionRestoreConfig
+	case v1alpha1.SignatureStaleState:
+		return v1alpha1.ActionCleanStaleNetwork
+	case v1alpha1.SignatureAPIServerAccess:
+		return v1alpha1.ActionRestartCNIAgentPod
+	default: // cni-daemon-unavailable and anything unknown: a cluster-level cause
+		return v1alpha1.ActionEscalate
+	}
+}
+
+// Build returns the plan for a request.
+func Build(r Request) (v1alpha1.Plan, error) {
+	action := r.Action
+	if action == "" {
+		action = ActionFor(r.Signature, r.Repair)
+	}
+	kubelet := firstNonEmpty(r.Repair.Units.Kubelet, DefaultKubeletUnit)
+	runtime := firstNonEmpty(r.Repair.Units.Runtime, DefaultRuntimeUnit)
+	installAllowed := r.Repair.InstallReferencePlugins == nil || *r.Repair.InstallReferencePlugins
+
+	var repair []v1alpha1.PlanStep
+	stopRuntime := true
+	switch action {
+	case v1alpha1.ActionSetCNIVersion:
+		repair = []v1alpha1.PlanStep{{Type: v1alpha1.StepSetCNIVersion, ConfList: confList(r.Params), CNIVersion: r.Repair.CNIVersion}}
+	case v1alpha1.ActionInstallReferencePlugins:
+		if !installAllowed {
+			return v1alpha1.Plan{}, fmt.Errorf("the policy does not allow installing reference plugins (repair.installReferencePlugins is false)")
+		}
+		var list []string
+		if p := firstNonEmpty(r.Params[ParamPlugin], r.Params[ParamPluginType]); p != "" && r.Signature == v1alpha1.SignaturePluginBinaryMissing {
+			if plugins.KindOf(p) == plugins.Vendor {
+				return v1alpha1.Plan{}, fmt.Errorf("%w (%s)", ErrVendorPlugin, p)
+			}
+			list = []string{p}
+		}
+		repair = []v1alpha1.PlanStep{{Type: v1alpha1.StepInstallReferencePlugins, Plugins: list}}
+	case v1alpha1.ActionRepairRuntimeCNIConfig:
+		spec := r.Repair.Containerd
+		repair = []v1alpha1.PlanStep{
+			{Type: v1alpha1.StepFixConfFileModes},
+			{Type: v1alpha1.StepRepairRuntimeCNIConfig, Runtime: &spec},
+		}
+	case v1alpha1.ActionRestoreConfig:
+		repair = []v1alpha1.PlanStep{{Type: v1alpha1.StepRestoreConfList, ConfList: confList(r.Params)}}
+	case v1alpha1.ActionReclaimIPAM:
+		// The data dir of a host-local network is named after the network, which the evidence rarely names right
+		// ("no IP addresses available in network: cni0" names the bridge): reclaim every network. Only leases of
+		// sandboxes that no longer exist are freed, whatever the network.
+		repair = []v1alpha1.PlanStep{{Type: v1alpha1.StepReclaimIPAM}, {Type: v1alpha1.StepRemoveStaleNetns}}
+		stopRuntime = false
+	case v1alpha1.ActionCleanStaleNetwork:
+		if link := staleLink(r.Params); link != "" {
+			repair = append(repair, v1alpha1.PlanStep{Type: v1alpha1.StepDeleteLink, Link: link})
+		}
+		repair = append(repair, v1alpha1.PlanStep{Type: v1alpha1.StepRemoveStaleNetns})
+		stopRuntime = false
+	default:
+		return v1alpha1.Plan{}, fmt.Errorf("%w: %s (action %s)", ErrNoNodeRepair, r.Signature, action)
+	}
+
+	steps := []v1alpha1.PlanStep{{Type: v1alpha1.StepStopUnit, Unit: kubelet}}
+	if stopRuntime {
+		steps = append(steps, v1alpha1.PlanStep{Type: v1alpha1.StepStopUnit, Unit: runtime})
+	}
+	steps = append(steps, repair...)
+	if stopRuntime {
+		steps = append(steps, v1alpha1.PlanStep{Type: v1alpha1.StepStartUnit, Unit: runtime})
+	}
+	steps = append(steps,
+		v1alpha1.PlanStep{Type: v1alpha1.StepStartUnit, Unit: kubelet},
+		v1alpha1.PlanStep{Type: v1alpha1.StepVerifyNode},
+	)
+	return v1alpha1.Plan{Steps: steps}, nil
+}
+
+// confList is the file name of the configuration the evidence named, or "" (the runtime's default network).
+func confList(p map[string]string) string {
+	f := p[ParamConfigFile]
+	if f == "" {
+		return ""
+	}
+	return filepath.Base(f)
+}
+
+// staleLink is the link the evidence names: the bridge of "failed to set bridge addr", or "cni0" when only the
+// stale address is known (the message "already has an IP address different from" comes from the bridge plugin,
+// whose default bridge is cni0).
+func staleLink(p map[string]string) string {
+	if l := p[ParamBridge]; l != "" {
+		return l
+	}
+	if p[ParamAddress] != "" {
+		return "cni0"
+	}
+	return ""
+}
+
+func firstNonEmpty(v ...string) string {
+	for _, s := range v {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// Defaulted fills the fields of a repair spec that the RemediationPolicy CRD defaults, for callers that build one
+// by hand (the remediator's plan command, tests): the manager's objects come defaulted from the API server.
+func Defaulted(r v1alpha1.RepairSpec) v1alpha1.RepairSpec {
+	if r.VersionStrategy == "" {
+		r.VersionStrategy = v1alpha1.VersionRepairRewriteConfig
+	}
+	if r.InstallReferencePlugins == nil {
+		yes := true
+		r.InstallReferencePlugins = &yes
+	}
+	c := &r.Containerd
+	c.ConfigPath = firstNonEmpty(c.ConfigPath, "/etc/containerd/config.toml")
+	c.BinDir = firstNonEmpty(c.BinDir, "/opt/cni/bin")
+	c.ConfDir = firstNonEmpty(c.ConfDir, "/etc/cni/net.d")
+	r.Units.Kubelet = firstNonEmpty(r.Units.Kubelet, DefaultKubeletUnit)
+	r.Units.Runtime = firstNonEmpty(r.Units.Runtime, DefaultRuntimeUnit)
+	return r
+}

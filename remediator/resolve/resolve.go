@@ -1,0 +1,508 @@
+// Package resolve decides, read-only, what each repair step of a plan changes on this node: the step.Resolver of
+// every StepType that edits files or runs host actions. The executor (remediator/executor) carries the
+// resolutions out with its journal, backups, atomic writes and rollback; nothing here writes.
+package resolve
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/remediator/conflist"
+	"github.com/cnimedic/cnimedic/remediator/cri"
+	"github.com/cnimedic/cnimedic/remediator/ipam"
+	"github.com/cnimedic/cnimedic/remediator/netstate"
+	"github.com/cnimedic/cnimedic/remediator/plugins"
+	"github.com/cnimedic/cnimedic/remediator/runtimecfg"
+	"github.com/cnimedic/cnimedic/remediator/step"
+)
+
+// Resolvers maps each repair step type to its resolver. StopUnit, StartUnit and VerifyNode are executed directly
+// and have none.
+var Resolvers = map[v1alpha1.StepType]step.Resolver{
+	v1alpha1.StepSetCNIVersion:           SetCNIVersion,
+	v1alpha1.StepInstallReferencePlugins: InstallReferencePlugins,
+	v1alpha1.StepRepairRuntimeCNIConfig:  RepairRuntimeCNIConfig,
+	v1alpha1.StepFixConfFileModes:        FixConfFileModes,
+	v1alpha1.StepRestoreConfList:         RestoreConfList,
+	v1alpha1.StepReclaimIPAM:             ReclaimIPAM,
+	v1alpha1.StepRemoveStaleNetns:        RemoveStaleNetns,
+	v1alpha1.StepDeleteLink:              DeleteLink,
+}
+
+// For returns the resolver of a step type.
+func For(t v1alpha1.StepType) (step.Resolver, bool) {
+	r, ok := Resolvers[t]
+	return r, ok
+}
+
+// Modes the repairs give: conflists readable by all, plugins executable by all.
+const (
+	ConfMode   fs.FileMode = 0o644
+	PluginMode fs.FileMode = 0o755
+)
+
+func confDir(env step.Env) string {
+	if env.ConfDir != "" {
+		return env.ConfDir
+	}
+	return runtimecfg.DefaultConfDir
+}
+
+func binDirs(env step.Env) []string {
+	if len(env.BinDirs) > 0 {
+		return env.BinDirs
+	}
+	return []string{runtimecfg.DefaultBinDir}
+}
+
+// target returns the configuration file a step works on: the named one in the conf dir, or the one the runtime
+// loads first (the pods' default network), which is the first file in name order.
+func target(env step.Env, name string) (conflist.File, error) {
+	dir := confDir(env)
+	if name != "" {
+		if name != filepath.Base(name) {
+			return conflist.File{}, fmt.Errorf("confList %q must be a file name in %s", name, dir)
+		}
+		return conflist.Read(env.Root, filepath.Join(dir, name)), nil
+	}
+	files, err := conflist.List(env.Root, dir)
+	if err != nil {
+		return conflist.File{}, err
+	}
+	if len(files) == 0 {
+		return conflist.File{}, fmt.Errorf("no network configuration in %s", dir)
+	}
+	return files[0], nil
+}
+
+// SetCNIVersion sets or adds the cniVersion of a configuration file: the step's version, or else the highest
+// version every plugin of the chain supports (asked from the plugins, capped at what the runtime implements).
+// Only the cniVersion member changes; a file that does not parse is refused (RestoreConfList is its repair).
+func SetCNIVersion(ctx context.Context, env step.Env, s v1alpha1.PlanStep) (step.Resolution, error) {
+	f, err := target(env, s.ConfList)
+	if err != nil {
+		return step.Resolution{}, err
+	}
+	if !f.Valid() {
+		return step.Resolution{}, fmt.Errorf("%s does not load (%s); it is not edited (RestoreConfList restores a good backup)", f.Path, f.ParseError)
+	}
+	chain := plugins.ProbeAll(ctx, env.Root, binDirs(env), f.Types())
+	want := s.CNIVersion
+	how := "as the plan asks"
+	if want == "" {
+		want, err = plugins.HighestCommon(chain, env.CNISpecCeiling)
+		if err != nil {
+			return step.Resolution{}, fmt.Errorf("choosing a cniVersion for %s: %w", f.Path, err)
+		}
+		how = "the highest version every plugin of the chain supports"
+		if env.CNISpecCeiling != "" {
+			how += " and the runtime implements (up to " + env.CNISpecCeiling + ")"
+		}
+	}
+	for _, p := range chain {
+		if p.Error != "" {
+			return step.Resolution{}, fmt.Errorf("plugin %q of %s: %s", p.Type, f.Path, p.Error)
+		}
+		if !p.Supports(want) {
+			return step.Resolution{}, fmt.Errorf("plugin %q (%s) of %s does not support CNI version %s (it supports %s); writing it would break every pod",
+				p.Type, p.Path, f.Path, want, strings.Join(p.Versions, ", "))
+		}
+	}
+	if f.HasCNIVersion && f.CNIVersion == want && f.EffectiveVersion == want {
+		return step.Resolution{Message: fmt.Sprintf("%s already has cniVersion %s, which every plugin of its chain supports", f.Path, want)}, nil
+	}
+	edited, err := conflist.SetCNIVersion(f.Raw(), want)
+	if err != nil {
+		return step.Resolution{}, fmt.Errorf("editing %s: %w", f.Path, err)
+	}
+	after, err := conflist.Parse(f.Path, edited)
+	if err != nil {
+		return step.Resolution{}, fmt.Errorf("the edited %s would not load: %w", f.Path, err)
+	}
+	if after.CNIVersion != want {
+		// libcni prefers the highest entry of a cniVersions list: setting cniVersion alone would not be enough.
+		return step.Resolution{}, fmt.Errorf("%s also lists cniVersions %v, so the runtime would still use %s; edit that list by hand", f.Path, f.CNIVersions, after.CNIVersion)
+	}
+	from := fmt.Sprintf("cniVersion %q", f.CNIVersion)
+	if !f.HasCNIVersion {
+		from = "no cniVersion"
+	}
+	why := fmt.Sprintf("set cniVersion %s (%s); it had %s", want, how, from)
+	return step.Resolution{
+		Edits:   []step.Edit{{Path: f.Path, Content: edited, Mode: keepMode(f.Mode, ConfMode), Why: why}},
+		Message: f.Path + ": " + why,
+	}, nil
+}
+
+func keepMode(m, def fs.FileMode) fs.FileMode {
+	if m == 0 {
+		return def
+	}
+	return m
+}
+
+// InstallReferencePlugins installs bundled reference plugins: the step's list, or every reference plugin the
+// default network's chain uses plus loopback (containerd runs it for every pod). Each binary is verified against
+// the bundle's sha256 manifest before it is handed to the executor, which backs up the binary it replaces. Vendor
+// plugins are never installed or replaced; they are reported.
+func InstallReferencePlugins(ctx context.Context, env step.Env, s v1alpha1.PlanStep) (step.Resolution, error) {
+	if env.BundleDir == "" {
+		return step.Resolution{}, fmt.Errorf("no plugin bundle (BundleDir) is configured")
+	}
+	bundle, err := plugins.LoadBundle(env.BundleDir)
+	if err != nil {
+		return step.Resolution{}, err
+	}
+	names := s.Plugins
+	if len(names) == 0 {
+		names = []string{"loopback"}
+		if f, err := target(env, ""); err == nil && f.Valid() {
+			names = append(f.Types(), "loopback")
+		}
+	}
+	var res step.Resolution
+	var notes []string
+	seen := map[string]bool{}
+	dirs := binDirs(env)
+	for _, name := range names {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if plugins.KindOf(name) == plugins.Vendor {
+			notes = append(notes, fmt.Sprintf("%s is a vendor plugin: not replaced (its provider's DaemonSet installs it)", name))
+			continue
+		}
+		if !bundle.Has(name) {
+			notes = append(notes, fmt.Sprintf("%s is not in the bundle", name))
+			continue
+		}
+		content, err := bundle.Verified(name)
+		if err != nil {
+			return step.Resolution{}, err
+		}
+		// Install over the binary the runtime finds today, so that no older copy earlier in the path shadows
+		// the new one; a missing plugin goes into the first bin dir.
+		cur := plugins.Probe(ctx, env.Root, dirs, name)
+		dest := filepath.Join(dirs[0], name)
+		if cur.Found {
+			dest = cur.Path
+			if old, err := os.ReadFile(env.Root.Path(dest)); err == nil && bytes.Equal(old, content) && cur.Mode == PluginMode {
+				notes = append(notes, fmt.Sprintf("%s is already the bundled build", dest))
+				continue
+			}
+		}
+		why := fmt.Sprintf("install bundled reference plugin %s (sha256 verified)", name)
+		if cur.Found {
+			why += fmt.Sprintf("; it replaces %s, which supported %s", cur.Path, versionsWords(cur))
+		}
+		res.Edits = append(res.Edits, step.Edit{Path: dest, Content: content, Mode: PluginMode, Why: why})
+	}
+	var lines []string
+	for _, e := range res.Edits {
+		lines = append(lines, e.Why)
+	}
+	res.Message = strings.Join(append(lines, notes...), "; ")
+	if res.Message == "" {
+		res.Message = "nothing to install"
+	}
+	return res, nil
+}
+
+func versionsWords(i plugins.Info) string {
+	if len(i.Versions) == 0 {
+		return "unknown versions (" + i.Error + ")"
+	}
+	return strings.Join(i.Versions, ", ")
+}
+
+// RepairRuntimeCNIConfig writes containerd's CRI CNI settings from the step's Runtime spec into config.toml,
+// changing only those keys. A config.toml that does not parse is refused.
+func RepairRuntimeCNIConfig(_ context.Context, env step.Env, s v1alpha1.PlanStep) (step.Resolution, error) {
+	if s.Runtime == nil {
+		return step.Resolution{}, fmt.Errorf("RepairRuntimeCNIConfig needs the runtime settings to write")
+	}
+	path := s.Runtime.ConfigPath
+	if path == "" {
+		path = env.ContainerdConfig
+	}
+	if path == "" {
+		path = runtimecfg.DefaultPath
+	}
+	cfg := runtimecfg.Read(env.Root, path)
+	if cfg.ParseError != "" {
+		return step.Resolution{}, fmt.Errorf("%s does not parse (%s); it is not rewritten", path, cfg.ParseError)
+	}
+	want := runtimecfg.Want{BinDir: s.Runtime.BinDir, ConfDir: s.Runtime.ConfDir}
+	if s.Runtime.ConfTemplate != "" {
+		t := s.Runtime.ConfTemplate
+		want.ConfTemplate = &t
+	}
+	if s.Runtime.MaxConfNum != nil {
+		n := int(*s.Runtime.MaxConfNum)
+		want.MaxConfNum = &n
+	}
+	edited, changes, err := runtimecfg.Edit(cfg.Raw(), cfg.Exists, want)
+	if err != nil {
+		return step.Resolution{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(changes) == 0 {
+		return step.Resolution{Message: fmt.Sprintf("%s already has the wanted CNI settings (containerd's defaults count for keys it leaves out)", path)}, nil
+	}
+	var words []string
+	for _, c := range changes {
+		words = append(words, fmt.Sprintf("%s %s -> %s", c.Key, c.From, c.To))
+	}
+	why := "set containerd's CRI CNI settings: " + strings.Join(words, ", ")
+	mode := ConfMode
+	if st, err := os.Stat(env.Root.Path(path)); err == nil {
+		mode = st.Mode().Perm()
+	}
+	res := step.Resolution{Edits: []step.Edit{{Path: path, Content: edited, Mode: mode, Why: why}}, Message: path + ": " + why}
+	if want.ConfDir != "" {
+		if files, _ := conflist.List(env.Root, want.ConfDir); len(files) == 0 {
+			res.Message += fmt.Sprintf("; note: %s holds no network configuration yet", want.ConfDir)
+		}
+	}
+	return res, nil
+}
+
+// FixConfFileModes makes every configuration file in the conf dir readable by all (0644) and every plugin the
+// default chain uses, and loopback, executable (0755). Files that already have the needed bits keep their mode.
+func FixConfFileModes(ctx context.Context, env step.Env, _ v1alpha1.PlanStep) (step.Resolution, error) {
+	files, err := conflist.List(env.Root, confDir(env))
+	if err != nil {
+		return step.Resolution{}, err
+	}
+	var res step.Resolution
+	types := map[string]bool{"loopback": true}
+	for i, f := range files {
+		if i == 0 && f.Valid() {
+			for _, t := range f.Types() {
+				types[t] = true
+			}
+		}
+		if f.Mode&0o444 == 0o444 {
+			continue
+		}
+		res.Edits = append(res.Edits, step.Edit{Path: f.Path, Content: f.Raw(), Mode: ConfMode,
+			Why: fmt.Sprintf("make %s readable: mode %#o -> %#o", f.Path, f.Mode, ConfMode)})
+	}
+	names := make([]string, 0, len(types))
+	for t := range types {
+		names = append(names, t)
+	}
+	sort.Strings(names)
+	for _, t := range names {
+		p := plugins.Probe(ctx, env.Root, binDirs(env), t)
+		if !p.Found || p.Mode&0o111 == 0o111 {
+			continue
+		}
+		content, err := os.ReadFile(env.Root.Path(p.Path))
+		if err != nil {
+			return step.Resolution{}, err
+		}
+		res.Edits = append(res.Edits, step.Edit{Path: p.Path, Content: content, Mode: PluginMode,
+			Why: fmt.Sprintf("make plugin %s executable: mode %#o -> %#o", p.Path, p.Mode, PluginMode)})
+	}
+	res.Message = summarize(res.Edits, "every configuration file is readable and every plugin of the chain executable")
+	return res, nil
+}
+
+func summarize(edits []step.Edit, none string) string {
+	if len(edits) == 0 {
+		return none
+	}
+	var w []string
+	for _, e := range edits {
+		w = append(w, e.Why)
+	}
+	return strings.Join(w, "; ")
+}
+
+// RestoreConfList puts back the newest earlier copy of a configuration file that loads, when the file itself
+// does not load. A file that loads is left alone: the step is then already done.
+func RestoreConfList(_ context.Context, env step.Env, s v1alpha1.PlanStep) (step.Resolution, error) {
+	f, err := target(env, s.ConfList)
+	if err != nil {
+		return step.Resolution{}, err
+	}
+	if f.Valid() {
+		return step.Resolution{Message: f.Path + " loads; nothing to restore"}, nil
+	}
+	if env.Backups == nil {
+		return step.Resolution{}, fmt.Errorf("%s does not load (%s) and no backups are known", f.Path, f.ParseError)
+	}
+	copies, err := env.Backups(f.Path)
+	if err != nil {
+		return step.Resolution{}, fmt.Errorf("listing backups of %s: %w", f.Path, err)
+	}
+	for _, c := range copies {
+		if _, err := conflist.Parse(f.Path, c.Content); err != nil {
+			continue
+		}
+		why := fmt.Sprintf("restore %s from %s: the file does not load (%s)", f.Path, c.Source, f.ParseError)
+		return step.Resolution{
+			Edits:   []step.Edit{{Path: f.Path, Content: c.Content, Mode: keepMode(c.Mode, ConfMode), Why: why}},
+			Message: why,
+		}, nil
+	}
+	return step.Resolution{}, fmt.Errorf("%s does not load (%s) and none of its %d backup(s) loads either", f.Path, f.ParseError, len(copies))
+}
+
+// liveSandboxes asks the runtime which sandboxes exist, in any state. Without an answer nothing is reclaimed.
+func liveSandboxes(ctx context.Context, env step.Env) ([]cri.Sandbox, error) {
+	endpoint := env.CRIEndpoint
+	if endpoint == "" {
+		endpoint = cri.DefaultEndpoint
+	}
+	c, err := cri.Dial(env.Root.Path(endpoint))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	sbs, err := c.Sandboxes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("the runtime must be running to tell live sandboxes from dead ones: %w", err)
+	}
+	return sbs, nil
+}
+
+// ReclaimIPAM frees host-local addresses whose sandbox the runtime no longer knows: allocated lease files minus
+// live sandboxes, as Antrea's host-local GC does. Sandboxes in any state count as live, so an address of a
+// sandbox that still exists is never freed. The executor backs every removed lease file up, which is the copy
+// of what was removed.
+func ReclaimIPAM(ctx context.Context, env step.Env, s v1alpha1.PlanStep) (step.Resolution, error) {
+	sbs, err := liveSandboxes(ctx, env)
+	if err != nil {
+		return step.Resolution{}, err
+	}
+	live := map[string]bool{}
+	for _, sb := range sbs {
+		live[sb.ID] = true
+	}
+	dataDir := env.IPAMDataDir
+	if dataDir == "" {
+		dataDir = ipam.DefaultDataDir
+	}
+	var nets []ipam.Network
+	if s.Network != "" {
+		if s.Network != filepath.Base(s.Network) {
+			return step.Resolution{}, fmt.Errorf("network %q must be a directory name in %s", s.Network, dataDir)
+		}
+		n := ipam.ReadNetwork(env.Root, filepath.Join(dataDir, s.Network))
+		if n.Error != "" && len(n.Leases) == 0 {
+			return step.Resolution{}, fmt.Errorf("host-local network %s: %s", s.Network, n.Error)
+		}
+		nets = []ipam.Network{n}
+	} else if nets, err = ipam.Read(env.Root, dataDir); err != nil {
+		return step.Resolution{}, err
+	}
+	var res step.Resolution
+	var words []string
+	for _, n := range nets {
+		leaked := ipam.Leaked(n, live)
+		for _, l := range leaked {
+			res.Edits = append(res.Edits, step.Edit{Path: l.Path, Remove: true,
+				Why: fmt.Sprintf("free %s of network %s: sandbox %s no longer exists (the lease file is kept as a backup)", l.IP, n.Name, l.ContainerID)})
+		}
+		words = append(words, fmt.Sprintf("network %s: %d lease(s), %d of sandboxes that no longer exist", n.Name, len(n.Leases), len(leaked)))
+	}
+	if len(words) == 0 {
+		words = []string{"no host-local network in " + dataDir}
+	}
+	res.Message = fmt.Sprintf("%d live sandbox(es); %s", len(sbs), strings.Join(words, "; "))
+	return res, nil
+}
+
+// RemoveStaleNetns removes named network namespaces that no live sandbox uses and no process runs in.
+func RemoveStaleNetns(ctx context.Context, env step.Env, _ v1alpha1.PlanStep) (step.Resolution, error) {
+	sbs, err := liveSandboxes(ctx, env)
+	if err != nil {
+		return step.Resolution{}, err
+	}
+	live := map[string]string{}
+	for _, sb := range sbs {
+		if sb.NetNS != "" {
+			live[sb.NetNS] = sb.ID
+			live[swapRun(sb.NetNS)] = sb.ID
+		}
+	}
+	dir := env.NetnsDir
+	if dir == "" {
+		dir = netstate.DefaultNetnsDir
+	}
+	list, err := netstate.ListNetns(env.Root, dir, live, env.ProcDir)
+	if err != nil {
+		return step.Resolution{}, err
+	}
+	var res step.Resolution
+	for _, n := range list {
+		if !n.Stale || live[swapRun(n.Path)] != "" {
+			continue
+		}
+		res.Actions = append(res.Actions, netstate.RemoveNetns{HostPath: n.Path, Local: env.Root.Path(n.Path)})
+	}
+	var w []string
+	for _, a := range res.Actions {
+		w = append(w, a.Describe())
+	}
+	res.Message = fmt.Sprintf("%d namespace(s) in %s, %d live sandbox(es)", len(list), dir, len(sbs))
+	if len(w) > 0 {
+		res.Message += "; " + strings.Join(w, "; ")
+	}
+	return res, nil
+}
+
+// swapRun spells a /var/run path as /run and the other way round (/var/run is a link to /run).
+func swapRun(p string) string {
+	if rest, ok := strings.CutPrefix(p, "/var/run/"); ok {
+		return "/run/" + rest
+	}
+	if rest, ok := strings.CutPrefix(p, "/run/"); ok {
+		return "/var/run/" + rest
+	}
+	return p
+}
+
+// deletableLinkTypes are the kinds of link CNI creates on the host and recreates on the next pod: a bridge such
+// as cni0 and an overlay device such as flannel.1 (which flanneld recreates). Anything else (a NIC, a bond) is
+// never deleted.
+var deletableLinkTypes = map[string]bool{"bridge": true, "vxlan": true}
+
+// DeleteLink deletes a CNI-made link (such as cni0 holding a stale address) so that its plugin recreates it.
+func DeleteLink(_ context.Context, env step.Env, s v1alpha1.PlanStep) (step.Resolution, error) {
+	if s.Link == "" {
+		return step.Resolution{}, fmt.Errorf("DeleteLink needs the link's name")
+	}
+	h, err := netstate.Open(env.NetNS)
+	if err != nil {
+		return step.Resolution{}, err
+	}
+	defer h.Close()
+	links, err := netstate.Links(h, []string{s.Link})
+	if err != nil {
+		return step.Resolution{}, err
+	}
+	l := links[0]
+	if !l.Exists {
+		return step.Resolution{Message: fmt.Sprintf("link %s does not exist; nothing to delete", s.Link)}, nil
+	}
+	if !deletableLinkTypes[l.Type] {
+		return step.Resolution{}, fmt.Errorf("link %s is a %s, not a bridge or vxlan device that CNI recreates; refusing to delete it", s.Link, l.Type)
+	}
+	if netstate.CarriesDefaultRoute(h, s.Link) {
+		return step.Resolution{}, fmt.Errorf("link %s carries the node's default route; refusing to delete it", s.Link)
+	}
+	return step.Resolution{
+		Actions: []step.HostAction{netstate.DeleteLink{Name: s.Link, NetNS: env.NetNS}},
+		Message: fmt.Sprintf("delete %s (%s, addresses %s) so that the plugin recreates it", s.Link, l.Type, strings.Join(l.Addresses, " ")),
+	}, nil
+}
