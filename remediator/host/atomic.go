@@ -32,6 +32,8 @@ type WriteOptions struct {
 	// Mode of the new file. Zero keeps the mode of the file being replaced, or DefaultFileMode for a new file.
 	// Only permission, setuid, setgid and sticky bits are used.
 	Mode fs.FileMode
+	// ExactMode applies Mode even when it is zero (restoring a file nobody may read).
+	ExactMode bool
 	// Owner of the new file. Nil keeps the owner of the file being replaced, or the process's for a new file.
 	Owner *Owner
 }
@@ -63,7 +65,7 @@ func WriteAtomic(name string, r io.Reader, opts WriteOptions) (err error) {
 		if !fi.Mode().IsRegular() {
 			return fmt.Errorf("refusing to replace %s: not a regular file (%s)", name, fi.Mode().Type())
 		}
-		if mode == 0 {
+		if mode == 0 && !opts.ExactMode {
 			mode = fi.Mode()
 		}
 		if owner == nil {
@@ -74,7 +76,7 @@ func WriteAtomic(name string, r io.Reader, opts WriteOptions) (err error) {
 	} else if !errors.Is(statErr, fs.ErrNotExist) {
 		return statErr
 	}
-	if mode == 0 {
+	if mode == 0 && !opts.ExactMode {
 		mode = DefaultFileMode
 	}
 	mode &= fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky

@@ -1,0 +1,616 @@
+// Package executor runs a v1alpha1.Plan on a node: StopUnit and StartUnit through systemd, each repair step through
+// its resolver (which decides, read-only, what changes) and VerifyNode through a verifier, with every change
+// journaled and backed up first and every file written atomically. On any failure it rolls back from the journal
+// and restarts the units; on every path out, the critical units (containerd and kubelet) are started again.
+//
+// A run that dies (SIGKILL, node crash) leaves a journal; the next run with the same remediation id finds it and
+// either resumes (the interrupted step's files are put back and the step is redone from there, units stopped again
+// as the plan had them) or rolls everything back, never repeating a half-done step blindly.
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/remediator/host"
+	"github.com/cnimedic/cnimedic/remediator/journal"
+	"github.com/cnimedic/cnimedic/remediator/step"
+	"github.com/cnimedic/cnimedic/remediator/units"
+)
+
+// Units stops and starts systemd units, waiting until they are down or up (units.Manager does it over D-Bus).
+type Units interface {
+	Stop(ctx context.Context, unit string) (units.Transition, error)
+	Start(ctx context.Context, unit string) (units.Transition, error)
+}
+
+// Verifier checks the node after a repair (conflists parse, plugins answer VERSION with the needed version, the
+// runtime reports NetworkReady). It returns what it found; an error fails the VerifyNode step and rolls back.
+type Verifier func(ctx context.Context, env step.Env) (string, error)
+
+// Interrupted says what a run does with a journal left by a run that died.
+type Interrupted string
+
+const (
+	// Resume puts back the files of the step that was interrupted, stops again the units the plan had stopped,
+	// and continues from that step.
+	Resume Interrupted = "resume"
+	// RollBack undoes everything the earlier run did and restarts the units.
+	RollBack Interrupted = "rollback"
+)
+
+// DefaultCriticalUnits are started on every path out of a run, in this order: the runtime first, since kubelet
+// needs it.
+var DefaultCriticalUnits = []string{"containerd.service", "kubelet.service"}
+
+// Executor runs plans. Its zero value is not usable: set Units, and Resolvers/Verifier for plans that need them.
+type Executor struct {
+	// Env is the node as the resolvers and the verifier see it; Env.Root is where the host's files are.
+	Env step.Env
+	// JournalBase is the host directory of the journals (journal.DefaultBase when empty).
+	JournalBase string
+	Units       Units
+	Resolvers   map[v1alpha1.StepType]step.Resolver
+	Verifier    Verifier
+	// CriticalUnits are started on every path out (DefaultCriticalUnits when nil).
+	CriticalUnits []string
+	// OnInterrupted is what to do with a journal of a run that died (Resume when empty).
+	OnInterrupted Interrupted
+	// CleanupTimeout bounds rollback and the final unit starts, which run even after the run's context is
+	// cancelled (a SIGTERM must not leave kubelet stopped). Default 3 minutes.
+	CleanupTimeout time.Duration
+	// Hook, when set, is called at every point where a crash matters (see the Point* names). Fault-injection
+	// tests kill the process there.
+	Hook func(point string)
+}
+
+// Fault-injection points, each prefixed "step-N/" inside a step.
+const (
+	PointBegun          = "begun"
+	PointStepStarted    = "started"
+	PointBeforeUnitJob  = "before-unit-job"
+	PointAfterUnitJob   = "after-unit-job"
+	PointAfterMkdir     = "after-mkdir"
+	PointAfterBackup    = "after-backup"
+	PointAfterWrite     = "after-write"
+	PointBeforeAction   = "before-action"
+	PointAfterAction    = "after-action"
+	PointStepEnded      = "ended"
+	PointRollbackBegun  = "rollback-begun"
+	PointAfterRestore   = "after-restore"
+	PointRollbackEnded  = "rollback-ended"
+	PointBeforeFinish   = "before-finish"
+	PointAfterResumeFix = "after-resume-fix"
+)
+
+func (e *Executor) hook(point string) {
+	if e.Hook != nil {
+		e.Hook(point)
+	}
+}
+
+func (e *Executor) critical() []string {
+	if e.CriticalUnits != nil {
+		return e.CriticalUnits
+	}
+	return DefaultCriticalUnits
+}
+
+// Run executes the plan under the remediation id and returns the result. It never returns with a critical unit
+// stopped if it can start it; when it cannot, the result says so (Outcome Failed).
+func (e *Executor) Run(ctx context.Context, id string, plan v1alpha1.Plan) v1alpha1.ExecutorResult {
+	res := v1alpha1.ExecutorResult{RemediationID: id}
+	if err := Validate(plan); err != nil {
+		return e.failEarly(ctx, res, err)
+	}
+	j, err := journal.Open(e.Env.Root, e.JournalBase, id)
+	if errors.Is(err, journal.ErrBusy) {
+		// Another live run owns this remediation and its units: touch nothing.
+		res.Outcome = v1alpha1.OutcomeFailed
+		res.Message = fmt.Sprintf("another run of remediation %s is in progress", id)
+		return res
+	}
+	if err != nil {
+		return e.failEarly(ctx, res, fmt.Errorf("open the journal: %w", err))
+	}
+	defer func() { _ = j.Close() }()
+	if stored, err := j.Result(); err != nil {
+		return e.failEarly(ctx, res, err)
+	} else if stored != nil {
+		// Finished before: report the same result, change nothing (but the units must still be running).
+		out := *stored
+		e.ensureCritical(ctx, &out)
+		return out
+	}
+	if err := j.SavePlan(plan); err != nil {
+		return e.failEarly(ctx, res, err)
+	}
+	r := &run{e: e, j: j, plan: plan, res: res}
+	return r.execute(ctx)
+}
+
+// Recover is what runs when a host-side run has died (systemd's ExecStopPost, or the guard timer): a finished
+// remediation only gets its units started; an unfinished one is rolled back, because nobody is left to decide
+// whether to resume it. reason says what is known of the death.
+func (e *Executor) Recover(ctx context.Context, id, reason string) v1alpha1.ExecutorResult {
+	res := v1alpha1.ExecutorResult{RemediationID: id}
+	j, err := journal.Open(e.Env.Root, e.JournalBase, id)
+	if errors.Is(err, journal.ErrBusy) {
+		res.Outcome = v1alpha1.OutcomeFailed
+		res.Message = fmt.Sprintf("another run of remediation %s is in progress", id)
+		return res
+	}
+	if err != nil {
+		return e.failEarly(ctx, res, fmt.Errorf("open the journal: %w", err))
+	}
+	defer func() { _ = j.Close() }()
+	if stored, err := j.Result(); err == nil && stored != nil {
+		out := *stored
+		e.ensureCritical(ctx, &out)
+		return out
+	}
+	plan, err := j.LoadPlan()
+	if err != nil {
+		// Without a plan nothing was started; the units are all there is to fix.
+		return e.failEarly(ctx, res, err)
+	}
+	r := &run{e: e, j: j, plan: plan, res: res}
+	sum := journal.Summarize(j.Records())
+	if !sum.Begun {
+		r.note("recover: the run died before it began: %s", reason)
+	} else {
+		r.note("recover: the run died %s: %s", where(sum), reason)
+	}
+	r.rollback(ctx, "the host-side run died "+where(sum)+" ("+reason+")")
+	return r.finish(ctx)
+}
+
+// failEarly ends a run that could not use its journal: nothing was changed by it, but the units must run.
+func (e *Executor) failEarly(ctx context.Context, res v1alpha1.ExecutorResult, err error) v1alpha1.ExecutorResult {
+	res.Outcome = v1alpha1.OutcomeFailed
+	res.Message = err.Error()
+	e.ensureCritical(ctx, &res)
+	return res
+}
+
+// ensureCritical starts every critical unit that is not running, with a context that survives the run's own
+// cancellation. A unit that cannot be started turns the outcome into Failed.
+func (e *Executor) ensureCritical(ctx context.Context, res *v1alpha1.ExecutorResult) {
+	if e.Units == nil {
+		return
+	}
+	cctx, cancel := e.cleanupContext(ctx)
+	defer cancel()
+	for _, u := range e.critical() {
+		tr, err := e.Units.Start(cctx, u)
+		if err != nil {
+			res.Outcome = v1alpha1.OutcomeFailed
+			res.Message = joinMsg(res.Message, fmt.Sprintf("%s is not running: %v", u, err))
+			continue
+		}
+		if tr.Changed() {
+			res.Message = joinMsg(res.Message, fmt.Sprintf("started %s on the way out", u))
+		}
+	}
+}
+
+func (e *Executor) cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := e.CleanupTimeout
+	if d <= 0 {
+		d = 3 * time.Minute
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}
+
+// Validate checks a plan's shape before anything runs: units named where needed, no unknown step types.
+func Validate(plan v1alpha1.Plan) error {
+	if len(plan.Steps) == 0 {
+		return errors.New("the plan has no steps")
+	}
+	for i, s := range plan.Steps {
+		switch s.Type {
+		case v1alpha1.StepStopUnit, v1alpha1.StepStartUnit:
+			if s.Unit == "" || strings.ContainsAny(s.Unit, "/ \t\n") {
+				return fmt.Errorf("step %d (%s): invalid unit %q", i+1, s.Type, s.Unit)
+			}
+		case v1alpha1.StepVerifyNode, v1alpha1.StepSetCNIVersion, v1alpha1.StepInstallReferencePlugins,
+			v1alpha1.StepRepairRuntimeCNIConfig, v1alpha1.StepFixConfFileModes, v1alpha1.StepRestoreConfList,
+			v1alpha1.StepReclaimIPAM, v1alpha1.StepRemoveStaleNetns, v1alpha1.StepDeleteLink:
+		default:
+			return fmt.Errorf("step %d: unknown type %q", i+1, s.Type)
+		}
+	}
+	return nil
+}
+
+func isRepair(t v1alpha1.StepType) bool {
+	switch t {
+	case v1alpha1.StepStopUnit, v1alpha1.StepStartUnit, v1alpha1.StepVerifyNode:
+		return false
+	}
+	return true
+}
+
+// run is one execution against one journal.
+type run struct {
+	e    *Executor
+	j    *journal.Journal
+	plan v1alpha1.Plan
+	res  v1alpha1.ExecutorResult
+	// noChange: the preflight found nothing to change, so the disruptive steps were skipped.
+	noChange bool
+}
+
+func (r *run) note(format string, args ...any) {
+	_, _ = r.j.Append(journal.Record{Kind: journal.KindNote, Message: fmt.Sprintf(format, args...)})
+}
+
+func (r *run) execute(ctx context.Context) v1alpha1.ExecutorResult {
+	sum := journal.Summarize(r.j.Records())
+	from := 1
+	switch {
+	case !sum.Begun:
+		if stop, msg := r.preflight(ctx); stop {
+			return r.finishEarly(ctx, msg)
+		}
+		if _, err := r.j.Append(journal.Record{Kind: journal.KindBegin}); err != nil {
+			return r.e.failEarly(ctx, r.res, err)
+		}
+		r.e.hook(PointBegun)
+	case sum.RolledBack:
+		// The earlier run rolled back and died before storing its result.
+		return r.finish(ctx)
+	case sum.RollingBack || r.e.OnInterrupted == RollBack:
+		r.rollback(ctx, "a previous run of this remediation was interrupted "+where(sum))
+		return r.finish(ctx)
+	default:
+		var err error
+		if from, err = r.resume(ctx, sum); err != nil {
+			r.rollback(ctx, fmt.Sprintf("could not resume the interrupted run: %v", err))
+			return r.finish(ctx)
+		}
+	}
+	for i := from; i <= len(r.plan.Steps); i++ {
+		if err := r.step(ctx, i); err != nil {
+			r.rollback(ctx, fmt.Sprintf("step %d (%s) failed: %v", i, r.plan.Steps[i-1].Type, err))
+			return r.finish(ctx)
+		}
+	}
+	return r.finish(ctx)
+}
+
+// preflight resolves every repair step before anything is stopped. When all of them find nothing to change, the
+// node is already as the plan wants it and kubelet and the runtime are left alone (a repeat of a plan). When the
+// first repair step cannot even be resolved, the run stops here, before any disruption: nothing before it
+// changes files, so it would fail the same way with kubelet stopped. Later steps may depend on earlier edits, so
+// their errors here mean nothing yet.
+func (r *run) preflight(ctx context.Context) (stop bool, msg string) {
+	repairs, unchanged := 0, 0
+	for i, s := range r.plan.Steps {
+		if !isRepair(s.Type) {
+			continue
+		}
+		repairs++
+		resolve := r.e.Resolvers[s.Type]
+		if resolve == nil {
+			return true, fmt.Sprintf("step %d (%s): this remediator has no resolver for it; nothing was changed", i+1, s.Type)
+		}
+		res, err := resolve(ctx, r.e.Env, s)
+		if err != nil {
+			if repairs == 1 {
+				return true, fmt.Sprintf("step %d (%s) cannot be resolved on this node, so nothing was stopped or changed: %v", i+1, s.Type, err)
+			}
+			return false, ""
+		}
+		if res.NoChange() {
+			unchanged++
+		}
+	}
+	if repairs > 0 && unchanged == repairs {
+		r.noChange = true
+		return true, "the node is already as the plan wants it: nothing to change, kubelet and the runtime were not touched"
+	}
+	return false, ""
+}
+
+// finishEarly ends a run that changed nothing (preflight). VerifyNode steps still run, since they only read.
+func (r *run) finishEarly(ctx context.Context, msg string) v1alpha1.ExecutorResult {
+	r.res.Message = msg
+	now := time.Now()
+	outcome := v1alpha1.OutcomeRolledBack
+	if r.noChange {
+		outcome = v1alpha1.OutcomeNoChange
+	}
+	for _, s := range r.plan.Steps {
+		sr := v1alpha1.StepResult{Type: s.Type, Outcome: v1alpha1.StepSkipped}
+		if s.Type == v1alpha1.StepVerifyNode && r.noChange {
+			m, err := r.verify(ctx)
+			sr.Outcome, sr.Message = v1alpha1.StepDone, m
+			if err != nil {
+				sr.Outcome, sr.Message = v1alpha1.StepFailed, err.Error()
+				outcome = v1alpha1.OutcomeRolledBack
+				r.res.Message = "nothing needed changing, but the node does not verify: " + err.Error()
+			}
+		}
+		sr.Started, sr.Finished = mt(now), mt(time.Now())
+		r.res.Steps = append(r.res.Steps, sr)
+	}
+	r.res.Outcome = outcome
+	r.e.ensureCritical(ctx, &r.res)
+	if err := r.j.Finish(r.res); err != nil {
+		r.res.Message = joinMsg(r.res.Message, "could not store the result: "+err.Error())
+	}
+	return r.res
+}
+
+func (r *run) verify(ctx context.Context) (string, error) {
+	if r.e.Verifier == nil {
+		return "", errors.New("this remediator has no verifier")
+	}
+	return r.e.Verifier(ctx, r.e.Env)
+}
+
+// resume prepares the continuation of an interrupted run and returns the step to continue from.
+func (r *run) resume(ctx context.Context, sum journal.Summary) (int, error) {
+	from := len(r.plan.Steps) + 1
+	for i := 1; i <= len(r.plan.Steps); i++ {
+		st := sum.Steps[i]
+		if st == nil || !st.Ended {
+			from = i
+			break
+		}
+		if st.Outcome == v1alpha1.StepFailed {
+			// The earlier run failed this step and died before its rollback began: finish that rollback.
+			return 0, fmt.Errorf("step %d had failed: %s", i, st.Message)
+		}
+	}
+	r.note("resuming at step %d after an interrupted run (%s)", from, where(sum))
+	// The interrupted step's files go back to what they were before it, so it can be resolved and done afresh.
+	bs := sum.StepBackups(from)
+	for k := len(bs) - 1; k >= 0; k-- {
+		if err := r.j.Restore(bs[k]); err != nil {
+			return 0, err
+		}
+	}
+	// The units the plan had stopped up to here may have been started by a guard meanwhile: stop them again, in
+	// the plan's order, before going on with the repair.
+	for _, u := range sum.Down {
+		if _, err := r.stopUnit(ctx, from, u); err != nil {
+			return 0, err
+		}
+	}
+	r.e.hook(PointAfterResumeFix)
+	return from, nil
+}
+
+func (r *run) stepPoint(i int, p string) {
+	if i == 0 {
+		r.e.hook("rollback/" + p)
+		return
+	}
+	r.e.hook(fmt.Sprintf("step-%d/%s", i, p))
+}
+
+// step runs plan step i (1-based) and journals it.
+func (r *run) step(ctx context.Context, i int) error {
+	s := r.plan.Steps[i-1]
+	if _, err := r.j.Append(journal.Record{Kind: journal.KindStepStart, Step: i}); err != nil {
+		return err
+	}
+	r.stepPoint(i, PointStepStarted)
+	outcome, msg, err := r.do(ctx, i, s)
+	if err != nil {
+		_, _ = r.j.Append(journal.Record{Kind: journal.KindStepEnd, Step: i, Outcome: v1alpha1.StepFailed, Message: err.Error()})
+		return err
+	}
+	if _, err := r.j.Append(journal.Record{Kind: journal.KindStepEnd, Step: i, Outcome: outcome, Message: msg}); err != nil {
+		return err
+	}
+	r.stepPoint(i, PointStepEnded)
+	return nil
+}
+
+func (r *run) do(ctx context.Context, i int, s v1alpha1.PlanStep) (outcome, msg string, err error) {
+	switch s.Type {
+	case v1alpha1.StepStopUnit:
+		tr, err := r.stopUnit(ctx, i, s.Unit)
+		return unitOutcome(tr), tr.String(), err
+	case v1alpha1.StepStartUnit:
+		tr, err := r.startUnit(ctx, i, s.Unit)
+		return unitOutcome(tr), tr.String(), err
+	case v1alpha1.StepVerifyNode:
+		m, err := r.verify(ctx)
+		return v1alpha1.StepDone, m, err
+	}
+	resolve := r.e.Resolvers[s.Type]
+	if resolve == nil {
+		return "", "", fmt.Errorf("this remediator has no resolver for %s", s.Type)
+	}
+	res, err := resolve(ctx, r.e.Env, s)
+	if err != nil {
+		return "", "", err
+	}
+	if res.NoChange() {
+		return v1alpha1.StepUnchanged, res.Message, nil
+	}
+	msgs := []string{res.Message}
+	for _, ed := range res.Edits {
+		m, err := r.edit(i, ed)
+		if err != nil {
+			return "", "", err
+		}
+		msgs = append(msgs, m)
+	}
+	for _, a := range res.Actions {
+		desc := a.Describe()
+		if _, err := r.j.Append(journal.Record{Kind: journal.KindAction, Step: i, Message: desc}); err != nil {
+			return "", "", err
+		}
+		r.stepPoint(i, PointBeforeAction)
+		if err := a.Do(ctx); err != nil {
+			return "", "", fmt.Errorf("%s: %w", desc, err)
+		}
+		if _, err := r.j.Append(journal.Record{Kind: journal.KindActionDone, Step: i, Message: desc}); err != nil {
+			return "", "", err
+		}
+		r.stepPoint(i, PointAfterAction)
+		msgs = append(msgs, desc)
+	}
+	return v1alpha1.StepDone, joinMsg(msgs...), nil
+}
+
+func unitOutcome(tr units.Transition) string {
+	if tr.Changed() {
+		return v1alpha1.StepDone
+	}
+	return v1alpha1.StepUnchanged
+}
+
+func (r *run) stopUnit(ctx context.Context, i int, unit string) (units.Transition, error) {
+	if _, err := r.j.Append(journal.Record{Kind: journal.KindUnitStop, Step: i, Unit: unit}); err != nil {
+		return units.Transition{Unit: unit}, err
+	}
+	r.stepPoint(i, PointBeforeUnitJob)
+	tr, err := r.e.Units.Stop(ctx, unit)
+	if err != nil {
+		return tr, err
+	}
+	if _, err := r.j.Append(journal.Record{Kind: journal.KindUnitStopped, Step: i, Unit: unit, Message: tr.String()}); err != nil {
+		return tr, err
+	}
+	r.stepPoint(i, PointAfterUnitJob)
+	return tr, nil
+}
+
+func (r *run) startUnit(ctx context.Context, i int, unit string) (units.Transition, error) {
+	if _, err := r.j.Append(journal.Record{Kind: journal.KindUnitStart, Step: i, Unit: unit}); err != nil {
+		return units.Transition{Unit: unit}, err
+	}
+	r.stepPoint(i, PointBeforeUnitJob)
+	tr, err := r.e.Units.Start(ctx, unit)
+	if err != nil {
+		return tr, err
+	}
+	if _, err := r.j.Append(journal.Record{Kind: journal.KindUnitStarted, Step: i, Unit: unit, Message: tr.String()}); err != nil {
+		return tr, err
+	}
+	r.stepPoint(i, PointAfterUnitJob)
+	return tr, nil
+}
+
+// edit applies one file edit: resolve symlinks inside the host root, create missing parent directories (each
+// journaled first), back the file up, then replace or remove it atomically.
+func (r *run) edit(i int, ed step.Edit) (string, error) {
+	root := r.e.Env.Root
+	local, err := root.Resolve(ed.Path)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", ed.Path, err)
+	}
+	hostPath := root.HostPath(local)
+	if !ed.Remove {
+		if err := r.mkdirs(i, filepath.Dir(hostPath)); err != nil {
+			return "", err
+		}
+	}
+	b, err := r.j.Backup(i, hostPath)
+	if err != nil {
+		return "", err
+	}
+	r.stepPoint(i, PointAfterBackup)
+	what := "wrote"
+	if ed.Remove {
+		if err := host.RemoveAtomic(local); err != nil {
+			return "", fmt.Errorf("remove %s: %w", hostPath, err)
+		}
+		what = "removed"
+		if _, err := r.j.Append(journal.Record{Kind: journal.KindRemoved, Step: i, Path: hostPath}); err != nil {
+			return "", err
+		}
+	} else {
+		if err := host.WriteFileAtomic(local, ed.Content, ed.Mode); err != nil {
+			return "", fmt.Errorf("write %s: %w", hostPath, err)
+		}
+		if _, err := r.j.Append(journal.Record{Kind: journal.KindWritten, Step: i, Path: hostPath, SHA256: sha(ed.Content)}); err != nil {
+			return "", err
+		}
+	}
+	r.stepPoint(i, PointAfterWrite)
+	m := fmt.Sprintf("%s %s", what, hostPath)
+	if !b.Existed && !ed.Remove {
+		m = "created " + hostPath
+	}
+	if ed.Why != "" {
+		m += ": " + ed.Why
+	}
+	return m, nil
+}
+
+// mkdirs creates the missing directories down to hostDir, journaling each before it exists so that a rollback
+// removes them again.
+func (r *run) mkdirs(i int, hostDir string) error {
+	root := r.e.Env.Root
+	var missing []string
+	for d := hostDir; d != "/" && d != "."; d = filepath.Dir(d) {
+		if _, err := os.Lstat(root.Path(d)); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append([]string{d}, missing...)
+	}
+	for _, d := range missing {
+		if _, err := r.j.Append(journal.Record{Kind: journal.KindMkdir, Step: i, Path: d}); err != nil {
+			return err
+		}
+		if err := os.Mkdir(root.Path(d), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if err := host.SyncDir(root.Path(filepath.Dir(d))); err != nil {
+			return err
+		}
+		r.stepPoint(i, PointAfterMkdir)
+	}
+	return nil
+}
+
+// where says where a journal's run stopped, for messages.
+func where(sum journal.Summary) string {
+	if i := sum.Interrupted(); i > 0 {
+		return fmt.Sprintf("during step %d", i)
+	}
+	if sum.Last != nil {
+		return fmt.Sprintf("after %s", describe(*sum.Last))
+	}
+	return "before it began"
+}
+
+func describe(rec journal.Record) string {
+	s := string(rec.Kind)
+	if rec.Step > 0 {
+		s += fmt.Sprintf(" of step %d", rec.Step)
+	}
+	if rec.Unit != "" {
+		s += " " + rec.Unit
+	}
+	if rec.Path != "" {
+		s += " " + rec.Path
+	}
+	return s
+}
+
+func joinMsg(parts ...string) string {
+	var out []string
+	for _, p := range parts {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, "; ")
+}
