@@ -143,7 +143,7 @@ type DetectionSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(0|([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+)$')",message="must be a non-negative duration such as 90s, 5m or 1h30m"
-	MinStuckDuration metav1.Duration `json:"minStuckDuration,omitempty"`
+	MinStuckDuration *metav1.Duration `json:"minStuckDuration,omitempty"`
 
 	// MinOccurrences is how many failure events (counting repeats) a node needs inside the window.
 	// +optional
@@ -166,7 +166,7 @@ type DetectionSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')",message="window must be a positive duration such as 10m"
-	Window metav1.Duration `json:"window,omitempty"`
+	Window *metav1.Duration `json:"window,omitempty"`
 
 	// BootGracePeriod ignores evidence from a node whose kubelet started less than this long ago: CNI agents
 	// routinely need a moment after boot.
@@ -175,7 +175,7 @@ type DetectionSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(0|([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+)$')",message="must be a non-negative duration such as 90s, 5m or 1h30m"
-	BootGracePeriod metav1.Duration `json:"bootGracePeriod,omitempty"`
+	BootGracePeriod *metav1.Duration `json:"bootGracePeriod,omitempty"`
 
 	// EvidenceExpiry is how long evidence counts after it was last seen. An open incident whose evidence has all
 	// expired before any action ends as resolved without action.
@@ -184,7 +184,7 @@ type DetectionSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')",message="evidenceExpiry must be a positive duration such as 15m"
-	EvidenceExpiry metav1.Duration `json:"evidenceExpiry,omitempty"`
+	EvidenceExpiry *metav1.Duration `json:"evidenceExpiry,omitempty"`
 }
 
 // ApprovalMode says whether repairs wait for a human.
@@ -211,7 +211,7 @@ type ApprovalSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')",message="expiry must be a positive duration such as 24h"
-	Expiry metav1.Duration `json:"expiry,omitempty"`
+	Expiry *metav1.Duration `json:"expiry,omitempty"`
 }
 
 // StormSpec stops automatic repair when one failure hits a large part of the cluster at once: a cluster-wide
@@ -238,7 +238,7 @@ type StormSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(0|([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+)$')",message="must be a non-negative duration such as 90s, 5m or 1h30m"
-	Cooldown metav1.Duration `json:"cooldown,omitempty"`
+	Cooldown *metav1.Duration `json:"cooldown,omitempty"`
 }
 
 // DrainTimeoutAction says what happens when a drain does not finish in time.
@@ -262,7 +262,7 @@ type DrainSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')",message="timeout must be a positive duration such as 10m"
-	Timeout metav1.Duration `json:"timeout,omitempty"`
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
 	// GracePeriodSeconds overrides the evicted pods' termination grace period; unset uses each pod's own.
 	// +optional
@@ -401,7 +401,7 @@ type VerificationSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')",message="timeout must be a positive duration such as 5m"
-	Timeout metav1.Duration `json:"timeout,omitempty"`
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 }
 
 // RetrySpec caps repeated repairs of one node.
@@ -419,7 +419,7 @@ type RetrySpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^(0|([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+)$')",message="must be a non-negative duration such as 90s, 5m or 1h30m"
-	Cooldown metav1.Duration `json:"cooldown,omitempty"`
+	Cooldown *metav1.Duration `json:"cooldown,omitempty"`
 }
 
 // ExecutorSpec configures the node-side executor pod.
@@ -441,7 +441,7 @@ type ExecutorSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')",message="timeout must be a positive duration such as 10m"
-	Timeout metav1.Duration `json:"timeout,omitempty"`
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 }
 
 // Condition types of a RemediationPolicy.

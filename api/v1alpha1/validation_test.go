@@ -8,11 +8,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	policypkg "github.com/cnimedic/cnimedic/internal/policy"
 	"github.com/cnimedic/cnimedic/internal/testenv"
 )
 
@@ -324,4 +329,18 @@ func celMessages(v any) []string {
 		}
 	}
 	return out
+}
+
+// TestGoDefaultsMatchTheCRD keeps policy.DefaultSpec, which finishes repairs whose policy was deleted, equal to
+// what the API server gives an empty policy.
+func TestGoDefaultsMatchTheCRD(t *testing.T) {
+	ctx := context.Background()
+	p := &v1alpha1.RemediationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "defaults"}}
+	if err := env.Client.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, p) })
+	if want := policypkg.DefaultSpec(); !equality.Semantic.DeepEqual(p.Spec, want) {
+		t.Fatalf("policy.DefaultSpec differs from the CRD's defaults:\n%s", cmp.Diff(want, p.Spec))
+	}
 }

@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 )
@@ -52,10 +53,10 @@ func TestMaxConcurrent(t *testing.T) {
 		want    int
 	}{
 		{nil, 10, 1},
-		{ptr(intstr.FromInt32(3)), 10, 3},
-		{ptr(intstr.FromString("10%")), 50, 5},
-		{ptr(intstr.FromString("10%")), 5, 1}, // rounds down, never below one
-		{ptr(intstr.FromString("100%")), 7, 7},
+		{ptr.To(intstr.FromInt32(3)), 10, 3},
+		{ptr.To(intstr.FromString("10%")), 50, 5},
+		{ptr.To(intstr.FromString("10%")), 5, 1}, // rounds down, never below one
+		{ptr.To(intstr.FromString("100%")), 7, 7},
 	} {
 		p := &v1alpha1.RemediationPolicy{Spec: v1alpha1.RemediationPolicySpec{MaxConcurrent: tc.v}}
 		if got := MaxConcurrent(p, tc.covered); got != tc.want {
@@ -77,5 +78,3 @@ func TestAgentPodRestartIsOffUnlessListed(t *testing.T) {
 		t.Error("a listed allowedActions must allow only what it lists")
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
