@@ -221,9 +221,12 @@ func (r *Report) askRuntime(ctx context.Context, o Options) (map[string]bool, ma
 	for _, sb := range sbs {
 		live[sb.ID] = true
 		if sb.NetNS != "" {
-			netns[sb.NetNS] = sb.ID
-			// /var/run is a symlink to /run on current systems; the runtime may report either spelling.
-			netns[alias(sb.NetNS)] = sb.ID
+			// /var/run is a symlink to /run on current systems; the runtime may report either spelling, and names
+			// the path as it sees it, which under a --host-root is not this process's view.
+			for _, p := range []string{sb.NetNS, o.Root.HostPath(sb.NetNS)} {
+				netns[p] = sb.ID
+				netns[alias(p)] = sb.ID
+			}
 		}
 	}
 	return live, netns

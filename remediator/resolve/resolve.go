@@ -431,8 +431,11 @@ func RemoveStaleNetns(ctx context.Context, env step.Env, _ v1alpha1.PlanStep) (s
 	live := map[string]string{}
 	for _, sb := range sbs {
 		if sb.NetNS != "" {
-			live[sb.NetNS] = sb.ID
-			live[swapRun(sb.NetNS)] = sb.ID
+			// The runtime names the path as it sees it; under a --host-root that is not this process's view.
+			for _, p := range []string{sb.NetNS, env.Root.HostPath(sb.NetNS)} {
+				live[p] = sb.ID
+				live[swapRun(p)] = sb.ID
+			}
 		}
 	}
 	dir := env.NetnsDir
