@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cnimedic/cnimedic/remediator/diagnose"
+	"github.com/cnimedic/cnimedic/remediator/units"
 )
 
 func newDiagnose(flags *NodeFlags) *cobra.Command {
@@ -39,6 +42,32 @@ func writeOutput(w io.Writer, format string, v any, text func(io.Writer) error) 
 	}
 }
 
-// unitStates reads kubelet's and the runtime's unit states. It is the hook for the executor half's
-// remediator/units package (systemd over D-Bus); until that is wired in, diagnose reports the units as not read.
-var unitStates = func(dbusAddress string) diagnose.UnitStater { return nil }
+// unitStates reads kubelet's and the runtime's unit states from systemd over D-Bus (remediator/units). A node
+// without a reachable systemd gets each unit reported with the connection error, not a failed diagnosis.
+var unitStates = func(dbusAddress string) diagnose.UnitStater {
+	return func(ctx context.Context, names []string) []diagnose.UnitState {
+		out := make([]diagnose.UnitState, len(names))
+		for i, n := range names {
+			out[i].Unit = n
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		m, err := units.Connect(cctx, dbusAddress)
+		if err != nil {
+			for i := range out {
+				out[i].Error = err.Error()
+			}
+			return out
+		}
+		defer m.Close()
+		for i, n := range names {
+			st, err := m.State(cctx, n)
+			if err != nil {
+				out[i].Error = err.Error()
+				continue
+			}
+			out[i].ActiveState, out[i].SubState = st.ActiveState, st.SubState
+		}
+		return out
+	}
+}

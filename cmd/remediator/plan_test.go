@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/cnimedic/cnimedic/remediator/diagnose"
+	"github.com/cnimedic/cnimedic/remediator/resolve"
+)
+
+// repo is the repository's top directory.
+func repo() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// pluginDir is a set built by hack/build-cni-plugins.sh (remediator/internal/nodetest is out of cmd's reach).
+func pluginDir(t *testing.T, set string) string {
+	dir := filepath.Join(repo(), "bin", "cni-"+set)
+	if _, err := os.Stat(filepath.Join(dir, "bridge")); err != nil {
+		t.Fatalf("plugin set %s is not built (%v); run: hack/build-cni-plugins.sh %s", set, err, set)
+	}
+	return dir
+}
+
+func write(t *testing.T, root, p string, b []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, p), b, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const seedConflist = `{
+  "cniVersion": "1.0.0",
+  "name": "containerd-net",
+  "plugins": [
+    {"type": "bridge", "bridge": "cni0", "isGateway": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]]}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+`
+
+func runCLI(t *testing.T, args ...string) []byte {
+	t.Helper()
+	cmd := newRoot()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetArgs(args)
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("remediator %s: %v", strings.Join(args, " "), err)
+	}
+	return out.Bytes()
+}
+
+// The plan command previews the exact conflist diff on a node laid out like the seed, and changes nothing.
+func TestPlanShowsTheExactDiffAndChangesNothing(t *testing.T) {
+	if err := os.MkdirAll(filepath.Join(repo(), ".lab", "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.MkdirTemp(filepath.Join(repo(), ".lab", "tmp"), "cli-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(root) })
+	old := pluginDir(t, "old")
+	for _, p := range []string{"bridge", "host-local", "portmap", "loopback"} {
+		raw, err := os.ReadFile(filepath.Join(old, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, root, "/opt/cni/bin/"+p, raw, 0o755)
+	}
+	conf := []byte(seedConflist)
+	write(t, root, "/etc/cni/net.d/10-containerd-net.conflist", conf, 0o644)
+	// The runtime is absent (plan and diagnose must work without it) and only a link that does not exist is read.
+	common := []string{"--host-root", root, "--cri-socket", "/run/none.sock", "--link", "cnmnone0", "--dbus-address", "unix:path=/run/none-bus"}
+
+	var p resolve.PlanPreview
+	out := runCLI(t, append([]string{"plan", "--signature", "cni-version-incompatible", "--params", `{"configFile":"10-containerd-net.conflist"}`}, common...)...)
+	if err := json.Unmarshal(out, &p); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(p.Steps) != 6 || p.Steps[2].Type != "SetCNIVersion" || len(p.Steps[2].Changes) != 1 {
+		t.Fatalf("preview: %s", out)
+	}
+	diff := p.Steps[2].Changes[0].Diff
+	for _, want := range []string{
+		"--- a/etc/cni/net.d/10-containerd-net.conflist\n+++ b/etc/cni/net.d/10-containerd-net.conflist\n",
+		"-  \"cniVersion\": \"1.0.0\",\n+  \"cniVersion\": \"0.4.0\",\n",
+	} {
+		if !strings.Contains(diff, want) {
+			t.Fatalf("diff lacks %q:\n%s", want, diff)
+		}
+	}
+	if strings.Count(diff, "\n-") != 1 || strings.Count(diff, "\n+") != 1+1 { // one line out, one in (plus the +++ header)
+		t.Fatalf("diff touches more than the version:\n%s", diff)
+	}
+	after, err := os.ReadFile(filepath.Join(root, "etc/cni/net.d/10-containerd-net.conflist"))
+	if err != nil || !bytes.Equal(after, conf) {
+		t.Fatal("plan changed the conflist")
+	}
+
+	text := string(runCLI(t, append([]string{"plan", "--signature", "cni-plugin-binary-missing", "--params", `{"plugin":"portmap"}`, "--bundle-dir", pluginDir(t, "bundle"), "-o", "text"}, common...)...))
+	if !strings.Contains(text, "3. InstallReferencePlugins") || !strings.Contains(text, "write /opt/cni/bin/portmap (") || !strings.Contains(text, "sha256") {
+		t.Fatalf("text preview:\n%s", text)
+	}
+
+	var r diagnose.Report
+	if err := json.Unmarshal(runCLI(t, append([]string{"diagnose"}, common...)...), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Findings) == 0 || r.Findings[0].Signature != "cni-version-incompatible" {
+		t.Fatalf("diagnose findings: %+v", r.Findings)
+	}
+}
