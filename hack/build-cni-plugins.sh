@@ -7,12 +7,15 @@
 #                    `incompatible CNI versions; config is "1.0.0", plugin supports [...]` for real.
 #   bin/cni-bundle/  CNI_PLUGINS_VERSION: the reference plugins the executor image ships and installs
 #                    (InstallReferencePlugins), with SHA256SUMS (sha256sum format) that the installer verifies.
+#   debian           not built: installs (apt, as root) Debian's containernetworking-plugins 1.1.1 in /usr/lib/cni,
+#                    the other real plugin set, and containerd, runc and iptables, which the remediator's CRI tests
+#                    run as a plain process. Quiet and untouched when all are installed.
 #
 # Idempotent: each directory carries a .version stamp and is rebuilt only when the pinned version changes or a
 # binary is missing. Builds go through a throw-away GOBIN per set and are moved into place only when complete, so
 # an interrupted build never leaves a half set behind.
 #
-# Usage: hack/build-cni-plugins.sh [old|bundle]...   (default: both)
+# Usage: hack/build-cni-plugins.sh [old|bundle|debian]...   (default: old bundle)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=versions.env
@@ -55,6 +58,26 @@ write_manifest() { # dir -> SHA256SUMS over every plugin, sorted, in sha256sum's
   (cd "$dir" && find . -maxdepth 1 -type f -perm -u+x ! -name '.*' -printf '%f\n' | LC_ALL=C sort | xargs sha256sum >SHA256SUMS.new && mv SHA256SUMS.new SHA256SUMS)
 }
 
+install_debian() {
+  local packages=(containernetworking-plugins containerd runc iptables) missing=() p
+  for p in "${packages[@]}"; do
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "build-cni-plugins: missing packages (${missing[*]}); run this script as root" >&2
+    exit 1
+  fi
+  echo "build-cni-plugins: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  # apt has been seen to fail once on a temp file that vanished under it; repairing and retrying once fixes it.
+  if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; then
+    apt-get --fix-broken install -y -q >/dev/null || true
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(old bundle)
 for t in "${targets[@]}"; do
@@ -67,6 +90,7 @@ for t in "${targets[@]}"; do
       write_manifest "$root/bin/cni-bundle"
     fi
     ;;
-  *) echo "build-cni-plugins: unknown set $t (want old or bundle)" >&2; exit 2 ;;
+  debian) install_debian ;;
+  *) echo "build-cni-plugins: unknown set $t (want old, bundle or debian)" >&2; exit 2 ;;
   esac
 done

@@ -49,7 +49,7 @@ func StartContainerd(t testing.TB, dir, hostNS, confDir, binDir string) *Contain
 	RequireRoot(t)
 	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr"} {
 		if _, err := exec.LookPath(b); err != nil {
-			t.Fatalf("%s is not installed; run: apt-get install --no-install-recommends containerd runc", b)
+			t.Fatalf("%s is not installed; run: hack/build-cni-plugins.sh debian", b)
 		}
 	}
 	c := &Containerd{Dir: dir, Socket: filepath.Join(dir, "c.sock"), ConfDir: confDir, BinDir: binDir, HostNS: hostNS}

@@ -37,7 +37,7 @@ func PluginDir(t testing.TB, set string) string {
 	case Bundle:
 		dir, how = filepath.Join(labtest.RepoRoot(), "bin", "cni-bundle"), "hack/build-cni-plugins.sh bundle"
 	case Debian:
-		dir, how = "/usr/lib/cni", "apt-get install --no-install-recommends containernetworking-plugins"
+		dir, how = "/usr/lib/cni", "hack/build-cni-plugins.sh debian"
 	default:
 		t.Fatalf("unknown plugin set %q", set)
 	}
