@@ -85,6 +85,12 @@ func Boot(ctx context.Context, opts Options) (*Node, error) {
 	}
 
 	n := &Node{name: opts.Name, stateDir: opts.StateDir, st: state{Name: opts.Name, BaseRoot: opts.BaseRoot}}
+	if opts.Ephemeral {
+		n.st.Owner = os.Getpid()
+		if n.st.OwnerStart, err = processStart(n.st.Owner); err != nil {
+			return nil, fmt.Errorf("nspawn: %w", err)
+		}
+	}
 	if err := n.start(ctx, &opts, nspawnBin); err != nil {
 		// The node may be half-made (mounted, cgroups created, nspawn running): tear all of it down, and keep the
 		// console's last words for the error, since the state directory goes with it.

@@ -37,16 +37,28 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// bootAndWaitToBeKilled boots two nodes: name, like a lab node (its owner may go), and name-orphan, Ephemeral like
+// a test's node, in a state directory no later run uses again.
 func bootAndWaitToBeKilled(name string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err := nspawn.Boot(ctx, nspawn.Options{Name: name, BaseRoot: nspawntest.BaseRoot(), StateDir: nspawntest.StateDir(name)})
-	if err != nil {
-		fmt.Println("error:", err)
-		return 1
+	for _, opts := range []nspawn.Options{
+		{Name: name, StateDir: nspawntest.StateDir(name)},
+		{Name: name + "-orphan", StateDir: orphanStateDir(name, os.Getpid()), Ephemeral: true},
+	} {
+		opts.BaseRoot = nspawntest.BaseRoot()
+		if _, err := nspawn.Boot(ctx, opts); err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
 	}
 	fmt.Println("ready")
 	select {} // until SIGKILL
+}
+
+// orphanStateDir is unique per helper process, as t.TempDir would be.
+func orphanStateDir(name string, helperPID int) string {
+	return filepath.Join(nspawntest.RepoRoot(), ".lab", "tmp", "nspawn-orphans", name+"-"+strconv.Itoa(helperPID))
 }
 
 // fakeKubelet is what the lab does with the real kubelet: a binary and a unit placed into the node at boot.
@@ -302,9 +314,9 @@ func TestTwoNodesOnBridge(t *testing.T) {
 	}
 }
 
-// TestStaleNodeFromKilledRun kills a process that booted a node (as a test run dies under `go test -timeout` or
-// ^C), then checks that the node can be driven from another process, and that booting the same node again tears
-// the stale one down instead of failing.
+// TestStaleNodeFromKilledRun kills a process that booted nodes (as a test run dies under `go test -timeout` or
+// ^C), then checks that its Ephemeral node is reaped, that its other node can be driven from another process, and
+// that booting that node again tears the stale one down instead of failing.
 func TestStaleNodeFromKilledRun(t *testing.T) {
 	nspawntest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -331,6 +343,23 @@ func TestStaleNodeFromKilledRun(t *testing.T) {
 	_ = helper.Process.Signal(syscall.SIGKILL)
 	_ = helper.Wait()
 	go io.Copy(io.Discard, out)
+
+	t.Cleanup(func() { os.Remove(filepath.Dir(orphanStateDir(name, helper.Process.Pid))) })
+
+	// The Ephemeral node goes with its owner; the other one stays.
+	orphan, err := nspawn.Load(orphanStateDir(name, helper.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphanTraces := capture(t, orphan)
+	reaped, err := nspawn.ReapOrphans(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(reaped, name+"-orphan") || slices.Contains(reaped, name) {
+		t.Errorf("ReapOrphans tore down %v; want %s-orphan and not %s", reaped, name, name)
+	}
+	assertGone(t, orphanTraces)
 
 	// The orphaned node still runs and can be driven from here.
 	stale, err := nspawn.Load(dir)

@@ -40,6 +40,10 @@ type Options struct {
 
 	// BootTimeout bounds Boot's wait for SystemState=running (default 60 s; a boot takes about half a second here).
 	BootTimeout time.Duration
+	// Ephemeral ties the node to the process that boots it: once that process is gone, ReapOrphans tears the node
+	// down. Tests set it (nspawntest does), so that a test binary killed by a timeout or ^C leaves no node running
+	// for long; the lab leaves it unset, since its nodes outlive the command that starts them.
+	Ephemeral bool
 	// AllowDegraded accepts a node whose boot ended with failed units (SystemState=degraded). By default Boot fails
 	// and names the failed units, which catches a broken rootfs or a broken unit at its source.
 	AllowDegraded bool

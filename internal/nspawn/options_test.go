@@ -21,7 +21,10 @@ func scratchDir(t *testing.T) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		os.RemoveAll(dir)
+		os.Remove(filepath.Dir(dir)) // the suite's folder, once its last test is done (fails while others remain)
+	})
 	return dir
 }
 

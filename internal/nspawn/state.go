@@ -33,6 +33,9 @@ type state struct {
 	PIDStart uint64 `json:"pidStart,omitempty"`
 	// Leader is the node's PID 1 (systemd) as seen from the host.
 	Leader int `json:"leader,omitempty"`
+	// Owner and OwnerStart identify the process that booted an Ephemeral node (see ReapOrphans).
+	Owner      int    `json:"owner,omitempty"`
+	OwnerStart uint64 `json:"ownerStart,omitempty"`
 	// LockFile is the image lock nspawn takes in /run/systemd/nspawn/locks; it stays there if nspawn is killed.
 	LockFile string `json:"lockFile,omitempty"`
 }

@@ -55,7 +55,8 @@ func Require(t testing.TB) {
 }
 
 // Boot boots a node for the test and halts it, leaving nothing behind, when the test ends. opts.Name is required;
-// BaseRoot and StateDir default to the ones above. A failure to boot or to halt fails the test.
+// BaseRoot and StateDir default to the ones above. The node is Ephemeral, and nodes that killed test runs left
+// behind are reaped first. A failure to boot or to halt fails the test.
 func Boot(t testing.TB, opts nspawn.Options) *nspawn.Node {
 	t.Helper()
 	Require(t)
@@ -65,8 +66,14 @@ func Boot(t testing.TB, opts nspawn.Options) *nspawn.Node {
 	if opts.StateDir == "" {
 		opts.StateDir = StateDir(opts.Name)
 	}
+	opts.Ephemeral = true
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	if reaped, err := nspawn.ReapOrphans(ctx); err != nil {
+		t.Fatalf("tearing down nodes left by killed test runs: %v", err)
+	} else if len(reaped) > 0 {
+		t.Logf("tore down nodes left by killed test runs: %v", reaped)
+	}
 	node, err := nspawn.Boot(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
