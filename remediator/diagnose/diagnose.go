@@ -118,7 +118,15 @@ type CNI11 struct {
 	Status bool `json:"status"`
 	// CNIVersionsList: a loaded conflist uses the cniVersions list.
 	CNIVersionsList bool `json:"cniVersionsList"`
+	// Note qualifies the verdict.
+	Note string `json:"note,omitempty"`
 }
+
+// hostLocalGCNote: measured on the reference plugins v1.9.1, whose host-local (like bridge and portmap) registers
+// no GC or STATUS function, so the plugin answers both with success without acting; libcni's GC only calls DEL for
+// attachments its result cache still records. A leaked lease without a cache entry survives GC, so IPAM reclaim
+// stays the file-level, CRI-checked removal of leases even where the node speaks CNI 1.1.
+const hostLocalGCNote = "the reference host-local plugin implements no GC (plugins v1.9.1): GC frees only attachments the runtime's CNI cache still records, so leaked leases are reclaimed file by file"
 
 // IPAMNetwork is one host-local network's use.
 type IPAMNetwork struct {
@@ -457,6 +465,13 @@ func cni11(r Report) CNI11 {
 	}
 	c.GC = c.Plugins && c.Runtime != nil && *c.Runtime
 	c.Status = c.GC
+	for _, cl := range r.ConfLists {
+		for _, p := range cl.Plugins {
+			if cl.Loaded && p.IPAM == "host-local" && c.Plugins {
+				c.Note = hostLocalGCNote
+			}
+		}
+	}
 	return c
 }
 

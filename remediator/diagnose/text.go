@@ -183,7 +183,11 @@ func words11(c CNI11) string {
 	if c.GC {
 		verdict = "available and preferred"
 	}
-	return fmt.Sprintf("%s (%s, %s)", verdict, rt, pl)
+	out := fmt.Sprintf("%s (%s, %s)", verdict, rt, pl)
+	if c.Note != "" {
+		out += "; " + c.Note
+	}
+	return out
 }
 
 func shortID(id string) string {

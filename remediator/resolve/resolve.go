@@ -378,7 +378,9 @@ func liveSandboxes(ctx context.Context, env step.Env) ([]cri.Sandbox, error) {
 // ReclaimIPAM frees host-local addresses whose sandbox the runtime no longer knows: allocated lease files minus
 // live sandboxes, as Antrea's host-local GC does. Sandboxes in any state count as live, so an address of a
 // sandbox that still exists is never freed. The executor backs every removed lease file up, which is the copy
-// of what was removed.
+// of what was removed. The CNI 1.1 GC verb is not used even where the node speaks 1.1: the reference host-local
+// (plugins v1.9.1) registers no GC function, and libcni's GC only calls DEL for attachments its result cache
+// still records, so a leaked lease without a cache entry would survive it.
 func ReclaimIPAM(ctx context.Context, env step.Env, s v1alpha1.PlanStep) (step.Resolution, error) {
 	sbs, err := liveSandboxes(ctx, env)
 	if err != nil {
