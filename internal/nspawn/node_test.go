@@ -85,7 +85,7 @@ func TestNodeLifecycle(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(inputs) })
 	kubeletBin := filepath.Join(inputs, "kubelet")
-	if err := os.WriteFile(kubeletBin, []byte("#!/bin/sh\nexec sleep infinity\n"), 0o600); err != nil {
+	if err := os.WriteFile(kubeletBin, []byte("#!/bin/sh\nexec sleep infinity\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(inputs, "marker"), []byte("from the host\n"), 0o644); err != nil {
@@ -97,10 +97,14 @@ func TestNodeLifecycle(t *testing.T) {
 		Name: "nspawn-life",
 		Files: []nspawn.File{
 			{Path: "/etc/systemd/system/kubelet.service", Data: []byte(fakeKubeletUnit)},
-			{Path: "/usr/local/bin/kubelet", Source: kubeletBin, Mode: 0o755},
+			{Path: "/etc/cnimedic/copied", Source: filepath.Join(inputs, "marker"), Mode: 0o600},
 		},
 		EnableUnits: []string{"kubelet.service"},
-		Binds:       []nspawn.Bind{{HostPath: inputs, NodePath: "/srv/host", ReadOnly: true}},
+		Binds: []nspawn.Bind{
+			// A single binary, read-only, as the lab places bin/k8s/kubelet; the mount point is created.
+			{HostPath: kubeletBin, NodePath: "/usr/local/bin/kubelet", ReadOnly: true},
+			{HostPath: inputs, NodePath: "/srv/host", ReadOnly: true},
+		},
 	})
 	t.Logf("boot to SystemState=running: %s", time.Since(start).Round(time.Millisecond))
 
@@ -115,7 +119,7 @@ func TestNodeLifecycle(t *testing.T) {
 	}
 	defer conn.Close()
 	assertActiveState(t, ctx, conn, "containerd.service", "active")
-	assertActiveState(t, ctx, conn, "kubelet.service", "active") // placed by Files, enabled by EnableUnits
+	assertActiveState(t, ctx, conn, "kubelet.service", "active") // unit from Files, binary bound, enabled by EnableUnits
 	mustRun(t, node, "ctr", "version")                           // containerd answers on its socket
 
 	runJob(t, ctx, "stop", conn.StopUnitContext, "containerd.service")
@@ -137,8 +141,8 @@ func TestNodeLifecycle(t *testing.T) {
 	if _, err := node.Run(ctx, "touch", "/srv/host/written-from-node"); err == nil {
 		t.Error("a read-only bind was writable from the node")
 	}
-	if got := mustRun(t, node, "stat", "-c", "%a", "/usr/local/bin/kubelet"); strings.TrimSpace(got) != "755" {
-		t.Errorf("mode of a placed file = %s, want 755", got)
+	if got := mustRun(t, node, "stat", "-c", "%a %s", "/etc/cnimedic/copied"); strings.TrimSpace(got) != "600 14" {
+		t.Errorf("mode and size of a file copied in = %s, want 600 14", got)
 	}
 	if err := os.WriteFile(filepath.Join(node.RootDir(), "etc", "probe"), []byte("injected\n"), 0o644); err != nil {
 		t.Fatal(err)

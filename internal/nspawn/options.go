@@ -88,6 +88,12 @@ func (o *Options) validate() error {
 	if !filepath.IsAbs(o.StateDir) || filepath.Clean(o.StateDir) == "/" {
 		errs = append(errs, fmt.Errorf("state dir %q: want an absolute path of its own", o.StateDir))
 	}
+	// Both end up in overlayfs mount options, where a comma ends an option and a colon separates lower layers.
+	for _, p := range []string{o.BaseRoot, o.StateDir} {
+		if strings.ContainsAny(p, ",:\\") {
+			errs = append(errs, fmt.Errorf("path %q: overlayfs cannot take a path with a comma, colon or backslash", p))
+		}
+	}
 	for _, b := range o.Binds {
 		if !filepath.IsAbs(b.HostPath) || (b.NodePath != "" && !filepath.IsAbs(b.NodePath)) {
 			errs = append(errs, fmt.Errorf("bind %q -> %q: want absolute paths", b.HostPath, b.NodePath))

@@ -43,6 +43,8 @@ func TestValidate(t *testing.T) {
 		"name too long":          func(o *Options) { o.Name = strings.Repeat("a", 41) },
 		"relative base":          func(o *Options) { o.BaseRoot = "bin/node-rootfs" },
 		"state dir is /":         func(o *Options) { o.StateDir = "/" },
+		"comma in state dir":     func(o *Options) { o.StateDir = "/state/a,b" },
+		"colon in base":          func(o *Options) { o.BaseRoot = "/base:x" },
 		"relative bind":          func(o *Options) { o.Binds = []Bind{{HostPath: "kubelet"}} },
 		"file without content":   func(o *Options) { o.Files = []File{{Path: "/etc/x"}} },
 		"file with both sources": func(o *Options) { o.Files = []File{{Path: "/etc/x", Data: []byte{}, Source: "/y"}} },
