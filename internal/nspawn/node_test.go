@@ -400,6 +400,45 @@ func TestStaleNodeFromKilledRun(t *testing.T) {
 	}
 }
 
+// TestDegradedBootFails checks that a node whose boot ends with a failed unit is refused with the unit named, and
+// leaves nothing behind; AllowDegraded accepts the same node.
+func TestDegradedBootFails(t *testing.T) {
+	nspawntest.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const name = "nspawn-degraded"
+	opts := nspawn.Options{
+		Name: name, BaseRoot: nspawntest.BaseRoot(), StateDir: nspawntest.StateDir(name), Ephemeral: true,
+		Files: []nspawn.File{{Path: "/etc/systemd/system/broken.service",
+			Data: []byte("[Service]\nType=oneshot\nExecStart=/bin/false\n[Install]\nWantedBy=multi-user.target\n")}},
+		EnableUnits: []string{"broken.service"},
+	}
+	_, err := nspawn.Boot(ctx, opts)
+	if err == nil || !strings.Contains(err.Error(), "failed units: broken.service") {
+		t.Fatalf("Boot of a node with a failing unit: %v; want an error naming broken.service", err)
+	}
+	if _, err := os.Stat(opts.StateDir); err == nil {
+		t.Errorf("a failed Boot left %s behind", opts.StateDir)
+	}
+	for _, hierarchy := range []string{"pids", "systemd", "unified"} {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", hierarchy, "cnimedic-nspawn-"+name)); err == nil {
+			t.Errorf("a failed Boot left its %s cgroup behind", hierarchy)
+		}
+	}
+
+	opts.AllowDegraded = true
+	node, err := nspawn.Boot(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if state, err := node.SystemState(ctx); err != nil || state != "degraded" {
+		t.Errorf("SystemState = %q, %v; want degraded", state, err)
+	}
+	if err := node.Halt(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func mustRun(t *testing.T, n *nspawn.Node, argv ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -1,7 +1,8 @@
 // Package nspawntest boots systemd-nspawn nodes for tests: the remediator's systemd suites and nspawn's own.
 //
 // A test that needs a node and cannot have one FAILS, naming the make target that installs what is missing; it
-// never skips, because a silent skip reads as "ran no test" and hides a broken install step. CI runs as root.
+// never skips (except under an explicit -short), because a silent skip reads as "ran no test" and hides a broken
+// install step. CI runs as root.
 //
 // Each node's state lives in the repository's .lab/nspawn/NAME, a fixed place per name, so that a node left running
 // by a killed test run is found and torn down by the next run that boots the same name. Names must therefore be
@@ -39,8 +40,12 @@ func BaseRoot() string {
 func StateDir(name string) string { return filepath.Join(RepoRoot(), ".lab", "nspawn", name) }
 
 // Require fails the test unless this machine can boot nodes: root, systemd-nspawn and nsenter, the root filesystem.
+// Only an explicit `go test -short` (make test-unit, fast feedback) skips it instead.
 func Require(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("boots systemd-nspawn nodes: skipped under -short; `make test` runs it")
+	}
 	if os.Geteuid() != 0 {
 		t.Fatal("booting systemd-nspawn nodes needs root (mounts, cgroups); run the tests as root, as CI does")
 	}
