@@ -289,7 +289,8 @@ func FixConfFileModes(ctx context.Context, env step.Env, _ v1alpha1.PlanStep) (s
 				types[t] = true
 			}
 		}
-		if f.Mode&0o444 == 0o444 {
+		// A file that does not load is RestoreConfList's business; it is not rewritten here, not even byte for byte.
+		if f.Mode&0o444 == 0o444 || !f.Valid() {
 			continue
 		}
 		res.Edits = append(res.Edits, step.Edit{Path: f.Path, Content: f.Raw(), Mode: ConfMode,
