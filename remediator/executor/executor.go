@@ -96,6 +96,17 @@ func (e *Executor) hook(point string) {
 	}
 }
 
+// env is the resolvers' view of the node; unless the caller set them, the backups it knows of are those of
+// every journal on the host.
+func (e *Executor) env() step.Env {
+	env := e.Env
+	if env.Backups == nil {
+		root, base := env.Root, e.JournalBase
+		env.Backups = func(hostPath string) ([]step.BackupCopy, error) { return journal.Copies(root, base, hostPath) }
+	}
+	return env
+}
+
 func (e *Executor) critical() []string {
 	if e.CriticalUnits != nil {
 		return e.CriticalUnits
@@ -132,7 +143,7 @@ func (e *Executor) Run(ctx context.Context, id string, plan v1alpha1.Plan) v1alp
 	if err := j.SavePlan(plan); err != nil {
 		return e.failEarly(ctx, res, err)
 	}
-	r := &run{e: e, j: j, plan: plan, res: res}
+	r := &run{e: e, j: j, plan: plan, res: res, env: e.env()}
 	return r.execute(ctx)
 }
 
@@ -161,7 +172,7 @@ func (e *Executor) Recover(ctx context.Context, id, reason string) v1alpha1.Exec
 		// Without a plan nothing was started; the units are all there is to fix.
 		return e.failEarly(ctx, res, err)
 	}
-	r := &run{e: e, j: j, plan: plan, res: res}
+	r := &run{e: e, j: j, plan: plan, res: res, env: e.env()}
 	sum := journal.Summarize(j.Records())
 	if !sum.Begun {
 		r.note("recover: the run died before it began: %s", reason)
@@ -244,6 +255,7 @@ type run struct {
 	j    *journal.Journal
 	plan v1alpha1.Plan
 	res  v1alpha1.ExecutorResult
+	env  step.Env
 	// noChange: the preflight found nothing to change, so the disruptive steps were skipped.
 	noChange bool
 }
@@ -302,7 +314,7 @@ func (r *run) preflight(ctx context.Context) (stop bool, msg string) {
 		if resolve == nil {
 			return true, fmt.Sprintf("step %d (%s): this remediator has no resolver for it; nothing was changed", i+1, s.Type)
 		}
-		res, err := resolve(ctx, r.e.Env, s)
+		res, err := resolve(ctx, r.env, s)
 		if err != nil {
 			if repairs == 1 {
 				return true, fmt.Sprintf("step %d (%s) cannot be resolved on this node, so nothing was stopped or changed: %v", i+1, s.Type, err)
@@ -354,7 +366,7 @@ func (r *run) verify(ctx context.Context) (string, error) {
 	if r.e.Verifier == nil {
 		return "", errors.New("this remediator has no verifier")
 	}
-	return r.e.Verifier(ctx, r.e.Env)
+	return r.e.Verifier(ctx, r.env)
 }
 
 // resume prepares the continuation of an interrupted run and returns the step to continue from.
@@ -433,7 +445,7 @@ func (r *run) do(ctx context.Context, i int, s v1alpha1.PlanStep) (outcome, msg 
 	if resolve == nil {
 		return "", "", fmt.Errorf("this remediator has no resolver for %s", s.Type)
 	}
-	res, err := resolve(ctx, r.e.Env, s)
+	res, err := resolve(ctx, r.env, s)
 	if err != nil {
 		return "", "", err
 	}
@@ -508,7 +520,7 @@ func (r *run) startUnit(ctx context.Context, i int, unit string) (units.Transiti
 // edit applies one file edit: resolve symlinks inside the host root, create missing parent directories (each
 // journaled first), back the file up, then replace or remove it atomically.
 func (r *run) edit(i int, ed step.Edit) (string, error) {
-	root := r.e.Env.Root
+	root := r.env.Root
 	local, err := root.Resolve(ed.Path)
 	if err != nil {
 		return "", fmt.Errorf("resolve %s: %w", ed.Path, err)
@@ -555,7 +567,7 @@ func (r *run) edit(i int, ed step.Edit) (string, error) {
 // mkdirs creates the missing directories down to hostDir, journaling each before it exists so that a rollback
 // removes them again.
 func (r *run) mkdirs(i int, hostDir string) error {
-	root := r.e.Env.Root
+	root := r.env.Root
 	var missing []string
 	for d := hostDir; d != "/" && d != "."; d = filepath.Dir(d) {
 		if _, err := os.Lstat(root.Path(d)); err == nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/host"
@@ -67,6 +68,7 @@ func faultChild() bool {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
+	m.Settle = 300 * time.Millisecond
 	ex := childExecutor(spec, m)
 	seen := 0
 	ex.Hook = func(p string) {

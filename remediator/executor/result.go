@@ -46,7 +46,7 @@ func (r *run) rollback(ctx context.Context, reason string) {
 		}
 		r.e.hook(PointAfterRestore)
 	}
-	root := r.e.Env.Root
+	root := r.env.Root
 	for k := len(sum.Dirs) - 1; k >= 0; k-- {
 		d := sum.Dirs[k]
 		err := os.Remove(root.Path(d))
@@ -158,7 +158,7 @@ func (r *run) changes(sum journal.Summary) []v1alpha1.FileChange {
 			out = append(out, v1alpha1.FileChange{Path: b.Path, Diff: "(backup unreadable: " + err.Error() + ")"})
 			continue
 		}
-		cur, curErr := os.ReadFile(r.e.Env.Root.Path(b.Path))
+		cur, curErr := os.ReadFile(r.env.Root.Path(b.Path))
 		exists := curErr == nil
 		if exists == b.Existed && bytes.Equal(old, cur) {
 			continue

@@ -28,12 +28,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/host"
+	"github.com/cnimedic/cnimedic/remediator/step"
 )
 
 // DefaultBase is the host directory holding one journal directory per remediation id.
@@ -471,4 +473,55 @@ func ReadRecords(root host.Root, base, id string) ([]Record, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// Copies returns the content of every backup of the file at hostPath kept in any remediation's journal under base,
+// newest first, for step.Env.Backups (RestoreConfList restores the newest one that loads). Backups whose content
+// does not match its record are left out.
+func Copies(root host.Root, base, hostPath string) ([]step.BackupCopy, error) {
+	if base == "" {
+		base = DefaultBase
+	}
+	ents, err := os.ReadDir(root.Path(base))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	type found struct {
+		at   time.Time
+		copy step.BackupCopy
+	}
+	var all []found
+	for _, e := range ents {
+		if !e.IsDir() || ValidID(e.Name()) != nil {
+			continue
+		}
+		recs, err := ReadRecords(root, base, e.Name())
+		if err != nil {
+			continue
+		}
+		j := &Journal{root: root, base: base, id: e.Name(), dir: Dir(root, base, e.Name())}
+		for _, r := range recs {
+			if r.Kind != KindBackup || r.Backup == nil || !r.Backup.Existed || r.Backup.Path != hostPath {
+				continue
+			}
+			data, err := j.ReadBackup(*r.Backup)
+			if err != nil {
+				continue
+			}
+			all = append(all, found{at: r.Time, copy: step.BackupCopy{
+				Source:  fmt.Sprintf("journal %s, record %d (%s)", e.Name(), r.Seq, r.Time.Format(time.RFC3339)),
+				Content: data,
+				Mode:    r.Backup.Mode,
+			}})
+		}
+	}
+	sort.SliceStable(all, func(a, b int) bool { return all[a].at.After(all[b].at) })
+	out := make([]step.BackupCopy, len(all))
+	for i, f := range all {
+		out[i] = f.copy
+	}
+	return out, nil
 }

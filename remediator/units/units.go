@@ -288,12 +288,22 @@ func (m *Manager) startOrRestart(ctx context.Context, unit, op string) (Transiti
 		_ = m.conn.ResetFailedUnitContext(ctx, unit)
 	}
 	start := time.Now()
-	t.Job, err = m.job(ctx, func(ch chan<- string) (int, error) {
+	enqueue := func(ch chan<- string) (int, error) {
 		if op == "restart" {
 			return m.conn.RestartUnitContext(ctx, unit, "replace", ch)
 		}
 		return m.conn.StartUnitContext(ctx, unit, "replace", ch)
-	})
+	}
+	t.Job, err = m.job(ctx, enqueue)
+	if err == nil && t.Job == "failed" {
+		// A unit stopped and started several times within StartLimitIntervalSec (default 5 starts in 10 s) is
+		// refused with result start-limit-hit. The limit is there against crash loops, not against a deliberate
+		// restart: reset it, as `systemctl reset-failed` does, and try once more.
+		if s, _ := m.State(ctx, unit); s.Result == "start-limit-hit" {
+			_ = m.conn.ResetFailedUnitContext(ctx, unit)
+			t.Job, err = m.job(ctx, enqueue)
+		}
+	}
 	if err != nil {
 		t.After, _ = m.State(ctx, unit)
 		return t, fmt.Errorf("%s %s: %w", op, unit, err)
