@@ -1,0 +1,409 @@
+package signature
+
+import (
+	"strings"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+)
+
+// Parameter keys a match can carry. They become the NodeRemediation's parameters, which the repair plans from, so
+// they are part of cnimedic's contract. List-valued parameters are comma-separated, in the order the message gives.
+const (
+	// ParamConfigVersion is the cniVersion of the network configuration ("1.0.0").
+	ParamConfigVersion = "configVersion"
+	// ParamSupportedVersions lists the CNI versions the failing plugin supports ("0.1.0,0.2.0,0.3.0,0.3.1,0.4.0").
+	ParamSupportedVersions = "supportedVersions"
+	// ParamResultVersion is the CNI version of a cached result the runtime could not convert.
+	ParamResultVersion = "resultVersion"
+	// ParamPlugin lists the plugin binaries the runtime could not find ("flannel,portmap").
+	ParamPlugin = "plugin"
+	// ParamPluginType is the type of the CNI plugin that failed, from `plugin type="calico"` or implied by the
+	// message (a missing /run/flannel/subnet.env is flannel's).
+	ParamPluginType = "pluginType"
+	// ParamPath lists the plugin search path the runtime used ("/opt/cni/bin").
+	ParamPath = "path"
+	// ParamConfDir is the CNI configuration directory the runtime found empty ("/etc/cni/net.d").
+	ParamConfDir = "confDir"
+	// ParamConfigFile is the configuration file that did not parse.
+	ParamConfigFile = "configFile"
+	// ParamNetwork is the CNI network name (the conflist's name, also host-local's lease directory name).
+	ParamNetwork = "network"
+	// ParamBridge is the bridge a plugin could not configure ("cni0").
+	ParamBridge = "bridge"
+	// ParamLink is an interface that already exists where a plugin wants to create it.
+	ParamLink = "link"
+	// ParamAddress is an address the message names: the bridge's expected address, or the API server endpoint a
+	// plugin could not reach.
+	ParamAddress = "address"
+	// ParamRange is the exhausted IPAM range ("10.244.0.2-10.244.0.254").
+	ParamRange = "range"
+	// ParamIPAM is the IPAM that ran out of addresses: host-local, or a vendor's (cilium, aws-cni, azure-vnet-ipam...).
+	ParamIPAM = "ipam"
+	// ParamSandboxID is the pod sandbox id the message names (possibly truncated by the source).
+	ParamSandboxID = "sandboxID"
+	// ParamNetns is a network namespace path the message names.
+	ParamNetns = "netns"
+)
+
+// Event reasons under which kubelet reports sandbox network failures.
+const (
+	// ReasonFailedCreatePodSandBox: RunPodSandbox failed, including the teardown of the half-created sandbox.
+	ReasonFailedCreatePodSandBox = "FailedCreatePodSandBox"
+	// ReasonFailedKillPod: StopPodSandbox / KillPodSandbox failed, typically tearing the network down.
+	ReasonFailedKillPod = "FailedKillPod"
+	// ReasonFailedSync: older kubelets report sandbox errors as "Error syncing pod"; newer ones use it for
+	// "error determining status".
+	ReasonFailedSync = "FailedSync"
+	// ReasonNetworkNotReady: kubelet refuses to start a pod while the runtime reports NetworkReady=false.
+	ReasonNetworkNotReady = "NetworkNotReady"
+)
+
+// sandboxReasons are the reasons whose messages carry CNI setup and teardown errors.
+var sandboxReasons = []string{ReasonFailedCreatePodSandBox, ReasonFailedKillPod, ReasonFailedSync}
+
+// Seed runbooks and notes the signatures automate (in ../shared of the project workspace).
+const (
+	runbookK8sCNIErrors  = "seeds/000_877e60d477e25cbc.txt, seeds/001_1406949ca61c3746.txt (Kubernetes: Troubleshooting CNI plugin-related errors)"
+	runbookCalicoInit    = "seeds/002_692d39a521320493.txt (Calico: CNI plugin not initialized, containerd CRI CNI settings)"
+	runbookCNIHandbook   = "seeds/003_5b43b45e9d0cba60.txt (CNI network plugin troubleshooting handbook)"
+	runbookFlannelNoIP   = "seeds/004_b95793f7ed0d8d5e.txt (Flannel: no IP addresses available, stale netns, restart kubelet)"
+	runbookMeasuredNotes = "notes/real-cluster-here.md (messages measured on the lab)"
+)
+
+// Pattern is one regular expression of a signature. It is matched against the normalised message: quotes
+// unescaped (\" and \\\" become ") and every run of whitespace folded into one space. Named groups become
+// parameters.
+type Pattern struct {
+	// Regexp is a Go (RE2) regular expression.
+	Regexp string
+	// Implies sets parameters the text does not spell out but the pattern implies (a missing
+	// /run/flannel/subnet.env implies pluginType=flannel). Extracted values win over implied ones.
+	Implies map[string]string
+}
+
+// Extractor picks an optional parameter out of a message a pattern has matched: a value that helps the repair but
+// whose absence must not prevent the match (a sandbox id, the plugin type). The value is the text that follows one
+// of After, up to the first byte that Stop lists or, with Only, the first byte that Only does not list. Plain
+// substring search keeps extraction far cheaper than running more regular expressions over a long message.
+type Extractor struct {
+	// Param is the parameter key.
+	Param string
+	// After are the literal texts the value follows (matched against the normalised message).
+	After []string
+	// Stop lists the bytes that end the value; the end of the message ends it too.
+	Stop string
+	// Only, when set, lists the only bytes the value may contain.
+	Only string
+	// MinLen drops shorter values (a sandbox id shortened to nothing useful).
+	MinLen int
+	// All collects every occurrence (comma-separated, first-seen order, no repeats) instead of the first, and
+	// then replaces what the pattern captured.
+	All bool
+}
+
+// Definition is one built-in failure signature.
+type Definition struct {
+	// ID is the signature's contract id.
+	ID v1alpha1.SignatureID
+	// Title says in a line what failed.
+	Title string
+	// Description explains the failure and why the action repairs it.
+	Description string
+	// Runbooks are the seed runbooks (and notes) whose manual repair the action automates.
+	Runbooks []string
+	// Reasons are the event reasons whose messages may carry this failure.
+	Reasons []string
+	// NodeCondition is set when the node's Ready condition message is evidence on its own.
+	NodeCondition bool
+	// Patterns are tried in order; any one of them matching is the signature. Each starts with literal text:
+	// Go's regexp then finds candidate positions with a substring search instead of trying every offset.
+	Patterns []Pattern
+	// Extract run after a pattern matched, for optional parameters.
+	Extract []Extractor
+	// Params lists the parameter keys the signature may carry.
+	Params []string
+	// Action is the default repair (the design's table).
+	Action v1alpha1.RepairAction
+	// Alternative, when set, is taken instead of Action when the policy allows it.
+	Alternative v1alpha1.RepairAction
+	// ActionNote says when the action differs from Action, for the reference documentation.
+	ActionNote string
+
+	// decide refines Action from the parameters; nil keeps Action.
+	decide func(params map[string]string) v1alpha1.RepairAction
+}
+
+const hexDigits = "0123456789abcdef"
+
+// commonExtractors run for every built-in match: who failed, in which network, for which sandbox.
+var commonExtractors = []Extractor{
+	{Param: ParamPluginType, After: []string{`plugin type="`}, Stop: `"`},
+	// containerd names the network after the type: plugin type="flannel" name="cbr0".
+	{Param: ParamNetwork, After: []string{`" name="`}, Stop: `"`},
+	{Param: ParamNetwork, After: []string{`to network "`, `to CNI network "`}, Stop: `"`},
+	// Ids cut short by the source stay usable as a prefix; shorter than 12 they name nothing reliably.
+	{Param: ParamSandboxID, After: []string{`sandbox "`, `sandbox container "`}, Only: hexDigits, MinLen: 12},
+}
+
+// catalog holds the built-in signatures in precedence order: when a message shows several causes, the first
+// definition that matches wins. The order puts the most specific cause first and the generic consequences last:
+// a version error or an unparseable conflist explains a "cni plugin not initialized" next to it, a missing binary
+// explains an uninitialized config, an agent that cannot reach the API server explains its own unavailability.
+var catalog = []Definition{
+	{
+		ID:    v1alpha1.SignatureCNIVersionMissing,
+		Title: "the network configuration declares no cniVersion",
+		Description: "libcni refuses to tear a network down when its configuration has no cniVersion (containerd " +
+			"1.6.0 to 1.6.3 carry libcni 1.0.x): pods start but never stop, and stay attached to their network " +
+			"namespace. The repair adds the missing cniVersion to the conflist.",
+		Runbooks: []string{runbookK8sCNIErrors, runbookMeasuredNotes},
+		Reasons:  sandboxReasons,
+		Patterns: []Pattern{
+			{Regexp: `invalid version "": the version is empty`},
+		},
+		Params: []string{ParamSandboxID, ParamPluginType, ParamNetwork},
+		Action: v1alpha1.ActionSetCNIVersion,
+	},
+	{
+		ID:    v1alpha1.SignatureCNIVersionIncompatible,
+		Title: "the conflist's cniVersion is newer than a plugin supports",
+		Description: "A plugin of the chain answers the CNI VERSION command with a list that does not contain the " +
+			"conflist's cniVersion (for example containerd 1.6 writes 1.0.0 while the node still has 0.x plugins). " +
+			"The repair sets the conflist's cniVersion to the highest version every plugin supports, or upgrades " +
+			"the reference plugins when the policy says so.",
+		Runbooks: []string{runbookK8sCNIErrors, runbookMeasuredNotes},
+		Reasons:  sandboxReasons,
+		Patterns: []Pattern{
+			// The tail is optional because sources truncate long messages.
+			{Regexp: `incompatible CNI versions(?:; config is "(?P<configVersion>[^"]*)"(?:, plugin supports \[(?P<supportedVersions>[^\]]*)\]?)?)?`},
+		},
+		Params: []string{ParamConfigVersion, ParamSupportedVersions, ParamPluginType, ParamNetwork, ParamSandboxID},
+		Action: v1alpha1.ActionSetCNIVersion,
+	},
+	{
+		ID:    v1alpha1.SignatureConfigInvalid,
+		Title: "a CNI configuration file does not parse",
+		Description: "The runtime cannot load a file of its CNI configuration directory (truncated JSON, a conflist " +
+			"without plugins, a plugin without type). The repair restores the file's last good backup or rewrites " +
+			"it from the policy, never overwriting an unparseable file without keeping a copy.",
+		Runbooks: []string{runbookCalicoInit, runbookK8sCNIErrors},
+		Reasons:  sandboxReasons,
+		Patterns: []Pattern{
+			{Regexp: `error parsing configuration(?: list)?:`},
+			{Regexp: `invalid cni config`},
+		},
+		Extract: []Extractor{
+			{Param: ParamConfigFile, After: []string{"CNI config file ", "CNI config list file "}, Stop: ` :"`},
+		},
+		Params: []string{ParamConfigFile},
+		Action: v1alpha1.ActionRestoreConfig,
+	},
+	{
+		ID:    v1alpha1.SignaturePluginBinaryMissing,
+		Title: "a plugin binary the configuration names is not in the plugin path",
+		Description: "The runtime cannot find the executable of a plugin the conflist chains. A containernetworking " +
+			"reference plugin (bridge, portmap, host-local...) is installed from the bundle the executor image " +
+			"ships; a vendor plugin (flannel, calico, cilium...) is installed by its DaemonSet, so cnimedic " +
+			"escalates with the DaemonSet's state instead of guessing a binary.",
+		Runbooks: []string{runbookFlannelNoIP, runbookMeasuredNotes},
+		Reasons:  sandboxReasons,
+		Patterns: []Pattern{
+			{Regexp: `failed to find plugin "(?P<plugin>[^"]*)"(?: in path \[(?P<path>[^\]]*))?`},
+		},
+		Extract: []Extractor{
+			{Param: ParamPlugin, After: []string{`failed to find plugin "`}, Stop: `"`, All: true},
+		},
+		Params:     []string{ParamPlugin, ParamPath, ParamPluginType, ParamNetwork, ParamSandboxID},
+		Action:     v1alpha1.ActionInstallReferencePlugins,
+		ActionNote: "Escalate when a missing plugin is not a containernetworking reference plugin",
+		decide: func(params map[string]string) v1alpha1.RepairAction {
+			plugins := strings.Split(params[ParamPlugin], ",")
+			for _, p := range plugins {
+				if !IsReferencePlugin(p) {
+					return v1alpha1.ActionEscalate
+				}
+			}
+			return v1alpha1.ActionInstallReferencePlugins
+		},
+	},
+	{
+		ID:    v1alpha1.SignatureAPIServerAccess,
+		Title: "the CNI plugin cannot reach or authenticate to the API server",
+		Description: "Calico's plugin reads ClusterInformation from the API server on every ADD and DEL; an expired " +
+			"or revoked token (Unauthorized) or an unreachable service address fails every sandbox. Deleting the " +
+			"node's CNI agent pod makes its DaemonSet recreate it with a fresh token and configuration; when the " +
+			"policy does not allow that, cnimedic escalates.",
+		Runbooks: []string{runbookCNIHandbook},
+		Reasons:  sandboxReasons,
+		Patterns: []Pattern{
+			{Regexp: `error getting ClusterInformation`, Implies: map[string]string{ParamPluginType: "calico"}},
+			{Regexp: `connection is unauthorized`, Implies: map[string]string{ParamPluginType: "calico"}},
+			{Regexp: `crd\.projectcalico\.org/v1/clusterinformations`, Implies: map[string]string{ParamPluginType: "calico"}},
+		},
+		Extract: []Extractor{
+			{Param: ParamAddress, After: []string{"dial tcp "}, Only: "0123456789abcdefABCDEF.:[]", MinLen: 3},
+		},
+		Params: []string{ParamPluginType, ParamAddress, ParamSandboxID},
+		Action: v1alpha1.ActionRestartCNIAgentPod,
+	},
+	{
+		ID:    v1alpha1.SignatureDaemonUnavailable,
+		Title: "the node's CNI agent is not running or not ready",
+		Description: "The plugin binary works but the vendor's node agent it depends on is absent: flannel has not " +
+			"written /run/flannel/subnet.env, calico/node has not written /var/lib/calico/nodename, the cilium, " +
+			"antrea, multus, weave or aws-node agent does not answer on its socket. The cause lives in the " +
+			"DaemonSet, not in the node's files, so cnimedic escalates with the DaemonSet's state, or restarts the " +
+			"node's agent pod when the policy allows it.",
+		Runbooks: []string{runbookCNIHandbook, runbookFlannelNoIP},
+		Reasons:  sandboxReasons,
+		Patterns: []Pattern{
+			{Regexp: `/run/flannel/subnet\.env`, Implies: map[string]string{ParamPluginType: "flannel"}},
+			{Regexp: `/var/lib/calico/nodename`, Implies: map[string]string{ParamPluginType: "calico"}},
+			{Regexp: `unable to connect to Cilium (?:daemon|agent)`, Implies: map[string]string{ParamPluginType: "cilium-cni"}},
+			{Regexp: `/var/run/cilium/cilium\.sock`, Implies: map[string]string{ParamPluginType: "cilium-cni"}},
+			{Regexp: `/var/run/antrea/cni\.sock`, Implies: map[string]string{ParamPluginType: "antrea"}},
+			{Regexp: `/run/multus/multus\.sock`, Implies: map[string]string{ParamPluginType: "multus-shim"}},
+			{Regexp: `127\.0\.0\.1:6784`, Implies: map[string]string{ParamPluginType: "weave-net"}},
+			{Regexp: `127\.0\.0\.1:50051`, Implies: map[string]string{ParamPluginType: "aws-cni"}},
+		},
+		Params:      []string{ParamPluginType, ParamNetwork, ParamSandboxID},
+		Action:      v1alpha1.ActionEscalate,
+		Alternative: v1alpha1.ActionRestartCNIAgentPod,
+	},
+	{
+		ID:    v1alpha1.SignatureIPAMExhausted,
+		Title: "the IPAM has no address left for the pod",
+		Description: "host-local keeps one lease file per address in /var/lib/cni/networks/<network>/; leases of " +
+			"sandboxes that were never torn down (a runtime crash, a failed DEL) exhaust the node's range. The " +
+			"repair frees the leases whose sandbox no longer exists, removes stale network namespaces and restarts " +
+			"kubelet. A vendor IPAM (cilium, aws-cni, azure) that runs out is a pool or subnet problem, which " +
+			"cnimedic escalates.",
+		Runbooks: []string{runbookFlannelNoIP, runbookCNIHandbook, runbookMeasuredNotes},
+		Reasons:  sandboxReasons,
+		Patterns: []Pattern{
+			{Regexp: `no IP addresses available in range set: (?P<range>[0-9a-fA-F.:/-]+)`, Implies: map[string]string{ParamIPAM: "host-local"}},
+			{Regexp: `no IP addresses available in network: (?P<network>[^\s",]+)`, Implies: map[string]string{ParamIPAM: "host-local"}},
+			{Regexp: `postIpamFailure range is full`, Implies: map[string]string{ParamIPAM: "cilium"}},
+			{Regexp: `failed to assign an IP address to container`, Implies: map[string]string{ParamIPAM: "aws-cni"}},
+			{Regexp: `Failed to allocate address: No available addresses`, Implies: map[string]string{ParamIPAM: "azure-vnet-ipam"}},
+			{Regexp: `not enough IPs available`, Implies: map[string]string{ParamIPAM: "azure-cns"}},
+		},
+		Params:     []string{ParamIPAM, ParamRange, ParamNetwork, ParamPluginType, ParamSandboxID},
+		Action:     v1alpha1.ActionReclaimIPAM,
+		ActionNote: "Escalate when the exhausted IPAM is not host-local",
+		decide: func(params map[string]string) v1alpha1.RepairAction {
+			if params[ParamIPAM] == "host-local" {
+				return v1alpha1.ActionReclaimIPAM
+			}
+			return v1alpha1.ActionEscalate
+		},
+	},
+	{
+		ID:    v1alpha1.SignatureStaleState,
+		Title: "state left by an earlier network setup blocks the new one",
+		Description: "A bridge keeps the address of an earlier pod CIDR, an interface or veth pair already exists, " +
+			"a network namespace the runtime remembers is gone, or a cached CNI result cannot be read back after " +
+			"the conflist changed. The repair removes the stale address, link, namespace or cached result and " +
+			"restarts kubelet.",
+		Runbooks: []string{runbookFlannelNoIP, runbookMeasuredNotes},
+		Reasons:  sandboxReasons,
+		Patterns: []Pattern{
+			// The address is optional because sources cut the message short.
+			{Regexp: `already has an IP address(?: different from (?P<address>[0-9a-fA-F.:]+/[0-9]+))?`},
+			{Regexp: `failed to get network "(?P<network>[^"]+)" cached result`},
+			{Regexp: `failed to Statfs "(?P<netns>[^"]+)": no such file or directory`},
+			{Regexp: `container veth name provided \((?P<link>[^)]+)\) already exists`},
+			{Regexp: `could not create veth pair (?P<link>[^\s:]+): file exists`},
+		},
+		Extract: []Extractor{
+			{Param: ParamBridge, After: []string{`failed to set bridge addr: "`}, Stop: `"`},
+			{Param: ParamConfigVersion, After: []string{`to config version "`}, Stop: `"`},
+			{Param: ParamResultVersion, After: []string{"no converter for CNI result version "}, Only: "0123456789."},
+		},
+		Params: []string{ParamBridge, ParamAddress, ParamNetwork, ParamConfigVersion, ParamResultVersion, ParamNetns, ParamLink, ParamSandboxID},
+		Action: v1alpha1.ActionCleanStaleNetwork,
+	},
+	{
+		ID:    v1alpha1.SignatureCNINotInitialized,
+		Title: "the runtime has no usable CNI configuration",
+		Description: "The runtime found no network configuration it could load (empty or unreadable conf_dir, a " +
+			"conf_template or bin_dir that points elsewhere, wrong file modes) and reports NetworkReady=false; " +
+			"kubelet marks the node NotReady and no sandbox gets a network. The repair validates the conflists in " +
+			"conf_dir, repairs containerd's CRI CNI settings and file modes, and restarts containerd.",
+		Runbooks:      []string{runbookCalicoInit, runbookMeasuredNotes},
+		Reasons:       append([]string{ReasonNetworkNotReady}, sandboxReasons...),
+		NodeCondition: true,
+		Patterns: []Pattern{
+			{Regexp: `cni plugin not initialized`},
+			{Regexp: `NetworkPluginNotReady`},
+			// "unintialized" is how kubelet 1.5 spelled it.
+			{Regexp: `cni config unini?tialized`},
+			{Regexp: `network plugin is not ready`},
+			// "No networks found in", "no valid networks found in".
+			{Regexp: `networks found in`},
+			{Regexp: `no network config found in`},
+			// CRI-O: "No CNI configuration file in" (older) or "no CNI configuration file in".
+			{Regexp: `No CNI configuration file in`},
+			{Regexp: `no CNI configuration file in`},
+			{Regexp: `no net configurations found in`},
+		},
+		Extract: []Extractor{
+			// The directory, whichever of the runtimes' wordings named it (the node condition often carries only
+			// NetworkPluginNotReady plus the wording).
+			{Param: ParamConfDir, After: []string{"networks found in ", "network config found in ", "CNI configuration file in ", "net configurations found in "}, Stop: ` :,"`},
+		},
+		Params: []string{ParamConfDir, ParamPluginType, ParamSandboxID},
+		Action: v1alpha1.ActionRepairRuntimeCNIConfig,
+	},
+}
+
+// Definitions returns the built-in signatures in precedence order. The result is a copy.
+func Definitions() []Definition {
+	return append([]Definition(nil), catalog...)
+}
+
+// Lookup returns the built-in signature with the given id.
+func Lookup(id v1alpha1.SignatureID) (Definition, bool) {
+	for _, d := range catalog {
+		if d.ID == id {
+			return d, true
+		}
+	}
+	return Definition{}, false
+}
+
+// DefaultAllowedActions is what a RemediationPolicy allows when spec.allowedActions is left to its default (the
+// kubebuilder default on the field; a test keeps the two in step). Everything but RestartCNIAgentPod.
+var DefaultAllowedActions = []v1alpha1.RepairAction{
+	v1alpha1.ActionSetCNIVersion,
+	v1alpha1.ActionInstallReferencePlugins,
+	v1alpha1.ActionRepairRuntimeCNIConfig,
+	v1alpha1.ActionRestoreConfig,
+	v1alpha1.ActionReclaimIPAM,
+	v1alpha1.ActionCleanStaleNetwork,
+	v1alpha1.ActionEscalate,
+	v1alpha1.ActionDiagnose,
+}
+
+// AllActions lists every repair action the API knows.
+var AllActions = []v1alpha1.RepairAction{
+	v1alpha1.ActionSetCNIVersion,
+	v1alpha1.ActionInstallReferencePlugins,
+	v1alpha1.ActionRepairRuntimeCNIConfig,
+	v1alpha1.ActionRestoreConfig,
+	v1alpha1.ActionReclaimIPAM,
+	v1alpha1.ActionCleanStaleNetwork,
+	v1alpha1.ActionRestartCNIAgentPod,
+	v1alpha1.ActionEscalate,
+	v1alpha1.ActionDiagnose,
+}
+
+// IsValidAction reports whether a is one of the API's repair actions.
+func IsValidAction(a v1alpha1.RepairAction) bool {
+	for _, known := range AllActions {
+		if a == known {
+			return true
+		}
+	}
+	return false
+}
