@@ -58,11 +58,33 @@ build: ## Build the manager, the remediator and the kubectl plugin into bin/.
 controlplane: ## Build kube-apiserver and etcd for envtest from their Go modules (about 5 minutes cold).
 	hack/build-controlplane.sh kube-apiserver etcd
 
+.PHONY: cni-plugins
+cni-plugins: ## Real CNI plugins for the tests: old v0.9.1 and the bundled release from their module, Debian's 1.1.1.
+	hack/build-cni-plugins.sh old bundle debian
+
+.PHONY: node-deps
+node-deps: ## Host packages for systemd-nspawn nodes (root; quiet when present).
+	hack/install-node-deps.sh
+
+.PHONY: node-rootfs
+node-rootfs: node-deps ## Node root filesystem in bin/node-rootfs (1.5 min cold, ~2 s from its cache).
+	hack/node-rootfs.sh
+
+.PHONY: test-deps
+test-deps: controlplane cni-plugins node-rootfs ## Everything the tests run against: control plane, plugins, node rootfs.
+
 ##@ Test
 
 .PHONY: test
-test: controlplane lint verify-generated ## Unit tests and the envtest suites against a real kube-apiserver and etcd.
+test: test-deps lint verify-generated ## Unit, fuzz (briefly), envtest, real-plugin and real-systemd tests.
 	go test $(GOTESTFLAGS) ./...
+	$(MAKE) fuzz FUZZTIME=10s
+
+FUZZTIME ?= 2m
+.PHONY: fuzz
+fuzz: ## Fuzz the conflist and config.toml editors (FUZZTIME each; make test runs them briefly).
+	go test -run '^$$' -fuzz '^FuzzSetCNIVersion$$' -fuzztime $(FUZZTIME) ./remediator/conflist
+	go test -run '^$$' -fuzz '^FuzzEdit$$' -fuzztime $(FUZZTIME) ./remediator/runtimecfg
 
 .PHONY: test-unit
 test-unit: ## Only the tests that need no control plane binaries (fast feedback).
@@ -87,6 +109,9 @@ $(CONTROLLER_GEN): hack/versions.env
 $(KUSTOMIZE): hack/versions.env
 	GOBIN=$(BIN) GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 	@touch $@
+
+# The lab (a real cluster of systemd-nspawn nodes), the end-to-end suite and the demo.
+-include hack/lab.mk
 
 .PHONY: help
 help: ## Show this help.

@@ -1,0 +1,168 @@
+// Command manager runs cnimedic's controllers: policy status, detection and the remediation workflow.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"os"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	policyctrl "github.com/cnimedic/cnimedic/controllers/policy"
+	remediationctrl "github.com/cnimedic/cnimedic/controllers/remediation"
+	"github.com/cnimedic/cnimedic/internal/events"
+)
+
+var scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+}
+
+// options are the manager's flags.
+type options struct {
+	metricsAddr            string
+	metricsSecure          bool
+	probeAddr              string
+	leaderElect            bool
+	leaderElectionNS       string
+	namespace              string
+	executorImage          string
+	canaryImage            string
+	executorServiceAccount string
+	enableHTTP2            bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint (\"0\" disables it).")
+	flag.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve metrics over HTTPS with Kubernetes authentication and authorization (TokenReview and SubjectAccessReview).")
+	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
+	flag.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader so that only one replica acts; keep it on when running more than one replica.")
+	flag.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election lease (default: the manager's namespace).")
+	flag.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace where executor and canary pods run (default: $POD_NAMESPACE).")
+	flag.StringVar(&o.executorImage, "executor-image", "", "Image of the node-side executor (the remediator and the bundled CNI plugins), unless a policy names one.")
+	flag.StringVar(&o.canaryImage, "canary-image", "", "Image of the verification canary pod, unless a policy names one.")
+	flag.StringVar(&o.executorServiceAccount, "executor-service-account", "cnimedic-executor", "ServiceAccount of executor pods (bound to no role; its token is never mounted).")
+	flag.BoolVar(&o.enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the metrics endpoint (off: CVE-2023-44487 and CVE-2023-39325).")
+	zapOpts := zap.Options{Development: false}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: %s [flags]\n\ncnimedic's manager: finds nodes whose pod sandboxes fail because of CNI or container-runtime problems and repairs them.\n\nFlags:\n", os.Args[0])
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	if err := run(o); err != nil {
+		log.Error(err, "manager stopped")
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	var tlsOpts []func(*tls.Config)
+	if !o.enableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	metricsOpts := metricsserver.Options{BindAddress: o.metricsAddr, SecureServing: o.metricsSecure, TLSOpts: tlsOpts}
+	if o.metricsSecure {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsOpts,
+		HealthProbeBindAddress:        o.probeAddr,
+		LeaderElection:                o.leaderElect,
+		LeaderElectionID:              "manager.cnimedic.io",
+		LeaderElectionNamespace:       o.leaderElectionNS,
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         cacheOptions(o.namespace),
+		Client:                        client.Options{Cache: &client.CacheOptions{Unstructured: false}},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+
+	if err := (&policyctrl.Reconciler{Client: mgr.GetClient(), Clock: clock.RealClock{}}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the policy controller: %w", err)
+	}
+	kube, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
+	if o.namespace == "" {
+		return fmt.Errorf("--namespace (or $POD_NAMESPACE) is required: executor and canary pods run there")
+	}
+	workflow := &remediationctrl.Reconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Kube:      kube,
+		Clock:     clock.RealClock{},
+		Events:    events.NewRecorder(mgr.GetEventRecorder("cnimedic"), clock.RealClock{}),
+		Config: remediationctrl.Config{
+			Namespace:              o.namespace,
+			ExecutorImage:          o.executorImage,
+			CanaryImage:            o.canaryImage,
+			ExecutorServiceAccount: o.executorServiceAccount,
+		},
+	}
+	if err := workflow.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the remediation controller: %w", err)
+	}
+
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	ctrl.Log.WithName("setup").Info("starting manager", "leaderElection", o.leaderElect, "namespace", o.namespace)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// cacheOptions keeps the informer caches small. A node's images and every object's managed fields are dropped
+// before they are stored, because cnimedic never reads them and on large clusters they are most of the bytes. Pods
+// are cached only when cnimedic made them (executor and canary pods, in its namespace): every other pod is read
+// on demand, for one node at a time, so the manager never holds a copy of every pod in the cluster.
+func cacheOptions(namespace string) cache.Options {
+	own, err := labels.Parse(v1alpha1.LabelRemediation)
+	if err != nil {
+		panic(err)
+	}
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Node{}: {Transform: stripNode},
+			&corev1.Pod{}:  {Label: own, Namespaces: map[string]cache.Config{namespace: {}}},
+		},
+	}
+}
+
+func stripNode(obj any) (any, error) {
+	if n, ok := obj.(*corev1.Node); ok {
+		n.ManagedFields = nil
+		n.Status.Images = nil
+		n.Status.VolumesAttached = nil
+		n.Status.VolumesInUse = nil
+	}
+	return obj, nil
+}

@@ -1,0 +1,240 @@
+// Package policy keeps each RemediationPolicy's status current: how many nodes it covers, how many of its repairs
+// are active or waiting for approval, whether its custom signatures compile, whether it is paused.
+package policy
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/policy"
+	"github.com/cnimedic/cnimedic/internal/signature"
+)
+
+// FieldManager is the server-side apply manager of the fields this controller owns in a policy's status.
+const FieldManager = "cnimedic-policy"
+
+// Reasons of the conditions this controller sets.
+const (
+	ReasonActive             = "Active"
+	ReasonInvalidSignatures  = "InvalidSignatures"
+	ReasonInvalidSelector    = "InvalidNodeSelector"
+	ReasonSignaturesCompiled = "Compiled"
+	ReasonPausedBySpec       = "PausedBySpec"
+	ReasonNotPaused          = "NotPaused"
+)
+
+// Reconciler computes a policy's status.
+type Reconciler struct {
+	Client client.Client
+	Clock  clock.PassiveClock
+}
+
+// +kubebuilder:rbac:groups=cnimedic.io,resources=remediationpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=cnimedic.io,resources=remediationpolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=cnimedic.io,resources=noderemediations,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+
+// Reconcile computes and applies the status of one policy. It writes only when something changed, so a healthy
+// cluster costs no API writes.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	p := &v1alpha1.RemediationPolicy{}
+	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+
+	covered, selErr := r.coveredNodes(ctx, p)
+	_, sigErrs := signature.CompilePolicy(&p.Spec)
+	active, pending, err := r.remediationCounts(ctx, p.Name)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+
+	now := metav1.NewTime(r.Clock.Now())
+	conds := []metav1.Condition{
+		signaturesCondition(sigErrs),
+		pausedCondition(p.Spec.Paused),
+		readyCondition(selErr, sigErrs),
+	}
+	desired := v1alpha1.RemediationPolicyStatus{
+		ObservedGeneration: p.Generation,
+		CoveredNodes:       int32(covered),
+		ActiveRepairs:      int32(active),
+		PendingApprovals:   int32(pending),
+	}
+	if r.upToDate(p, desired, conds) {
+		return reconcile.Result{}, nil
+	}
+	for i := range conds {
+		conds[i].ObservedGeneration = p.Generation
+		conds[i].LastTransitionTime = now
+		// Keep the transition time of a condition whose status did not change.
+		if old := meta.FindStatusCondition(p.Status.Conditions, conds[i].Type); old != nil && old.Status == conds[i].Status {
+			conds[i].LastTransitionTime = old.LastTransitionTime
+		}
+	}
+	return reconcile.Result{}, policy.ApplyStatus(ctx, r.Client, p.Name, FieldManager, policy.StatusApply{
+		ObservedGeneration: ptr.To(desired.ObservedGeneration),
+		Conditions:         conds,
+		CoveredNodes:       ptr.To(desired.CoveredNodes),
+		ActiveRepairs:      ptr.To(desired.ActiveRepairs),
+		PendingApprovals:   ptr.To(desired.PendingApprovals),
+	})
+}
+
+func (r *Reconciler) upToDate(p *v1alpha1.RemediationPolicy, want v1alpha1.RemediationPolicyStatus, conds []metav1.Condition) bool {
+	st := p.Status
+	if st.ObservedGeneration != want.ObservedGeneration || st.CoveredNodes != want.CoveredNodes ||
+		st.ActiveRepairs != want.ActiveRepairs || st.PendingApprovals != want.PendingApprovals {
+		return false
+	}
+	for _, c := range conds {
+		old := meta.FindStatusCondition(st.Conditions, c.Type)
+		if old == nil || old.Status != c.Status || old.Reason != c.Reason || old.Message != c.Message || old.ObservedGeneration != p.Generation {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Reconciler) coveredNodes(ctx context.Context, p *v1alpha1.RemediationPolicy) (int, error) {
+	sel, err := policy.NewSelector(p)
+	if err != nil {
+		return 0, err
+	}
+	nodes := &corev1.NodeList{}
+	if err := r.Client.List(ctx, nodes); err != nil {
+		return 0, err
+	}
+	n := 0
+	for i := range nodes.Items {
+		if sel.Covers(&nodes.Items[i]) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (r *Reconciler) remediationCounts(ctx context.Context, policyName string) (active, pending int, err error) {
+	list := &v1alpha1.NodeRemediationList{}
+	if err := r.Client.List(ctx, list, client.MatchingLabels{v1alpha1.LabelPolicy: policyName}); err != nil {
+		return 0, 0, err
+	}
+	for _, nr := range list.Items {
+		switch {
+		case nr.Status.Phase.HoldsNode():
+			active++
+		case nr.Status.Phase == v1alpha1.PhaseAwaitingApproval:
+			pending++
+		}
+	}
+	return active, pending, nil
+}
+
+func signaturesCondition(errs []error) metav1.Condition {
+	if len(errs) == 0 {
+		return metav1.Condition{Type: v1alpha1.PolicySignaturesValid, Status: metav1.ConditionTrue, Reason: ReasonSignaturesCompiled,
+			Message: "every custom signature compiles"}
+	}
+	msgs := make([]string, 0, len(errs))
+	for _, e := range errs {
+		msgs = append(msgs, e.Error())
+	}
+	return metav1.Condition{Type: v1alpha1.PolicySignaturesValid, Status: metav1.ConditionFalse, Reason: ReasonInvalidSignatures,
+		Message: "the API server cannot compile Go regular expressions, so cnimedic checks them here: " + strings.Join(msgs, "; ")}
+}
+
+func pausedCondition(paused bool) metav1.Condition {
+	if paused {
+		return metav1.Condition{Type: v1alpha1.PolicyPaused, Status: metav1.ConditionTrue, Reason: ReasonPausedBySpec,
+			Message: "spec.paused is set: no new repair starts; repairs past approval finish"}
+	}
+	return metav1.Condition{Type: v1alpha1.PolicyPaused, Status: metav1.ConditionFalse, Reason: ReasonNotPaused, Message: "the policy is not paused"}
+}
+
+func readyCondition(selErr error, sigErrs []error) metav1.Condition {
+	switch {
+	case selErr != nil:
+		return metav1.Condition{Type: v1alpha1.PolicyReady, Status: metav1.ConditionFalse, Reason: ReasonInvalidSelector, Message: selErr.Error()}
+	case len(sigErrs) > 0:
+		return metav1.Condition{Type: v1alpha1.PolicyReady, Status: metav1.ConditionFalse, Reason: ReasonInvalidSignatures,
+			Message: fmt.Sprintf("%d custom signature(s) do not compile; see the SignaturesValid condition", len(sigErrs))}
+	}
+	return metav1.Condition{Type: v1alpha1.PolicyReady, Status: metav1.ConditionTrue, Reason: ReasonActive, Message: "the policy is valid and watching its nodes"}
+}
+
+// SetupWithManager registers the controller: policies themselves, nodes whose labels change (coverage), and
+// NodeRemediations whose phase changes (counts).
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	allPolicies := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+		list := &v1alpha1.RemediationPolicyList{}
+		if err := mgr.GetClient().List(ctx, list); err != nil {
+			return nil
+		}
+		reqs := make([]reconcile.Request, 0, len(list.Items))
+		for _, p := range list.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: p.Name}})
+		}
+		return reqs
+	})
+	ownPolicy := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		if name := o.GetLabels()[v1alpha1.LabelPolicy]; name != "" {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: name}}}
+		}
+		return nil
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("policy").
+		For(&v1alpha1.RemediationPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Node{}, allPolicies, builder.WithPredicates(nodeMembershipChanged())).
+		Watches(&v1alpha1.NodeRemediation{}, ownPolicy, builder.WithPredicates(phaseChanged())).
+		Complete(r)
+}
+
+// nodeMembershipChanged passes node creations, deletions and label changes: the only node events that can
+// change which nodes a policy covers. Status heartbeats are dropped here.
+func nodeMembershipChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return !mapsEqual(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels())
+		},
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
+func phaseChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			oldNR, ok1 := e.ObjectOld.(*v1alpha1.NodeRemediation)
+			newNR, ok2 := e.ObjectNew.(*v1alpha1.NodeRemediation)
+			return !ok1 || !ok2 || oldNR.Status.Phase != newNR.Status.Phase
+		},
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,68 @@
+package remediation
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+)
+
+// reconcileEnd tidies up after an end. A remediation that succeeded, or ended before touching the node, gives the
+// node back. One that failed or rolled back keeps it cordoned, and keeps its finalizer so that it still explains
+// the cordon: deleting it then hands the node to a person (reconcileDelete).
+func (r *Reconciler) reconcileEnd(ctx context.Context, s *scope) (reconcile.Result, error) {
+	if err := r.deleteCanary(ctx, s); err != nil {
+		return reconcile.Result{}, err
+	}
+	switch s.nr.Status.Phase {
+	case v1alpha1.PhaseFailed, v1alpha1.PhaseRolledBack:
+		if s.node == nil || s.node.Annotations[v1alpha1.AnnotationCordonedBy] != s.nr.Name {
+			return reconcile.Result{}, r.removeFinalizer(ctx, s)
+		}
+		return reconcile.Result{}, nil
+	}
+	if err := r.release(ctx, s, true); err != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, r.removeFinalizer(ctx, s)
+}
+
+// reconcileDelete releases the node of a remediation being deleted. A run still going on the node is waited for:
+// the host-side sequence restarts kubelet and the runtime on every path out, and the node must not be uncordoned
+// under it.
+func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (reconcile.Result, error) {
+	if name := s.nr.Status.ExecutorPod; name != "" && !s.nr.Status.Phase.IsTerminal() {
+		pod := &corev1.Pod{}
+		err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Config.Namespace, Name: name}, pod)
+		if err == nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed && pod.DeletionTimestamp == nil {
+			s.event(normal, ReasonReleased, actionFinish, fmt.Sprintf("deletion waits for executor pod %s to finish its run on node %s", name, s.nr.Spec.NodeName), "delete-wait")
+			return reconcile.Result{RequeueAfter: r.poll()}, nil
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			return reconcile.Result{}, err
+		}
+	}
+	if err := r.deleteCanary(ctx, s); err != nil {
+		return reconcile.Result{}, err
+	}
+	failed := s.nr.Status.Phase == v1alpha1.PhaseFailed || s.nr.Status.Phase == v1alpha1.PhaseRolledBack
+	if err := r.release(ctx, s, !failed); err != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, r.removeFinalizer(ctx, s)
+}
+
+// nodeGone ends a remediation whose node was deleted.
+func (r *Reconciler) nodeGone(ctx context.Context, s *scope) (reconcile.Result, error) {
+	s.nr.Status.Cordoned = false
+	s.transition(v1alpha1.PhaseFailed, ReasonNodeGone, fmt.Sprintf("node %s was deleted during the %s phase", s.nr.Spec.NodeName, s.nr.Status.Phase))
+	if err := r.deleteCanary(ctx, s); err != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, r.removeFinalizer(ctx, s)
+}

@@ -1,0 +1,265 @@
+package remediation
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+)
+
+// The executor contract (design.md): one pod per run on the target node, hostNetwork (it must run while CNI is
+// broken), pinned by nodeName, tolerating every taint, no API credentials, only the host paths it needs. The plan is
+// handed in as a file (the pod's annotation, through the downward API) and the typed result comes back in the
+// pod's termination message.
+//
+// The pod itself changes nothing on the node: `remediator apply` places a verified copy of itself under the state
+// dir and runs the stop → repair → start sequence as a transient systemd unit on the host, so the sequence survives
+// the pod and the kubelet and containerd restarts it causes. That is why the pod mounts only the remediator's state
+// dir, the system D-Bus socket and containerd's socket directory.
+
+// executorMode is what an executor pod does.
+type executorMode string
+
+const (
+	modeApply    executorMode = "apply"
+	modePreview  executorMode = "preview"
+	modeRollback executorMode = "rollback"
+)
+
+// Paths inside the executor pod.
+const (
+	hostMount       = "/host"
+	planDir         = "/etc/cnimedic"
+	planFile        = "plan.json"
+	terminationPath = "/dev/termination-log"
+	stateDir        = "/var/lib/cnimedic"
+	// AnnotationPlan carries the plan on the executor pod; the downward API turns it into the plan file.
+	AnnotationPlan = "cnimedic.io/plan"
+)
+
+// executorPodName is deterministic for a remediation, an attempt and a mode, so that a manager that crashed after
+// creating the pod and before recording it finds the same pod again instead of creating a second one.
+func executorPodName(nr *v1alpha1.NodeRemediation, attempt int32, mode executorMode) string {
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s/%s/%d/%s", nr.UID, nr.Name, attempt, mode)))
+	base := nr.Name
+	if len(base) > 40 {
+		base = base[:40]
+	}
+	return strings.TrimRight(fmt.Sprintf("cnimedic-%s-%s", base, hex.EncodeToString(sum[:4])), "-.")
+}
+
+func (r *Reconciler) executorPod(s *scope, name string, mode executorMode) (*corev1.Pod, error) {
+	nr, p := s.nr, s.policy
+	plan := v1alpha1.Plan{}
+	if nr.Spec.Plan != nil {
+		plan = *nr.Spec.Plan
+	}
+	planJSON, err := json.Marshal(plan)
+	if err != nil {
+		return nil, err
+	}
+	image := p.Spec.Executor.Image
+	if image == "" {
+		image = r.Config.ExecutorImage
+	}
+	units := p.Spec.Repair.Units
+	cd := p.Spec.Repair.Containerd
+	args := []string{
+		"--host-root=" + hostMount,
+		"--dbus-address=unix:path=" + hostMount + "/run/dbus/system_bus_socket",
+		"--kubelet-unit=" + units.Kubelet,
+		"--runtime-unit=" + units.Runtime,
+		"--containerd-config=" + cd.ConfigPath,
+	}
+	switch mode {
+	case modeApply:
+		args = append([]string{"apply", "--plan=" + planDir + "/" + planFile, "--remediation-id=" + nr.Name,
+			"--termination-message-path=" + terminationPath, "--run-timeout=" + p.Spec.Executor.Timeout.Duration.String()}, args...)
+	case modeRollback:
+		args = append([]string{"rollback", "--remediation-id=" + nr.Name, "--termination-message-path=" + terminationPath}, args...)
+	case modePreview:
+		args = append([]string{"plan", "--plan=" + planDir + "/" + planFile, "--termination-message-path=" + terminationPath}, args...)
+	}
+
+	hostPathDir := corev1.HostPathDirectoryOrCreate
+	hostPathExisting := corev1.HostPathDirectory
+	volumes := []corev1.Volume{
+		{Name: "plan", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{{
+			Path: planFile, FieldRef: &corev1.ObjectFieldSelector{FieldPath: fmt.Sprintf("metadata.annotations['%s']", AnnotationPlan)},
+		}}}}},
+		// The remediator's state on the host: the staged binary and bundle, and the journal of every run.
+		{Name: "state", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: stateDir, Type: &hostPathDir}}},
+		// systemd's D-Bus socket: the pod starts and follows the host-side run over it.
+		{Name: "dbus", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/run/dbus", Type: &hostPathExisting}}},
+		// containerd's socket: the pod asks the runtime which CNI versions it speaks before the run stops it.
+		{Name: "containerd", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/run/containerd", Type: &hostPathExisting}}},
+	}
+	mounts := []corev1.VolumeMount{
+		{Name: "plan", MountPath: planDir, ReadOnly: true},
+		{Name: "state", MountPath: hostMount + stateDir},
+		{Name: "dbus", MountPath: hostMount + "/run/dbus"},
+		{Name: "containerd", MountPath: hostMount + "/run/containerd"},
+	}
+	if mode == modePreview {
+		// A preview reads the node's CNI files to show the exact change; it writes nothing, so they are read-only.
+		for i, dir := range uniqueDirs(cd.ConfDir, cd.BinDir, dirOf(cd.ConfigPath), "/var/lib/cni") {
+			v := fmt.Sprintf("ro-%d", i)
+			volumes = append(volumes, corev1.Volume{Name: v, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir}}})
+			mounts = append(mounts, corev1.VolumeMount{Name: v, MountPath: hostMount + dir, ReadOnly: true})
+		}
+	}
+
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: r.Config.Namespace,
+			Labels: map[string]string{
+				v1alpha1.LabelRemediation: nr.Name,
+				v1alpha1.LabelComponent:   "executor",
+				v1alpha1.LabelNode:        nr.Spec.NodeName,
+			},
+			Annotations: map[string]string{AnnotationPlan: string(planJSON)},
+		},
+		Spec: corev1.PodSpec{
+			NodeName:      nr.Spec.NodeName,
+			HostNetwork:   true, // it must run while the node's CNI is broken
+			HostPID:       false,
+			RestartPolicy: corev1.RestartPolicyNever,
+			// No API credentials: the executor receives a typed plan and returns a typed result.
+			AutomountServiceAccountToken: ptr.To(false),
+			ServiceAccountName:           r.Config.ExecutorServiceAccount,
+			PriorityClassName:            p.Spec.Executor.PriorityClassName,
+			Tolerations:                  []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			Volumes:                      volumes,
+			Containers: []corev1.Container{{
+				Name:                     "executor",
+				Image:                    image,
+				ImagePullPolicy:          corev1.PullIfNotPresent,
+				Args:                     args,
+				VolumeMounts:             mounts,
+				TerminationMessagePath:   terminationPath,
+				TerminationMessagePolicy: corev1.TerminationMessageReadFile,
+				SecurityContext: &corev1.SecurityContext{
+					// Root, to talk to systemd and own its state dir; no capability beyond that: the privileged work
+					// is done by the host-side run, as systemd's own transient unit.
+					RunAsUser:                ptr.To(int64(0)),
+					AllowPrivilegeEscalation: ptr.To(false),
+					ReadOnlyRootFilesystem:   ptr.To(true),
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"DAC_OVERRIDE", "CHOWN", "FOWNER"}},
+				},
+				Resources: corev1.ResourceRequirements{},
+			}},
+		},
+	}
+	// Deleting the remediation deletes its pods.
+	if err := controllerutil.SetOwnerReference(nr, pod, r.Client.Scheme()); err != nil {
+		return nil, err
+	}
+	return pod, nil
+}
+
+func dirOf(path string) string {
+	if i := strings.LastIndex(path, "/"); i > 0 {
+		return path[:i]
+	}
+	return "/"
+}
+
+func uniqueDirs(dirs ...string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, d := range dirs {
+		if d != "" && !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// runExecutor makes sure the executor pod of this mode exists and reports its result once it ended. done is false
+// while the pod runs. A pod that vanished without a result is reported as lost. The returned pod is nil until one
+// exists.
+func (r *Reconciler) runExecutor(ctx context.Context, s *scope, mode executorMode) (res *v1alpha1.ExecutorResult, pod *corev1.Pod, lost string, err error) {
+	nr := s.nr
+	name := executorPodName(nr, nr.Status.Attempt, mode)
+	if nr.Status.ExecutorPod != name {
+		name = executorPodName(nr, nr.Status.Attempt+1, mode)
+	}
+	pod = &corev1.Pod{}
+	getErr := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Config.Namespace, Name: name}, pod)
+	switch {
+	case apierrors.IsNotFound(getErr) && nr.Status.ExecutorPod == name:
+		// Recorded, but not in the cache: ask the API server before calling it lost.
+		if live := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.Config.Namespace, Name: name}, pod); apierrors.IsNotFound(live) {
+			return nil, nil, fmt.Sprintf("executor pod %s/%s disappeared before it reported a result", r.Config.Namespace, name), nil
+		} else if live != nil {
+			return nil, nil, "", live
+		}
+	case apierrors.IsNotFound(getErr):
+		newPod, err := r.executorPod(s, name, mode)
+		if err != nil {
+			return nil, nil, "", err
+		}
+		if err := r.Client.Create(ctx, newPod); err != nil && !apierrors.IsAlreadyExists(err) {
+			if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) {
+				// The API server will refuse it again: no executor can run (a missing priority class, a pod
+				// security policy). Report it as a run that ended without a result.
+				return &v1alpha1.ExecutorResult{RemediationID: nr.Name, Outcome: v1alpha1.OutcomeFailed,
+					Message: fmt.Sprintf("nothing was changed on the node: the API server refused executor pod %s/%s: %v", r.Config.Namespace, name, err)}, nil, "", nil
+			}
+			return nil, nil, "", err
+		}
+		nr.Status.Attempt++
+		nr.Status.ExecutorPod = name
+		s.event(normal, ReasonExecutorStarted, actionRepair, fmt.Sprintf("started executor pod %s/%s (%s) on node %s", r.Config.Namespace, name, mode, nr.Spec.NodeName))
+		return nil, newPod, "", nil
+	case getErr != nil:
+		return nil, nil, "", getErr
+	}
+	if nr.Status.ExecutorPod != name { // created by a reconcile whose status write was lost
+		nr.Status.Attempt++
+		nr.Status.ExecutorPod = name
+	}
+	switch pod.Status.Phase {
+	case corev1.PodSucceeded, corev1.PodFailed:
+	default:
+		return nil, pod, "", nil
+	}
+	result, perr := terminationResult(pod)
+	if perr != nil {
+		return &v1alpha1.ExecutorResult{RemediationID: nr.Name, Outcome: v1alpha1.OutcomeFailed,
+			Message: fmt.Sprintf("executor pod %s ended %s without a readable result: %v", name, pod.Status.Phase, perr)}, pod, "", nil
+	}
+	return result, pod, "", nil
+}
+
+// terminationResult reads the ExecutorResult from the executor container's termination message.
+func terminationResult(pod *corev1.Pod) (*v1alpha1.ExecutorResult, error) {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name != "executor" || cs.State.Terminated == nil {
+			continue
+		}
+		msg := cs.State.Terminated.Message
+		if msg == "" {
+			return nil, fmt.Errorf("empty termination message (exit code %d, reason %s)", cs.State.Terminated.ExitCode, cs.State.Terminated.Reason)
+		}
+		res := &v1alpha1.ExecutorResult{}
+		if err := json.Unmarshal([]byte(msg), res); err != nil {
+			return nil, fmt.Errorf("termination message is not a result: %w", err)
+		}
+		return res, nil
+	}
+	return nil, fmt.Errorf("no terminated executor container")
+}

@@ -1,0 +1,209 @@
+package remediation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/policy"
+	"github.com/cnimedic/cnimedic/remediator/planner"
+)
+
+// reconcileNew fills in what the detection (or a person creating the remediation by hand) left out: the labels that
+// index it, the action and the typed plan the approver will see. Then it enters Detected.
+func (r *Reconciler) reconcileNew(ctx context.Context, s *scope) (reconcile.Result, error) {
+	var planErr error
+	err := r.patchMeta(ctx, s, func(nr *v1alpha1.NodeRemediation) {
+		if nr.Labels == nil {
+			nr.Labels = map[string]string{}
+		}
+		nr.Labels[v1alpha1.LabelNode] = nr.Spec.NodeName
+		nr.Labels[v1alpha1.LabelPolicy] = nr.Spec.PolicyName
+		if nr.Spec.Action == "" {
+			nr.Spec.Action = actionOf(s.policy, nr)
+		}
+		if nr.Spec.Plan == nil && nr.Spec.Action.IsNodeAction() {
+			plan, err := planner.Build(planner.Request{
+				Signature: v1alpha1.SignatureID(nr.Spec.Signature), Action: nr.Spec.Action,
+				Params: nr.Spec.Parameters, Repair: s.policy.Spec.Repair,
+			})
+			if err == nil {
+				nr.Spec.Plan = &plan
+			}
+			planErr = err
+		}
+	})
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	nr := s.nr
+	s.transition(v1alpha1.PhaseDetected, ReasonDetected, detectedMessage(nr))
+	s.nodeEvent(warning, ReasonDetected, actionDetect, detectedMessage(nr))
+	if planErr != nil {
+		switch {
+		case errors.Is(planErr, planner.ErrVendorPlugin):
+			s.transition(v1alpha1.PhaseEscalated, ReasonEscalated, fmt.Sprintf("%v: cnimedic never installs or replaces a network provider's own plugin; check the provider's DaemonSet on node %s", planErr, nr.Spec.NodeName))
+		default:
+			s.transition(v1alpha1.PhaseEscalated, ReasonPlanFailed, fmt.Sprintf("no repair plan for %s: %v", nr.Spec.Signature, planErr))
+		}
+	}
+	return reconcile.Result{}, nil
+}
+
+// actionOf is the action for the remediation's signature: the custom signature's, or the catalog's under the
+// policy's repair settings.
+func actionOf(p *v1alpha1.RemediationPolicy, nr *v1alpha1.NodeRemediation) v1alpha1.RepairAction {
+	for _, c := range p.Spec.CustomSignatures {
+		if c.Name == nr.Spec.Signature {
+			return c.Action
+		}
+	}
+	return planner.ActionFor(v1alpha1.SignatureID(nr.Spec.Signature), p.Spec.Repair)
+}
+
+func detectedMessage(nr *v1alpha1.NodeRemediation) string {
+	ev := nr.Spec.Evidence
+	msg := fmt.Sprintf("node %s shows %s (%d events, %d pods)", nr.Spec.NodeName, nr.Spec.Signature, ev.EventCount, ev.PodCount)
+	if ev.NodeCondition != "" {
+		msg += "; node condition: " + ev.NodeCondition
+	} else if len(ev.SampleMessages) > 0 {
+		msg += "; e.g. " + ev.SampleMessages[0]
+	}
+	return msg + fmt.Sprintf("; planned action: %s", nr.Spec.Action)
+}
+
+// reconcileDetected decides what happens to a new incident: escalate what cnimedic may not or cannot repair, then
+// ask for approval (or approve, under an Automatic policy).
+func (r *Reconciler) reconcileDetected(ctx context.Context, s *scope) (reconcile.Result, error) {
+	nr, p := s.nr, s.policy
+	if s.policyMissing {
+		s.transition(v1alpha1.PhaseRejected, ReasonPolicyNotFound, fmt.Sprintf("policy %s does not exist", nr.Spec.PolicyName))
+		return reconcile.Result{}, nil
+	}
+	action := nr.Spec.Action
+	switch {
+	case action == v1alpha1.ActionEscalate:
+		s.transition(v1alpha1.PhaseEscalated, ReasonEscalated, escalationMessage(nr))
+		return reconcile.Result{}, nil
+	case !policy.Allows(p, action):
+		s.transition(v1alpha1.PhaseEscalated, ReasonActionNotAllowed, fmt.Sprintf("%s needs %s, which policy %s does not allow (spec.allowedActions); %s",
+			nr.Spec.Signature, action, p.Name, escalationMessage(nr)))
+		return reconcile.Result{}, nil
+	case action == v1alpha1.ActionDiagnose:
+		s.transition(v1alpha1.PhaseEscalated, ReasonEscalated, fmt.Sprintf("custom signature %s asks for a diagnosis only: run `kubectl cnimedic diagnose %s`", nr.Spec.Signature, nr.Spec.NodeName))
+		return reconcile.Result{}, nil
+	}
+	failed, err := r.failedAttempts(ctx, nr)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if int32(failed) >= p.Spec.Retry.MaxAttempts {
+		s.transition(v1alpha1.PhaseEscalated, ReasonRetryLimitReached, fmt.Sprintf("%d repairs of node %s failed already (retry.maxAttempts %d): cnimedic takes no further action on this node; look at the failed NodeRemediations (kubectl get noderemediations -l %s=%s)",
+			failed, nr.Spec.NodeName, p.Spec.Retry.MaxAttempts, v1alpha1.LabelNode, nr.Spec.NodeName))
+		return reconcile.Result{}, nil
+	}
+	s.transition(v1alpha1.PhaseAwaitingApproval, ReasonAwaitingApproval, approvalInstructions(nr))
+	return r.reconcileAwaitingApproval(ctx, s)
+}
+
+func escalationMessage(nr *v1alpha1.NodeRemediation) string {
+	keys := make([]string, 0, len(nr.Spec.Parameters))
+	for k := range nr.Spec.Parameters {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+"="+nr.Spec.Parameters[k])
+	}
+	msg := fmt.Sprintf("%s on node %s has a cause cnimedic does not repair node by node; a human should look at the CNI provider", nr.Spec.Signature, nr.Spec.NodeName)
+	if len(parts) > 0 {
+		msg += " (" + strings.Join(parts, ", ") + ")"
+	}
+	return msg
+}
+
+// failedAttempts counts the earlier remediations of the node that acted on it and did not succeed.
+func (r *Reconciler) failedAttempts(ctx context.Context, nr *v1alpha1.NodeRemediation) (int, error) {
+	// Read live: a safety rule must not depend on how far the cache has caught up.
+	list := &v1alpha1.NodeRemediationList{}
+	if err := r.APIReader.List(ctx, list, client.MatchingLabels{v1alpha1.LabelNode: nr.Spec.NodeName}); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, other := range list.Items {
+		if other.Name != nr.Name && (other.Status.Phase == v1alpha1.PhaseFailed || other.Status.Phase == v1alpha1.PhaseRolledBack) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// reconcileAwaitingApproval waits for the approve or reject annotation, or approves under an Automatic policy
+// unless a storm or a pause holds automatic repair. Pending approvals expire into Rejected.
+func (r *Reconciler) reconcileAwaitingApproval(_ context.Context, s *scope) (reconcile.Result, error) {
+	nr, p := s.nr, s.policy
+	if s.policyMissing {
+		s.transition(v1alpha1.PhaseRejected, ReasonPolicyNotFound, fmt.Sprintf("policy %s does not exist", nr.Spec.PolicyName))
+		return reconcile.Result{}, nil
+	}
+	since := phaseSince(nr, v1alpha1.PhaseAwaitingApproval, s.now)
+	pendingApprovalSeconds.WithLabelValues(nr.Name, nr.Spec.NodeName, nr.Spec.Signature).Set(s.now.Sub(since).Seconds())
+
+	if reason, ok := nr.Annotations[v1alpha1.AnnotationReject]; ok {
+		s.nr.Status.Approval = &v1alpha1.ApprovalRecord{Decision: v1alpha1.DecisionRejected, Mode: p.Spec.Approval.Mode,
+			Source: "annotation " + v1alpha1.AnnotationReject, Reason: reason, Time: metav1.NewTime(s.now)}
+		s.setCondition(v1alpha1.RemediationApproved, metav1.ConditionFalse, ReasonRejected, "rejected: "+reason)
+		s.transition(v1alpha1.PhaseRejected, ReasonRejected, fmt.Sprintf("rejected by annotation: %s", reason))
+		return reconcile.Result{}, nil
+	}
+	if nr.Annotations[v1alpha1.AnnotationApprove] == "true" {
+		return r.approve(s, "annotation "+v1alpha1.AnnotationApprove)
+	}
+	expiry := since.Add(p.Spec.Approval.Expiry.Duration)
+	if !s.now.Before(expiry) {
+		s.nr.Status.Approval = &v1alpha1.ApprovalRecord{Decision: v1alpha1.DecisionExpired, Mode: p.Spec.Approval.Mode,
+			Source: "approval.expiry", Time: metav1.NewTime(s.now)}
+		s.setCondition(v1alpha1.RemediationApproved, metav1.ConditionFalse, ReasonApprovalExpired, "nobody approved within "+p.Spec.Approval.Expiry.Duration.String())
+		s.transition(v1alpha1.PhaseRejected, ReasonApprovalExpired, fmt.Sprintf("nobody approved the repair within %s (approval.expiry)", p.Spec.Approval.Expiry.Duration))
+		return reconcile.Result{}, nil
+	}
+	if p.Spec.Approval.Mode == v1alpha1.ApprovalAutomatic {
+		switch {
+		case p.Spec.Paused:
+			s.event(normal, ReasonPolicyPaused, actionWait, fmt.Sprintf("policy %s is paused: the repair waits (or approve it by hand)", p.Name))
+		case meta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.PolicyStormActive):
+			s.event(warning, ReasonStormHold, actionWait, fmt.Sprintf("a storm holds automatic repair under policy %s: a cluster-wide cause is not fixed node by node; approve by hand if this node is different", p.Name))
+		default:
+			return r.approve(s, "policy "+p.Name+" (approval.mode Automatic)")
+		}
+	}
+	return r.requeueAt(s, expiry), nil
+}
+
+func (r *Reconciler) approve(s *scope, source string) (reconcile.Result, error) {
+	s.nr.Status.Approval = &v1alpha1.ApprovalRecord{Decision: v1alpha1.DecisionApproved, Mode: s.policy.Spec.Approval.Mode,
+		Source: source, Time: metav1.NewTime(s.now)}
+	s.setCondition(v1alpha1.RemediationApproved, metav1.ConditionTrue, ReasonApproved, "approved by "+source)
+	s.transition(v1alpha1.PhaseApproved, ReasonApproved, "approved by "+source)
+	return reconcile.Result{Requeue: true}, nil
+}
+
+// phaseSince is when the remediation last entered the phase (now when the history does not say).
+func phaseSince(nr *v1alpha1.NodeRemediation, p v1alpha1.Phase, now time.Time) time.Time {
+	for i := len(nr.Status.History) - 1; i >= 0; i-- {
+		if nr.Status.History[i].Phase == p {
+			return nr.Status.History[i].Time.Time
+		}
+	}
+	return now
+}

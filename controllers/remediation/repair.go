@@ -1,0 +1,95 @@
+package remediation
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+)
+
+// reconcileRepairing hands the drained node to the executor and waits for its typed result.
+func (r *Reconciler) reconcileRepairing(ctx context.Context, s *scope) (reconcile.Result, error) {
+	nr, p := s.nr, s.policy
+	dry := p.Spec.DryRun
+	mode := modeApply
+	if dry {
+		mode = modePreview
+	}
+	// Second re-validation: right before the executor first starts.
+	if nr.Status.ExecutorPod == "" && !dry {
+		if broken, why := r.stillBroken(ctx, s, false); !broken {
+			if err := r.release(ctx, s, true); err != nil {
+				return reconcile.Result{}, err
+			}
+			s.transition(v1alpha1.PhaseSucceeded, ReasonResolvedWithoutAction, "the failure cleared during the drain, before any repair: "+why)
+			return reconcile.Result{}, nil
+		}
+	}
+	res, pod, lost, err := r.runExecutor(ctx, s, mode)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if lost != "" {
+		s.transition(v1alpha1.PhaseFailed, ReasonExecutorLost, lost+"; "+humanHint(s))
+		return reconcile.Result{}, nil
+	}
+	if res == nil {
+		if pod == nil {
+			return reconcile.Result{RequeueAfter: r.poll()}, nil
+		}
+		deadline := phaseSince(nr, v1alpha1.PhaseRepairing, s.now).Add(p.Spec.Executor.Timeout.Duration)
+		if s.now.After(deadline) {
+			_ = r.Client.Delete(ctx, pod, client.PropagationPolicy(metav1.DeletePropagationBackground))
+			s.transition(v1alpha1.PhaseFailed, ReasonExecutorTimeout, fmt.Sprintf("executor pod %s/%s gave no result within %s (executor.timeout; pod phase %s); %s",
+				pod.Namespace, pod.Name, p.Spec.Executor.Timeout.Duration, pod.Status.Phase, humanHint(s)))
+			return reconcile.Result{}, nil
+		}
+		return r.requeueAt(s, deadline), nil
+	}
+
+	nr.Status.Result = res
+	nr.Status.Steps = res.Steps
+	if dry {
+		s.transition(v1alpha1.PhaseSucceeded, ReasonDryRun, "dry run: nothing was changed; the executor would: "+changesSummary(res))
+		return reconcile.Result{}, nil
+	}
+	switch res.Outcome {
+	case v1alpha1.OutcomeSucceeded, v1alpha1.OutcomeNoChange:
+		s.setCondition(v1alpha1.RemediationRepaired, metav1.ConditionTrue, ReasonRepaired, res.Message)
+		s.event(normal, ReasonRepaired, actionRepair, fmt.Sprintf("executor finished: %s; %s", res.Outcome, changesSummary(res)))
+		s.transition(v1alpha1.PhaseVerifying, ReasonVerifying, fmt.Sprintf("verifying node %s: Ready with its network, then a canary pod", nr.Spec.NodeName))
+		return reconcile.Result{Requeue: true}, nil
+	case v1alpha1.OutcomeRolledBack:
+		s.setCondition(v1alpha1.RemediationRepaired, metav1.ConditionFalse, ReasonRolledBack, res.Message)
+		s.transition(v1alpha1.PhaseRolledBack, ReasonRolledBack, fmt.Sprintf("the executor undid every change: %s; %s", res.Message, humanHint(s)))
+	default:
+		s.setCondition(v1alpha1.RemediationRepaired, metav1.ConditionFalse, ReasonRepairFailed, res.Message)
+		s.transition(v1alpha1.PhaseFailed, ReasonRepairFailed, fmt.Sprintf("the repair failed: %s; %s", res.Message, humanHint(s)))
+	}
+	return reconcile.Result{}, nil
+}
+
+// humanHint says where a person should look when cnimedic gives up on a node it holds.
+func humanHint(s *scope) string {
+	return fmt.Sprintf("node %s stays cordoned: look at `kubectl cnimedic describe %s`, the executor's logs, and the journal under %s/journal/%s on the node; uncordon it when it is fixed",
+		s.nr.Spec.NodeName, s.nr.Name, stateDir, s.nr.Name)
+}
+
+func changesSummary(res *v1alpha1.ExecutorResult) string {
+	if len(res.Changes) == 0 {
+		if res.Message != "" {
+			return res.Message
+		}
+		return "no file changes"
+	}
+	paths := make([]string, 0, len(res.Changes))
+	for _, c := range res.Changes {
+		paths = append(paths, c.Path)
+	}
+	return "changed " + strings.Join(firstN(paths, 8), ", ")
+}
