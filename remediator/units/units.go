@@ -102,6 +102,7 @@ func (t Transition) String() string {
 // Manager talks to one systemd over one bus connection.
 type Manager struct {
 	conn *sd.Conn
+	addr string
 	// Settle is how long a started unit must stay active, with the same invocation, before the start counts.
 	Settle time.Duration
 	// Poll is the interval of ActiveState polls.
@@ -160,7 +161,7 @@ func Connect(ctx context.Context, address string) (*Manager, error) {
 			r.c.Close()
 			return nil, fmt.Errorf("subscribe to systemd on %s: %w", address, err)
 		}
-		return &Manager{conn: r.c, Settle: DefaultSettle, Poll: DefaultPoll, Timeout: DefaultTimeout}, nil
+		return &Manager{conn: r.c, addr: address, Settle: DefaultSettle, Poll: DefaultPoll, Timeout: DefaultTimeout}, nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-ch; r.c != nil {
@@ -170,6 +171,9 @@ func Connect(ctx context.Context, address string) (*Manager, error) {
 		return nil, fmt.Errorf("connect to %s: %w", address, ctx.Err())
 	}
 }
+
+// Address is the D-Bus address the manager is connected to.
+func (m *Manager) Address() string { return m.addr }
 
 // Close closes the bus connection.
 func (m *Manager) Close() { m.conn.Close() }

@@ -1,0 +1,298 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/remediator/diagnose"
+	"github.com/cnimedic/cnimedic/remediator/executor"
+	"github.com/cnimedic/cnimedic/remediator/host"
+	"github.com/cnimedic/cnimedic/remediator/hostrun"
+	"github.com/cnimedic/cnimedic/remediator/resolve"
+	"github.com/cnimedic/cnimedic/remediator/step"
+	"github.com/cnimedic/cnimedic/remediator/units"
+)
+
+func init() {
+	subcommands = append(subcommands, newApply, newHostRun, newHostRecover)
+}
+
+type applyOptions struct {
+	planFile       string
+	id             string
+	termination    string
+	stateDir       string
+	inProcess      bool
+	runTimeout     time.Duration
+	settle         time.Duration
+	onInterrupted  string
+	binarySHA256   string
+	verifyDeadline time.Duration
+}
+
+func newApply(flags *NodeFlags) *cobra.Command {
+	var o applyOptions
+	cmd := &cobra.Command{
+		Use:   "apply --plan FILE [--remediation-id ID] [--termination-message-path PATH]",
+		Short: "Carry out a plan on this node, with journal, backups, atomic writes and rollback; the result as JSON on stdout",
+		Long: `apply runs a plan's stop → repair → start sequence on the host side, as a transient systemd unit started over
+D-Bus, so that it survives this process (the executor pod) and the kubelet and containerd restarts it causes. It
+places a sha256-verified copy of this binary and the plugin bundle under --state-dir on the host, writes the plan
+into the remediation's journal there, arms a guard timer, starts the run and follows it until its result.
+
+The result goes to stdout as JSON, and shortened to Kubernetes' 4096 bytes to --termination-message-path.
+Running apply again with the same --remediation-id follows the run still going or reports its stored result.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runApply(cmd, flags, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.planFile, "plan", "", `the plan as JSON (a v1alpha1.Plan); "-" reads stdin`)
+	f.StringVar(&o.id, "remediation-id", "", "the NodeRemediation this run belongs to; names its journal (default: derived from the plan's content)")
+	f.StringVar(&o.termination, "termination-message-path", "", "also write the result, shortened to 4096 bytes, here (the pod's terminationMessagePath)")
+	f.StringVar(&o.stateDir, "state-dir", hostrun.DefaultStateDir, "host directory of the remediator's binaries, bundles and journals")
+	f.BoolVar(&o.inProcess, "in-process", false, "run the plan in this process instead of a transient unit (it then dies with this process; for debugging)")
+	f.DurationVar(&o.runTimeout, "run-timeout", hostrun.DefaultRunMax, "the host-side run's limit (systemd RuntimeMaxSec); past it the run is stopped and rolled back")
+	f.DurationVar(&o.settle, "settle", units.DefaultSettle, "how long a started unit must stay active before its start counts")
+	f.StringVar(&o.onInterrupted, "on-interrupted", string(executor.Resume), "what a run does with the journal of an earlier run of the same id that died: resume or rollback")
+	f.StringVar(&o.binarySHA256, "binary-sha256", "", "the sha256 this binary must have before it is placed on the host (the image's build records it)")
+	f.DurationVar(&o.verifyDeadline, "verify-timeout", defaultVerifyDeadline, "how long VerifyNode waits for the runtime to report the network ready")
+	_ = cmd.MarkFlagRequired("plan")
+	return cmd
+}
+
+func readPlan(name string, stdin io.Reader) (v1alpha1.Plan, []byte, error) {
+	var plan v1alpha1.Plan
+	var raw []byte
+	var err error
+	if name == "-" {
+		raw, err = io.ReadAll(stdin)
+	} else {
+		raw, err = os.ReadFile(name)
+	}
+	if err != nil {
+		return plan, nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&plan); err != nil {
+		return plan, nil, fmt.Errorf("plan %s: %w", name, err)
+	}
+	canonical, err := json.Marshal(plan)
+	return plan, canonical, err
+}
+
+func runApply(cmd *cobra.Command, flags *NodeFlags, o applyOptions) error {
+	ctx := cmd.Context()
+	plan, canonical, err := readPlan(o.planFile, cmd.InOrStdin())
+	if err != nil {
+		return err
+	}
+	if o.id == "" {
+		sum := sha256.Sum256(canonical)
+		o.id = "plan-" + hex.EncodeToString(sum[:8])
+	}
+	mode := executor.Interrupted(o.onInterrupted)
+	if mode != executor.Resume && mode != executor.RollBack {
+		return fmt.Errorf("--on-interrupted: want resume or rollback, got %q", o.onInterrupted)
+	}
+	env := flags.Env()
+	// Asked now, while the runtime is up: the run stops it. (A pod without the CRI socket leaves it to the
+	// host-side run, which asks before it stops anything.)
+	env.CNISpecCeiling = specCeiling(cmd, flags)
+	critical := []string{flags.RuntimeUnit, flags.KubeletUnit}
+
+	var res v1alpha1.ExecutorResult
+	if o.inProcess {
+		res = applyInProcess(ctx, flags, o, env, critical, plan, mode)
+	} else {
+		cfg := hostrun.EnvConfig(env)
+		// The pod mounts only the state dir and the bus: the host-side run reads containerd's config itself for
+		// the dirs no flag gave, sees the host's own /proc, and gets the bundle's staged copy (set by the launcher).
+		cfg.ConfDir, cfg.BinDirs = flags.ConfDir, flags.BinDirs
+		cfg.ProcDir = "/proc"
+		cfg.BundleDir = ""
+		cfg.CriticalUnits = critical
+		cfg.Settle = o.settle
+		cfg.OnInterrupted = mode
+		cfg.VerifyTimeout = o.verifyDeadline
+		l := &hostrun.Launcher{
+			Root:         flags.Root(),
+			StateDir:     o.stateDir,
+			Bus:          flags.DBusAddress,
+			ExpectSHA256: o.binarySHA256,
+			Config:       cfg,
+			RunMax:       o.runTimeout,
+			Log:          cmd.ErrOrStderr(),
+		}
+		if _, err := os.Stat(flags.BundleDir); err == nil {
+			l.BundleDir = flags.BundleDir
+		}
+		fctx, cancel := context.WithTimeout(ctx, o.runTimeout+hostrun.DefaultStopWindow+2*time.Minute)
+		defer cancel()
+		res = l.Apply(fctx, o.id, plan)
+	}
+	return report(cmd.OutOrStdout(), o.termination, res)
+}
+
+func applyInProcess(ctx context.Context, flags *NodeFlags, o applyOptions, env step.Env, critical []string, plan v1alpha1.Plan, mode executor.Interrupted) v1alpha1.ExecutorResult {
+	m, err := units.Connect(ctx, flags.DBusAddress)
+	if err != nil {
+		return v1alpha1.ExecutorResult{RemediationID: o.id, Outcome: v1alpha1.OutcomeFailed, Message: "nothing was changed on the node: " + err.Error()}
+	}
+	defer m.Close()
+	m.Settle = o.settle
+	ex := &executor.Executor{
+		Env:           env,
+		JournalBase:   hostrun.JournalBase(o.stateDir),
+		Units:         m,
+		Resolvers:     resolve.Resolvers,
+		Verifier:      diagnoseVerifier(o.verifyDeadline),
+		CriticalUnits: critical,
+		OnInterrupted: mode,
+	}
+	return ex.Run(ctx, o.id, plan)
+}
+
+// report writes the full result to stdout and the shortened one to the termination message file. A result other
+// than Succeeded or NoChange makes the command fail, so the pod's status says so too.
+func report(stdout io.Writer, termination string, res v1alpha1.ExecutorResult) error {
+	full, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if _, err := stdout.Write(append(full, '\n')); err != nil {
+		return err
+	}
+	if termination != "" {
+		if err := os.WriteFile(termination, executor.TerminationMessage(res, executor.TerminationMessageLimit), 0o644); err != nil {
+			return fmt.Errorf("termination message: %w", err)
+		}
+	}
+	switch res.Outcome {
+	case v1alpha1.OutcomeSucceeded, v1alpha1.OutcomeNoChange:
+		return nil
+	}
+	return fmt.Errorf("remediation %s: %s: %s", res.RemediationID, res.Outcome, res.Message)
+}
+
+// hostFlags are the hidden subcommands' own flags: everything else the run needs is in its journal directory.
+type hostFlags struct {
+	stateDir string
+	id       string
+	reason   string
+}
+
+func (h *hostFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&h.stateDir, "state-dir", hostrun.DefaultStateDir, "host directory of the remediator's state")
+	cmd.Flags().StringVar(&h.id, "remediation-id", "", "the remediation to run")
+	_ = cmd.MarkFlagRequired("remediation-id")
+}
+
+func hostDeps(root host.Root, stateDir, id string) hostrun.Deps {
+	verify := defaultVerifyDeadline
+	if cfg, err := hostrun.ReadConfig(root, stateDir, id); err == nil && cfg.VerifyTimeout > 0 {
+		verify = cfg.VerifyTimeout
+	}
+	return hostrun.Deps{Resolvers: resolve.Resolvers, Verifier: diagnoseVerifier(verify)}
+}
+
+// newHostRun is what the transient run unit executes on the host: the plan and settings come from the journal
+// directory the pod prepared.
+func newHostRun(flags *NodeFlags) *cobra.Command {
+	var h hostFlags
+	cmd := &cobra.Command{
+		Use:    hostrun.CmdHostRun,
+		Short:  "Run a staged remediation on the host (started by apply as a transient systemd unit)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res := hostrun.HostRun(cmd.Context(), flags.Root(), h.stateDir, h.id, hostDeps(flags.Root(), h.stateDir, h.id))
+			return report(cmd.OutOrStdout(), "", res)
+		},
+	}
+	h.register(cmd)
+	return cmd
+}
+
+// newHostRecover is the run unit's ExecStopPost and the guard timer's service: it rolls back a run that died and
+// starts the units.
+func newHostRecover(flags *NodeFlags) *cobra.Command {
+	var h hostFlags
+	cmd := &cobra.Command{
+		Use:    hostrun.CmdHostRecover,
+		Short:  "Recover the node after a host-side run ended (rolls back an unfinished one, starts the units)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res := hostrun.HostRecover(cmd.Context(), flags.Root(), h.stateDir, h.id, h.reason, hostDeps(flags.Root(), h.stateDir, h.id))
+			full, _ := json.Marshal(res)
+			fmt.Fprintln(cmd.OutOrStdout(), string(full))
+			if res.Outcome == v1alpha1.OutcomeFailed {
+				return errors.New(res.Message)
+			}
+			return nil
+		},
+	}
+	h.register(cmd)
+	cmd.Flags().StringVar(&h.reason, "reason", "", "what is known of why the run ended")
+	return cmd
+}
+
+const defaultVerifyDeadline = 60 * time.Second
+
+// diagnoseVerifier verifies a node with the read side's diagnosis: no finding of severity error (conflists parse,
+// the plugins of the chosen chain are present and support its cniVersion, containerd's CNI settings hold), and
+// the runtime reports NetworkReady over CRI. containerd loads the CNI config a moment after it starts, so this
+// polls until the deadline before it fails.
+func diagnoseVerifier(deadline time.Duration) executor.Verifier {
+	return func(ctx context.Context, env step.Env) (string, error) {
+		ctx, cancel := context.WithTimeout(ctx, deadline)
+		defer cancel()
+		for {
+			rep := diagnose.Run(ctx, diagnose.Options{
+				Root:             env.Root,
+				ContainerdConfig: env.ContainerdConfig,
+				ConfDir:          env.ConfDir,
+				BinDirs:          env.BinDirs,
+				CRIEndpoint:      env.CRIEndpoint,
+				IPAMDataDir:      env.IPAMDataDir,
+				NetnsDir:         env.NetnsDir,
+				ProcDir:          env.ProcDir,
+			})
+			var problems []string
+			for _, f := range rep.Findings {
+				if f.Severity == diagnose.Error {
+					problems = append(problems, f.Summary)
+				}
+			}
+			switch {
+			case rep.Runtime == nil:
+				problems = append(problems, "the runtime does not answer over CRI: "+rep.RuntimeError)
+			case !rep.Runtime.NetworkReady:
+				problems = append(problems, fmt.Sprintf("the runtime reports the network not ready: %s %s", rep.Runtime.NetworkReason, rep.Runtime.NetworkMessage))
+			}
+			if len(problems) == 0 {
+				return fmt.Sprintf("the node verifies: %d network configuration(s) load, the runtime reports NetworkReady", len(rep.ConfLists)), nil
+			}
+			select {
+			case <-ctx.Done():
+				return "", errors.New(strings.Join(problems, "; "))
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}

@@ -1,0 +1,156 @@
+package hostrun
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/remediator/cri"
+	"github.com/cnimedic/cnimedic/remediator/diagnose"
+	"github.com/cnimedic/cnimedic/remediator/executor"
+	"github.com/cnimedic/cnimedic/remediator/host"
+	"github.com/cnimedic/cnimedic/remediator/journal"
+	"github.com/cnimedic/cnimedic/remediator/runtimecfg"
+	"github.com/cnimedic/cnimedic/remediator/step"
+	"github.com/cnimedic/cnimedic/remediator/units"
+)
+
+// Deps are the parts of the host-side run that the binary links in: the read side's resolvers and verifier.
+type Deps struct {
+	Resolvers map[v1alpha1.StepType]step.Resolver
+	Verifier  executor.Verifier
+	// Hook is the executor's fault-injection hook (tests only).
+	Hook func(point string)
+}
+
+// privateBus is systemd's own socket: it needs no bus daemon, so the run keeps working if dbus-daemon is
+// restarted or broken on the node.
+const privateBus = "unix:path=/run/systemd/private"
+
+// connectHost connects to the host's systemd: the configured address, else the private socket, else the system
+// bus.
+func connectHost(ctx context.Context, root host.Root, bus string) (*units.Manager, error) {
+	if bus != "" {
+		return units.Connect(ctx, bus)
+	}
+	if root == "" || root == "/" {
+		if m, err := units.Connect(ctx, privateBus); err == nil {
+			return m, nil
+		}
+	}
+	return units.Connect(ctx, "")
+}
+
+func (d Deps) executor(root host.Root, stateDir string, cfg Config, m *units.Manager) *executor.Executor {
+	if cfg.Settle > 0 {
+		m.Settle = cfg.Settle
+	}
+	return &executor.Executor{
+		Env:           cfg.Env(root),
+		JournalBase:   JournalBase(stateDir),
+		Units:         m,
+		Resolvers:     d.Resolvers,
+		Verifier:      d.Verifier,
+		CriticalUnits: cfg.CriticalUnits,
+		OnInterrupted: cfg.OnInterrupted,
+		Hook:          d.Hook,
+	}
+}
+
+// HostRun is the body of the run unit: it executes the plan stored in the journal and disarms the guard. root
+// is "/" when it runs as a unit on the host.
+func HostRun(ctx context.Context, root host.Root, stateDir, id string, deps Deps) v1alpha1.ExecutorResult {
+	cfg, err := ReadConfig(root, stateDir, id)
+	if err != nil {
+		return v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeFailed, Message: err.Error()}
+	}
+	m, err := connectHost(ctx, root, cfg.Bus)
+	if err != nil {
+		// Nothing was stopped; the ExecStopPost recovery and the guard will try again.
+		return v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeFailed, Message: err.Error()}
+	}
+	defer m.Close()
+	// To the unit's log (the host's journal): which way the run reached systemd.
+	fmt.Fprintf(os.Stderr, "remediation %s: systemd on %s\n", id, m.Address())
+	plan, err := readPlan(root, stateDir, id)
+	if err != nil {
+		return v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeFailed, Message: err.Error()}
+	}
+	cfg = fillFromHost(ctx, root, cfg)
+	res := deps.executor(root, stateDir, cfg, m).Run(ctx, id, plan)
+	disarm(context.WithoutCancel(ctx), m, id)
+	return res
+}
+
+// HostRecover is the body of the run unit's ExecStopPost and of the guard service: see executor.Recover. reason
+// is what the caller knows; systemd's EXIT_CODE/EXIT_STATUS/SERVICE_RESULT (set for ExecStopPost) are added.
+func HostRecover(ctx context.Context, root host.Root, stateDir, id, reason string, deps Deps) v1alpha1.ExecutorResult {
+	reason = strings.TrimSpace(reason + " " + exitFromEnv())
+	if reason == "" {
+		reason = "unknown cause"
+	}
+	cfg, err := ReadConfig(root, stateDir, id)
+	if err != nil {
+		// Without settings, start the default critical units all the same.
+		cfg = Config{}
+	}
+	m, err := connectHost(ctx, root, cfg.Bus)
+	if err != nil {
+		return v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeFailed, Message: err.Error()}
+	}
+	defer m.Close()
+	res := deps.executor(root, stateDir, cfg, m).Recover(ctx, id, reason)
+	disarm(context.WithoutCancel(ctx), m, id)
+	return res
+}
+
+// fillFromHost completes what the pod could not know without mounting more of the host: containerd's CNI conf
+// and bin dirs from its config.toml, and the CNI spec version its libcni implements (asked now, before the plan
+// stops it; a resumed run whose runtime is already down goes without that ceiling).
+func fillFromHost(ctx context.Context, root host.Root, cfg Config) Config {
+	if cfg.ConfDir == "" || len(cfg.BinDirs) == 0 {
+		s := runtimecfg.Read(root, cfg.ContainerdConfig).Settings
+		if cfg.ConfDir == "" {
+			cfg.ConfDir = s.ConfDir
+		}
+		if len(cfg.BinDirs) == 0 {
+			cfg.BinDirs = s.BinDirs
+		}
+	}
+	if cfg.CNISpecCeiling == "" && cfg.CRIEndpoint != "" {
+		if c, err := cri.Dial(root.Path(cfg.CRIEndpoint)); err == nil {
+			if v, _, err := c.ContainerdVersion(ctx); err == nil {
+				cfg.CNISpecCeiling = diagnose.RuntimeSpecCeiling(v)
+			}
+			_ = c.Close()
+		}
+	}
+	return cfg
+}
+
+// disarm stops the guard timer once the remediation has a result: from then on nothing needs recovering.
+func disarm(ctx context.Context, m *units.Manager, id string) {
+	_ = m.StopIfLoaded(ctx, GuardTimer(id))
+}
+
+func exitFromEnv() string {
+	var parts []string
+	for _, k := range []string{"SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS"} {
+		if v := os.Getenv(k); v != "" {
+			parts = append(parts, fmt.Sprintf("%s=%s", k, v))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func readPlan(root host.Root, stateDir, id string) (v1alpha1.Plan, error) {
+	// Opened (and locked) only to read the plan; the executor opens it again for the run.
+	j, err := journal.Open(root, JournalBase(stateDir), id)
+	if err != nil {
+		return v1alpha1.Plan{}, err
+	}
+	defer func() { _ = j.Close() }()
+	return j.LoadPlan()
+}
