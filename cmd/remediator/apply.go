@@ -281,16 +281,16 @@ func diagnoseVerifier(deadline time.Duration) executor.Verifier {
 			}
 			switch {
 			case rep.Runtime == nil:
-				problems = append(problems, "the runtime does not answer over CRI: "+rep.RuntimeError)
+				problems = append(problems, "The runtime does not answer over CRI: "+rep.RuntimeError+".")
 			case !rep.Runtime.NetworkReady:
-				problems = append(problems, fmt.Sprintf("the runtime reports the network not ready: %s %s", rep.Runtime.NetworkReason, rep.Runtime.NetworkMessage))
+				problems = append(problems, fmt.Sprintf("The runtime reports the network not ready (%s: %s).", rep.Runtime.NetworkReason, rep.Runtime.NetworkMessage))
 			}
 			if len(problems) == 0 {
 				return fmt.Sprintf("the node verifies: %d network configuration(s) load, the runtime reports NetworkReady", len(rep.ConfLists)), nil
 			}
 			select {
 			case <-ctx.Done():
-				return "", errors.New(strings.Join(problems, "; "))
+				return "", errors.New(strings.Join(problems, " "))
 			case <-time.After(time.Second):
 			}
 		}
