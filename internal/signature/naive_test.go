@@ -15,8 +15,8 @@ func naiveMatch(s *Set, from evidence, reason, message string) (Result, bool) {
 		if !r.accepts(from, reason) {
 			continue
 		}
-		loc := r.re.FindStringSubmatchIndex(normalized)
-		if loc == nil {
+		loc, ok := r.find(normalized)
+		if !ok {
 			continue
 		}
 		if !r.enabled {

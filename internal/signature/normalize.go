@@ -12,7 +12,7 @@ func isSpace(c byte) bool {
 	return false
 }
 
-// special marks the bytes normalize may change: backslashes and whitespace.
+// special marks the bytes where normalize may have something to change: backslashes and whitespace.
 var special = func() (t [256]bool) {
 	t['\\'] = true
 	for c := 0; c < 256; c++ {
@@ -33,23 +33,14 @@ func normalize(s string) string {
 	}
 	var b strings.Builder
 	b.Grow(len(s))
-	b.WriteString(s[:i])
-	for i < len(s) {
-		j := i
-		for j < len(s) && !special[s[j]] {
-			j++
-		}
-		b.WriteString(s[i:j])
-		if j == len(s) {
-			break
-		}
-		k := j + 1
-		if s[j] == '\\' {
+	for i >= 0 {
+		b.WriteString(s[:i])
+		s = s[i:]
+		// s starts with a change: a backslash run that ends in a quote (dropped) or a whitespace run (one space).
+		k := 1
+		if s[0] == '\\' {
 			for k < len(s) && s[k] == '\\' {
 				k++
-			}
-			if k == len(s) || s[k] != '"' {
-				b.WriteString(s[j:k])
 			}
 		} else {
 			for k < len(s) && isSpace(s[k]) {
@@ -57,8 +48,10 @@ func normalize(s string) string {
 			}
 			b.WriteByte(' ')
 		}
-		i = k
+		s = s[k:]
+		i = firstChange(s)
 	}
+	b.WriteString(s)
 	return b.String()
 }
 

@@ -136,3 +136,47 @@ func TestScanHalvesAgreeWithOneWalk(t *testing.T) {
 		}
 	}
 }
+
+// normalizeReference states normalize's rules one byte at a time; normalize copies unchanged text in chunks and
+// must agree with it on anything.
+func normalizeReference(s string) string {
+	var b strings.Builder
+	prevSpace := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\':
+			j := i
+			for j < len(s) && s[j] == '\\' {
+				j++
+			}
+			if j == len(s) || s[j] != '"' {
+				b.WriteString(s[i:j])
+			}
+			i, prevSpace = j-1, false
+		case isSpace(c):
+			if !prevSpace {
+				b.WriteByte(' ')
+			}
+			prevSpace = true
+		default:
+			b.WriteByte(c)
+			prevSpace = false
+		}
+	}
+	return b.String()
+}
+
+func TestNormalizeAgreesWithTheReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	parts := []string{"a", "bc", " ", "  ", "\n", "\t\r\n ", `\`, `\\`, `"`, `\"`, `\\\"`, "é", "x y"}
+	for i := 0; i < 50000; i++ {
+		var b strings.Builder
+		for n := rng.IntN(12); n > 0; n-- {
+			b.WriteString(parts[rng.IntN(len(parts))])
+		}
+		s := b.String()
+		if got, want := normalize(s), normalizeReference(s); got != want {
+			t.Fatalf("normalize(%q) = %q, reference %q", s, got, want)
+		}
+	}
+}

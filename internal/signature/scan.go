@@ -213,7 +213,7 @@ func (sc *scanner) walk(msg string, found *pieceSet) {
 // starts at or after it: maxLen-1 characters before mid, counting a whitespace run as the one character the
 // scanner reads it as. It returns -1 when the message is too short for two walks to pay.
 func (sc *scanner) splitPoint(msg string, mid int) int {
-	if mid < 4*sc.maxLen {
+	if mid < 2*sc.maxLen {
 		return -1
 	}
 	start, chars := mid, 0

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
@@ -72,60 +71,6 @@ type rule struct {
 	// when some alternative of the expression has no usable piece.
 	triggers []pieceSet
 	always   bool
-}
-
-// compiledExtractor is an Extractor with its stop bytes in a table.
-type compiledExtractor struct {
-	Extractor
-	stops [256]bool
-	// gates[i] is the scanner piece After[i] contains (-1 for none): a literal whose piece the scanner did not
-	// find cannot be in the message, and is not searched for.
-	gates []int
-}
-
-func compileExtractor(e Extractor) compiledExtractor {
-	c := compiledExtractor{Extractor: e}
-	for b := 0; b < 256; b++ {
-		c.stops[b] = strings.IndexByte(e.Stop, byte(b)) >= 0 || (e.Only != "" && strings.IndexByte(e.Only, byte(b)) < 0)
-	}
-	return c
-}
-
-// values returns the value after the first occurrence of one of After (every occurrence with All), cleaned,
-// in message order, without repeats. found, when not nil, is what the scanner found in the message.
-func (e *compiledExtractor) values(s string, found *pieceSet) []string {
-	var out []string
-	for from := 0; from < len(s); {
-		// The earliest occurrence of any of the After texts.
-		at, lit := -1, ""
-		for k, a := range e.After {
-			if found != nil && e.gates[k] >= 0 && !found.has(e.gates[k]) {
-				continue
-			}
-			if i := strings.Index(s[from:], a); i >= 0 && (at < 0 || from+i < at) {
-				at, lit = from+i, a
-			}
-		}
-		if at < 0 {
-			break
-		}
-		start := at + len(lit)
-		end := start
-		for end < len(s) && !e.stops[s[end]] {
-			end++
-		}
-		if v := cleanParam(e.Param, s[start:end]); len(v) >= max(e.MinLen, 1) && !slices.Contains(out, v) {
-			out = append(out, v)
-			if !e.All {
-				break
-			}
-		}
-		from = end
-		if end == start {
-			from = start + 1
-		}
-	}
-	return out
 }
 
 // Set matches messages against the built-in signatures a policy enables and its custom signatures. It is
@@ -371,8 +316,8 @@ func (s *Set) match(from evidence, reason, message string) (Result, bool) {
 		if !haveNormalized {
 			normalized, haveNormalized = normalize(message), true
 		}
-		loc := r.re.FindStringSubmatchIndex(normalized)
-		if loc == nil {
+		loc, ok := r.find(normalized)
+		if !ok {
 			continue
 		}
 		if !r.enabled {
@@ -381,6 +326,16 @@ func (s *Set) match(from evidence, reason, message string) (Result, bool) {
 		return r.result(normalized, loc, &found), true
 	}
 	return Result{}, false
+}
+
+// find matches the rule's expression, returning the submatch positions only when it has groups to read (most
+// have none, and MatchString does not allocate).
+func (r *rule) find(normalized string) ([]int, bool) {
+	if r.re.NumSubexp() == 0 {
+		return nil, r.re.MatchString(normalized)
+	}
+	loc := r.re.FindStringSubmatchIndex(normalized)
+	return loc, loc != nil
 }
 
 func (r *rule) accepts(from evidence, reason string) bool {
@@ -418,8 +373,8 @@ func (r *rule) result(normalized string, loc []int, found *pieceSet) Result {
 		if params[ex.Param] != "" && !ex.All {
 			continue
 		}
-		if values := ex.values(normalized, found); len(values) > 0 {
-			params[ex.Param] = strings.Join(values, ",")
+		if v := ex.value(normalized, found); v != "" {
+			params[ex.Param] = v
 		}
 	}
 	for k, v := range r.implies {
@@ -434,8 +389,11 @@ func (r *rule) result(normalized string, loc []int, found *pieceSet) Result {
 	return Result{Signature: r.signature, Custom: r.custom, Params: params, Action: action, Alternative: r.alternative}
 }
 
-// setGroups sets the named groups of one match.
+// setGroups sets the named groups of one match (none when loc is nil).
 func setGroups(params map[string]string, re *regexp.Regexp, loc []int, s string) {
+	if loc == nil {
+		return
+	}
 	for i, name := range re.SubexpNames() {
 		if name == "" || loc[2*i] < 0 || params[name] != "" {
 			continue
@@ -444,31 +402,6 @@ func setGroups(params map[string]string, re *regexp.Regexp, loc []int, s string)
 			params[name] = v
 		}
 	}
-}
-
-// cleanParam puts a raw parameter value into the form the repair expects.
-func cleanParam(key, v string) string {
-	v = strings.TrimSpace(v)
-	switch key {
-	case ParamSupportedVersions:
-		// `"0.1.0" "0.2.0"` (or a truncated list) -> 0.1.0,0.2.0
-		return strings.Join(strings.FieldsFunc(v, func(r rune) bool {
-			return !(r == '.' || r == '-' || r == '+' || '0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z')
-		}), ",")
-	case ParamAddress:
-		// "dial tcp 10.96.0.1:443: i/o timeout"
-		return strings.TrimRight(v, ":")
-	case ParamPath:
-		return strings.Join(strings.Fields(v), ",")
-	case ParamConfDir:
-		// CRI-O writes "in /etc/cni/net.d/. Has your network provider started?"; sources cut short add "...".
-		v = strings.TrimRight(v, ".")
-		if len(v) > 1 {
-			v = strings.TrimSuffix(v, "/")
-		}
-		return v
-	}
-	return v
 }
 
 // Signatures lists the names the Set can return: custom signatures, then the enabled built-ins, in precedence
