@@ -92,7 +92,7 @@ type Extractor struct {
 	After []string
 	// Stop lists the bytes that end the value; the end of the message ends it too.
 	Stop string
-	// Only, when set, lists the only bytes the value may contain.
+	// Only, when set, lists the only bytes the value may contain: it ends at the first other byte.
 	Only string
 	// MinLen drops shorter values (a sandbox id shortened to nothing useful).
 	MinLen int
@@ -118,7 +118,8 @@ type Definition struct {
 	// Patterns are tried in order; any one of them matching is the signature. Each starts with literal text:
 	// Go's regexp then finds candidate positions with a substring search instead of trying every offset.
 	Patterns []Pattern
-	// Extract run after a pattern matched, for optional parameters.
+	// Extract run after a pattern matched, before the common extractors (plugin type, network, sandbox id), for
+	// optional parameters the pattern does not capture.
 	Extract []Extractor
 	// Params lists the parameter keys the signature may carry.
 	Params []string

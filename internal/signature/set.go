@@ -415,3 +415,9 @@ func (s *Set) Signatures() []string {
 	}
 	return out
 }
+
+// Reasons lists the event reasons some signature of the Set accepts, in no particular order: the events the
+// detection controller needs to watch. Events with other reasons never match.
+func (s *Set) Reasons() []string {
+	return slices.Clone(s.reasons)
+}

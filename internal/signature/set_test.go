@@ -250,6 +250,16 @@ func TestCustomSignatures(t *testing.T) {
 	if r, _ := s.Match(ReasonFailedKillPod, unauthorized); r.Signature != string(v1alpha1.SignatureAPIServerAccess) {
 		t.Errorf("outside its reasons the custom signature must not match: got %+v", r)
 	}
+	// A custom signature's reasons join the ones the detection controller must watch.
+	reasons := s.Reasons()
+	slices.Sort(reasons)
+	want := []string{ReasonFailedCreatePodSandBox, ReasonFailedKillPod, ReasonFailedSync, ReasonNetworkNotReady}
+	if !slices.Equal(reasons, want) {
+		t.Errorf("Reasons() = %v, want %v", reasons, want)
+	}
+	if r, _ := Compile(nil, []v1alpha1.CustomSignature{{Name: "evicted", Reasons: []string{"Evicted"}, Pattern: "low on resource", Action: v1alpha1.ActionDiagnose}}); !slices.Contains(r.Reasons(), "Evicted") {
+		t.Errorf("a custom reason is missing from %v", r.Reasons())
+	}
 	// The broken signature did not take the built-ins down with it.
 	if r, ok := s.Match("", "cni plugin not initialized"); !ok || r.Signature != string(v1alpha1.SignatureCNINotInitialized) {
 		t.Errorf("built-ins after a bad custom signature: %v %+v", ok, r)
