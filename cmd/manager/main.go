@@ -23,6 +23,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	detectionctrl "github.com/cnimedic/cnimedic/controllers/detection"
 	policyctrl "github.com/cnimedic/cnimedic/controllers/policy"
 	remediationctrl "github.com/cnimedic/cnimedic/controllers/remediation"
 	"github.com/cnimedic/cnimedic/internal/events"
@@ -127,6 +128,16 @@ func run(o options) error {
 	}
 	if err := workflow.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the remediation controller: %w", err)
+	}
+	detector := &detectionctrl.Reconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Kube:      kube,
+		Clock:     clock.RealClock{},
+		Events:    events.NewRecorder(mgr.GetEventRecorder("cnimedic"), clock.RealClock{}),
+	}
+	if err := detector.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the detection controller: %w", err)
 	}
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

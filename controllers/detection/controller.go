@@ -1,0 +1,416 @@
+// Package detection turns cluster evidence into one NodeRemediation per broken node, with the signature and the
+// parameters the repair needs. It watches, cheaply:
+//
+//   - Warning events of the reasons the signatures accept, one server-side filtered watch per reason
+//     (eventsource.go): the rest of a busy cluster's events never reach the manager;
+//   - Nodes, from the manager's cache (images and managed fields stripped), for their Ready condition;
+//   - pods only on demand, for one candidate node at a time, to check the stuck pods still are.
+//
+// Evidence is aggregated per node and signature in memory (store.go) and counted the way the covering policy says:
+// occurrences and distinct pods inside the window, how long pods have been stuck, the boot grace, and expiry so
+// that stale evidence stops counting. A storm (too many covered nodes with one signature) opens nothing and sets
+// the policy's StormActive condition (storm.go).
+package detection
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/events"
+	"github.com/cnimedic/cnimedic/internal/policy"
+	"github.com/cnimedic/cnimedic/internal/signature"
+)
+
+// FieldManager owns the storm fields of a policy's status (server-side apply).
+const FieldManager = "cnimedic-detection"
+
+// retention bounds the evidence kept in memory, whatever the policies' windows: kubelet's events live an hour.
+const retention = 2 * time.Hour
+
+// Reconciler is the detection controller. Its reconcile key is a node name.
+type Reconciler struct {
+	Client    client.Client
+	APIReader client.Reader
+	Kube      kubernetes.Interface
+	Clock     clock.PassiveClock
+	Events    events.Recorder
+	// Requeue is how often a node with evidence is counted again (default 15s).
+	Requeue time.Duration
+	// MinWriteInterval throttles evidence updates of an open NodeRemediation (default 15s).
+	MinWriteInterval time.Duration
+
+	store   *store
+	source  *eventSource
+	wake    chan event.GenericEvent
+	sets    sync.Map // policy name -> compiledSet
+	writeMu sync.Mutex
+	written map[string]time.Time // node -> last evidence write
+}
+
+type compiledSet struct {
+	generation int64
+	set        *signature.Set
+}
+
+// +kubebuilder:rbac:groups="",resources=events,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
+// +kubebuilder:rbac:groups=apps,resources=daemonsets,verbs=get;list
+// +kubebuilder:rbac:groups=cnimedic.io,resources=noderemediations,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=cnimedic.io,resources=remediationpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=cnimedic.io,resources=remediationpolicies/status,verbs=get;patch
+
+// SetupWithManager registers the controller, its event watches and its storm check.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Requeue == 0 {
+		r.Requeue = 15 * time.Second
+	}
+	if r.MinWriteInterval == 0 {
+		r.MinWriteInterval = 15 * time.Second
+	}
+	r.store = newStore(retention)
+	r.written = map[string]time.Time{}
+	r.wake = make(chan event.GenericEvent, 1024)
+	r.source = newEventSource(r.Kube, r.observeEvent, func(ev *corev1.Event) { r.store.forgetEvent(string(ev.UID)) })
+	for _, d := range signature.Definitions() {
+		for _, reason := range d.Reasons {
+			r.source.ensure(reason)
+		}
+	}
+	if err := mgr.Add(r.source); err != nil {
+		return err
+	}
+	if err := mgr.Add(&stormTicker{r: r}); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("detection").
+		// A node's Ready condition carries cni-not-initialized; only its changes matter.
+		For(&corev1.Node{}, builder.WithPredicates(readyChanged())).
+		WatchesRawSource(source.Channel(r.wake, &handler.EnqueueRequestForObject{})).
+		Watches(&v1alpha1.RemediationPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyChanged), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Complete(r)
+}
+
+// observeEvent classifies one event as it streams in and records it as evidence of its node.
+func (r *Reconciler) observeEvent(ev *corev1.Event) {
+	nodeName := eventNode(ev)
+	if nodeName == "" {
+		return
+	}
+	ctx := context.Background()
+	node := &corev1.Node{}
+	if err := r.Client.Get(ctx, types.NamespacedName{Name: nodeName}, node); err != nil {
+		return
+	}
+	p := r.policyFor(ctx, node)
+	if p == nil {
+		return // no policy covers the node: no regular expression runs
+	}
+	res, ok := r.setFor(p).Match(ev.Reason, ev.Message)
+	if !ok {
+		return
+	}
+	at, count := eventTime(ev)
+	var pod *v1alpha1.PodReference
+	if ev.InvolvedObject.Kind == "Pod" {
+		pod = &v1alpha1.PodReference{Namespace: ev.InvolvedObject.Namespace, Name: ev.InvolvedObject.Name}
+	}
+	r.store.observeEvent(nodeName, string(ev.UID), count, at, pod, res, ev.Message)
+	evidenceObservedTotal.WithLabelValues(res.Signature, "event").Inc()
+	r.enqueue(nodeName)
+}
+
+func (r *Reconciler) enqueue(node string) {
+	select {
+	case r.wake <- event.GenericEvent{Object: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}}:
+	default:
+		// The queue is full of wake-ups already; the node's periodic requeue will count it.
+	}
+}
+
+// policyFor is the policy covering the node: the first by name among those that cover it.
+func (r *Reconciler) policyFor(ctx context.Context, node *corev1.Node) *v1alpha1.RemediationPolicy {
+	list := &v1alpha1.RemediationPolicyList{}
+	if err := r.Client.List(ctx, list); err != nil {
+		return nil
+	}
+	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
+	for i := range list.Items {
+		p := &list.Items[i]
+		if sel, err := policy.NewSelector(p); err == nil && sel.Covers(node) {
+			return p
+		}
+	}
+	return nil
+}
+
+// setFor is the policy's compiled signature set, compiled once per policy generation. Custom signatures that do
+// not compile are left out here and reported on the policy by the policy controller.
+func (r *Reconciler) setFor(p *v1alpha1.RemediationPolicy) *signature.Set {
+	if v, ok := r.sets.Load(p.Name); ok && v.(compiledSet).generation == p.Generation {
+		return v.(compiledSet).set
+	}
+	set, _ := signature.CompilePolicy(&p.Spec)
+	r.sets.Store(p.Name, compiledSet{generation: p.Generation, set: set})
+	for _, c := range p.Spec.CustomSignatures {
+		for _, reason := range c.Reasons {
+			r.source.ensure(reason)
+		}
+	}
+	return set
+}
+
+// policyChanged re-counts every node with evidence, and starts watching the reasons of new custom signatures.
+func (r *Reconciler) policyChanged(_ context.Context, o client.Object) []reconcile.Request {
+	if p, ok := o.(*v1alpha1.RemediationPolicy); ok {
+		r.setFor(p)
+	}
+	var reqs []reconcile.Request
+	for _, n := range r.store.nodeNames() {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: n}})
+	}
+	return reqs
+}
+
+// Reconcile counts one node's evidence under its policy and opens (or feeds) its NodeRemediation.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("node", req.Name))
+	node := &corev1.Node{}
+	if err := r.Client.Get(ctx, req.NamespacedName, node); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.store.forget(req.Name)
+		}
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	p := r.policyFor(ctx, node)
+	if p == nil {
+		return reconcile.Result{}, nil
+	}
+	set := r.setFor(p)
+	if msg, since, notReady := readyCondition(node); notReady {
+		res, ok := set.MatchNodeCondition(msg)
+		r.store.observeCondition(node.Name, res, ok, msg, since)
+		if ok {
+			evidenceObservedTotal.WithLabelValues(res.Signature, "node-condition").Inc()
+		}
+	} else {
+		r.store.observeCondition(node.Name, signature.Result{}, false, "", time.Time{})
+	}
+
+	now := r.Clock.Now()
+	d := p.Spec.Detection
+	w := window{now: now, from: now.Add(-d.Window.Duration), minStuck: d.MinStuckDuration.Duration}
+	graceEnd := bootTime(node).Add(d.BootGracePeriod.Duration)
+	if graceEnd.After(w.from) {
+		w.from = graceEnd
+	}
+	cands, stale := r.store.snapshot(node.Name, w)
+	evidenceDroppedStaleTotal.Add(float64(stale))
+	if len(cands) == 0 {
+		return reconcile.Result{}, nil
+	}
+	best, err := r.qualifying(ctx, p, node, cands, now.Before(graceEnd))
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	requeue := reconcile.Result{RequeueAfter: r.Requeue}
+	if best == nil {
+		return requeue, nil
+	}
+	storm, err := r.checkStorm(ctx, p, best.signature, now)
+	if err != nil || storm {
+		return requeue, err
+	}
+	return requeue, r.openOrFeed(ctx, p, node, best, now)
+}
+
+// qualifying returns the candidate that meets the policy's thresholds, the most specific one when several do.
+func (r *Reconciler) qualifying(ctx context.Context, p *v1alpha1.RemediationPolicy, node *corev1.Node, cands []candidate, inGrace bool) (*candidate, error) {
+	d := p.Spec.Detection
+	var ok []candidate
+	var livePods map[v1alpha1.PodReference]*corev1.Pod
+	for _, c := range cands {
+		if !c.custom && !policy.EnablesSignature(p, v1alpha1.SignatureID(c.signature)) {
+			continue
+		}
+		if c.condition != "" && !inGrace && c.conditionFor >= d.MinStuckDuration.Duration {
+			ok = append(ok, c) // a node condition proves the failure on its own
+			continue
+		}
+		if c.events < d.MinOccurrences || int32(len(c.pods)) < d.MinPods {
+			continue
+		}
+		if livePods == nil {
+			var err error
+			if livePods, err = r.podsOn(ctx, node.Name); err != nil {
+				return nil, err
+			}
+		}
+		var stuck []v1alpha1.PodReference
+		for _, ref := range c.pods {
+			if pod := livePods[ref]; pod != nil && isStuck(pod) {
+				stuck = append(stuck, ref)
+			}
+		}
+		if int32(len(stuck)) >= d.MinPods {
+			c.pods = stuck
+			ok = append(ok, c)
+		}
+	}
+	if len(ok) == 0 {
+		return nil, nil
+	}
+	order := precedence(p)
+	sort.SliceStable(ok, func(i, j int) bool { return order(ok[i].signature) < order(ok[j].signature) })
+	return &ok[0], nil
+}
+
+// precedence orders signatures as the matcher does: the policy's custom signatures first, then the catalog's
+// order (most specific cause first).
+func precedence(p *v1alpha1.RemediationPolicy) func(string) int {
+	rank := map[string]int{}
+	for _, c := range p.Spec.CustomSignatures {
+		rank[c.Name] = len(rank)
+	}
+	for _, d := range signature.Definitions() {
+		rank[string(d.ID)] = len(rank)
+	}
+	return func(s string) int {
+		if r, ok := rank[s]; ok {
+			return r
+		}
+		return len(rank)
+	}
+}
+
+// podsOn reads the node's pods from the API server: pods are not cached (a copy of every pod in a large cluster
+// would cost more memory than all the rest of the manager).
+func (r *Reconciler) podsOn(ctx context.Context, node string) (map[v1alpha1.PodReference]*corev1.Pod, error) {
+	list := &corev1.PodList{}
+	if err := r.APIReader.List(ctx, list, client.MatchingFields{"spec.nodeName": node}); err != nil {
+		return nil, err
+	}
+	out := make(map[v1alpha1.PodReference]*corev1.Pod, len(list.Items))
+	for i := range list.Items {
+		pod := &list.Items[i]
+		out[v1alpha1.PodReference{Namespace: pod.Namespace, Name: pod.Name}] = pod
+	}
+	return out, nil
+}
+
+// isStuck: the pod still waits for its sandbox (Pending), or cannot be torn down (Terminating and not gone).
+func isStuck(pod *corev1.Pod) bool {
+	if pod.DeletionTimestamp != nil {
+		return true
+	}
+	return pod.Status.Phase == corev1.PodPending
+}
+
+// readyCondition is the node's Ready condition message and since when it holds, when it is not True.
+func readyCondition(node *corev1.Node) (string, time.Time, bool) {
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady && c.Status != corev1.ConditionTrue {
+			return c.Message, c.LastTransitionTime.Time, true
+		}
+	}
+	return "", time.Time{}, false
+}
+
+// bootTime estimates when the node's kubelet last started: the node's registration, or the last time its Ready
+// condition turned True (a rebooted node goes Unknown and back). A NotReady transition is a failure, not a boot.
+func bootTime(node *corev1.Node) time.Time {
+	t := node.CreationTimestamp.Time
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && c.LastTransitionTime.After(t) {
+			t = c.LastTransitionTime.Time
+		}
+	}
+	return t
+}
+
+func readyChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*corev1.Node)
+			n, ok2 := e.ObjectNew.(*corev1.Node)
+			if !ok1 || !ok2 {
+				return true
+			}
+			oc, _, onr := readyCondition(o)
+			nc, _, nnr := readyCondition(n)
+			return oc != nc || onr != nnr || !slices.Equal(labelsOf(o), labelsOf(n))
+		},
+		CreateFunc:  func(event.CreateEvent) bool { return true },
+		DeleteFunc:  func(event.DeleteEvent) bool { return true },
+		GenericFunc: func(event.GenericEvent) bool { return true },
+	}
+}
+
+func labelsOf(n *corev1.Node) []string {
+	out := make([]string, 0, len(n.Labels))
+	for k, v := range n.Labels {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// nodeEvidence builds the NodeRemediation's evidence from a candidate.
+func nodeEvidence(c *candidate) v1alpha1.Evidence {
+	ev := v1alpha1.Evidence{EventCount: c.events, PodCount: int32(c.podsFailed), NodeCondition: truncate(c.condition, 1024)}
+	if len(c.pods) > 20 {
+		ev.Pods = c.pods[:20]
+	} else {
+		ev.Pods = c.pods
+	}
+	if !c.first.IsZero() {
+		ev.FirstSeen = &metav1.Time{Time: c.first}
+	}
+	if !c.last.IsZero() {
+		ev.LastSeen = &metav1.Time{Time: c.last}
+	}
+	for _, s := range c.samples {
+		ev.SampleMessages = append(ev.SampleMessages, truncate(s, 2048))
+	}
+	return ev
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// remediationName is a readable, unique name: node, signature and the minute it was opened.
+func remediationName(node, sig string, now time.Time) string {
+	suffix := fmt.Sprintf("-%s-%s", sig, strconv.FormatInt(now.Unix(), 36))
+	if max := 253 - len(suffix); len(node) > max {
+		node = node[:max]
+	}
+	return strings.Trim(node+suffix, "-.")
+}

@@ -1,0 +1,291 @@
+package detection
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/signature"
+)
+
+// store aggregates evidence per node and signature, in memory. It is rebuilt from the API server after a restart:
+// the event informers list the events still stored there (kubelet's events live an hour), and node conditions
+// come with the nodes. Nothing in it is a decision: the reconciler decides from a snapshot of it.
+type store struct {
+	mu    sync.Mutex
+	nodes map[string]map[string]*sigEvidence // node -> signature -> evidence
+	// counts remembers the last count seen per event, so that an updated event adds only its new occurrences.
+	counts map[string]int32
+	// retention bounds memory: occurrences older than this are dropped whatever the policies say.
+	retention time.Duration
+}
+
+// sigEvidence is what one node showed of one signature.
+type sigEvidence struct {
+	signature string
+	custom    bool
+	action    v1alpha1.RepairAction
+	alt       v1alpha1.RepairAction
+	params    map[string]string
+	samples   []string
+	hits      []hit // occurrences, oldest first
+	pods      map[v1alpha1.PodReference]*podSeen
+	// condition is the node's Ready condition message when it carries the signature, since conditionSince.
+	condition      string
+	conditionSince time.Time
+}
+
+type hit struct {
+	at time.Time
+	n  int32
+}
+
+type podSeen struct {
+	first, last time.Time
+}
+
+const maxSamples = 5
+
+func newStore(retention time.Duration) *store {
+	return &store{nodes: map[string]map[string]*sigEvidence{}, counts: map[string]int32{}, retention: retention}
+}
+
+func (s *store) entry(node string, res signature.Result) *sigEvidence {
+	sigs := s.nodes[node]
+	if sigs == nil {
+		sigs = map[string]*sigEvidence{}
+		s.nodes[node] = sigs
+	}
+	e := sigs[res.Signature]
+	if e == nil {
+		e = &sigEvidence{signature: res.Signature, pods: map[v1alpha1.PodReference]*podSeen{}}
+		sigs[res.Signature] = e
+	}
+	e.custom, e.action, e.alt = res.Custom, res.Action, res.Alternative
+	if e.params == nil {
+		e.params = map[string]string{}
+	}
+	for k, v := range res.Params {
+		e.params[k] = v
+	}
+	return e
+}
+
+// observeEvent records a classified event. key identifies the event (its UID) and count is its occurrence count;
+// only the occurrences not seen before are added.
+func (s *store) observeEvent(node, key string, count int32, at time.Time, pod *v1alpha1.PodReference, res signature.Result, message string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if count < 1 {
+		count = 1
+	}
+	n := count - s.counts[key]
+	if n <= 0 {
+		return
+	}
+	s.counts[key] = count
+	e := s.entry(node, res)
+	e.hits = append(e.hits, hit{at: at, n: n})
+	if pod != nil {
+		ps := e.pods[*pod]
+		if ps == nil {
+			ps = &podSeen{first: at}
+			e.pods[*pod] = ps
+		}
+		if at.After(ps.last) {
+			ps.last = at
+		}
+		if at.Before(ps.first) {
+			ps.first = at
+		}
+	}
+	e.addSample(message)
+}
+
+func (e *sigEvidence) addSample(msg string) {
+	if len(msg) > 2048 {
+		msg = msg[:2048]
+	}
+	for _, s := range e.samples {
+		if s == msg {
+			return
+		}
+	}
+	if len(e.samples) == maxSamples {
+		e.samples = e.samples[1:]
+	}
+	e.samples = append(e.samples, msg)
+}
+
+// observeCondition records the node's Ready condition: res is its classification (ok false when it carries no
+// signature, which clears any earlier condition evidence of the node).
+func (s *store) observeCondition(node string, res signature.Result, ok bool, message string, since time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.nodes[node] {
+		if !ok || e.signature != res.Signature {
+			e.condition = ""
+		}
+	}
+	if !ok {
+		return
+	}
+	e := s.entry(node, res)
+	if e.condition != message || e.conditionSince.IsZero() {
+		e.conditionSince = since
+	}
+	e.condition = message
+	e.addSample(message)
+}
+
+// forget drops everything known of a node (deleted).
+func (s *store) forget(node string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.nodes, node)
+}
+
+// forgetEvent drops the count memory of a deleted event.
+func (s *store) forgetEvent(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.counts, key)
+}
+
+// candidate is a snapshot of one signature's evidence on a node, counted as a policy counts it.
+type candidate struct {
+	signature  string
+	custom     bool
+	action     v1alpha1.RepairAction
+	alt        v1alpha1.RepairAction
+	params     map[string]string
+	samples    []string
+	events     int32
+	pods       []v1alpha1.PodReference // pods seen failing inside the window, stuck long enough
+	podsFailed int                     // pods seen failing inside the window
+	condition  string
+	// conditionFor is how long the node condition has carried the signature.
+	conditionFor time.Duration
+	first, last  time.Time
+}
+
+// window is how a policy counts.
+type window struct {
+	now time.Time
+	// from is the start of the counting window (now - window, or the end of the boot grace if later).
+	from time.Time
+	// minStuck is how long a pod must have been failing.
+	minStuck time.Duration
+}
+
+// snapshot returns the node's candidates under w and prunes what no policy can count any more. stale reports how
+// many occurrences were dropped as too old.
+func (s *store) snapshot(node string, w window) (cands []candidate, stale int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sig, e := range s.nodes[node] {
+		stale += e.prune(w.now.Add(-s.retention))
+		c := candidate{signature: e.signature, custom: e.custom, action: e.action, alt: e.alt, params: copyMap(e.params),
+			samples: append([]string(nil), e.samples...)}
+		for _, h := range e.hits {
+			if !h.at.Before(w.from) {
+				c.events += h.n
+				if c.first.IsZero() || h.at.Before(c.first) {
+					c.first = h.at
+				}
+				if h.at.After(c.last) {
+					c.last = h.at
+				}
+			}
+		}
+		for ref, ps := range e.pods {
+			if ps.last.Before(w.from) {
+				continue
+			}
+			c.podsFailed++
+			if w.now.Sub(ps.first) >= w.minStuck {
+				c.pods = append(c.pods, ref)
+			}
+		}
+		sort.Slice(c.pods, func(i, j int) bool {
+			return c.pods[i].Namespace+"/"+c.pods[i].Name < c.pods[j].Namespace+"/"+c.pods[j].Name
+		})
+		if e.condition != "" {
+			c.condition = e.condition
+			c.conditionFor = w.now.Sub(e.conditionSince)
+			if c.last.Before(w.now) {
+				c.last = w.now
+			}
+			if c.first.IsZero() || e.conditionSince.Before(c.first) {
+				c.first = e.conditionSince
+			}
+		}
+		if c.events == 0 && c.condition == "" {
+			if len(e.hits) == 0 {
+				delete(s.nodes[node], sig)
+			}
+			continue
+		}
+		cands = append(cands, c)
+	}
+	if len(s.nodes[node]) == 0 {
+		delete(s.nodes, node)
+	}
+	return cands, stale
+}
+
+// prune drops occurrences and pods older than cutoff and returns how many occurrences it dropped.
+func (e *sigEvidence) prune(cutoff time.Time) int {
+	i := 0
+	dropped := 0
+	for i < len(e.hits) && e.hits[i].at.Before(cutoff) {
+		dropped += int(e.hits[i].n)
+		i++
+	}
+	e.hits = e.hits[i:]
+	for ref, ps := range e.pods {
+		if ps.last.Before(cutoff) {
+			delete(e.pods, ref)
+		}
+	}
+	return dropped
+}
+
+// nodesWith returns the nodes that showed the signature since from.
+func (s *store) nodesWith(sig string, from time.Time) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for node, sigs := range s.nodes {
+		e := sigs[sig]
+		if e == nil {
+			continue
+		}
+		if e.condition != "" || (len(e.hits) > 0 && !e.hits[len(e.hits)-1].at.Before(from)) {
+			out = append(out, node)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// nodeNames lists the nodes with evidence.
+func (s *store) nodeNames() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.nodes))
+	for n := range s.nodes {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func copyMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
