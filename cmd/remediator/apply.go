@@ -26,7 +26,7 @@ import (
 )
 
 func init() {
-	subcommands = append(subcommands, newApply, newHostRun, newHostRecover)
+	subcommands = append(subcommands, newApply, newRollback, newHostRun, newHostRollback, newHostRecover)
 }
 
 type applyOptions struct {
@@ -189,6 +189,52 @@ func report(stdout io.Writer, termination string, res v1alpha1.ExecutorResult) e
 	return fmt.Errorf("remediation %s: %s: %s", res.RemediationID, res.Outcome, res.Message)
 }
 
+func newRollback(flags *NodeFlags) *cobra.Command {
+	var id, termination, stateDir string
+	var inProcess bool
+	var runTimeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "rollback --remediation-id ID [--termination-message-path PATH]",
+		Short: "Undo a remediation that ran on this node, from its journal (when the cluster did not accept the repair)",
+		Long: `rollback undoes a finished remediation: it stops the units the plan stopped, restores every file from the
+journal's backups byte for byte (mode and owner included), removes what the repair created and starts the units
+again, as a transient systemd unit on the host like apply. The result (Outcome RolledBack, or Failed saying what
+is left) goes to stdout and, shortened, to --termination-message-path. Asking again reports the same result.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res v1alpha1.ExecutorResult
+			if inProcess {
+				m, err := units.Connect(cmd.Context(), flags.DBusAddress)
+				if err != nil {
+					res = v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeFailed, Message: "nothing was changed on the node: " + err.Error()}
+				} else {
+					defer m.Close()
+					ex := &executor.Executor{Env: flags.Env(), JournalBase: hostrun.JournalBase(stateDir), Units: m,
+						CriticalUnits: []string{flags.RuntimeUnit, flags.KubeletUnit}}
+					res = ex.Undo(cmd.Context(), id, "asked on the command line")
+				}
+			} else {
+				l := &hostrun.Launcher{Root: flags.Root(), StateDir: stateDir, Bus: flags.DBusAddress, RunMax: runTimeout, Log: cmd.ErrOrStderr()}
+				ctx, cancel := context.WithTimeout(cmd.Context(), runTimeout+hostrun.DefaultStopWindow+2*time.Minute)
+				defer cancel()
+				res = l.Rollback(ctx, id)
+			}
+			if err := report(cmd.OutOrStdout(), termination, res); err != nil && res.Outcome != v1alpha1.OutcomeRolledBack {
+				return err
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&id, "remediation-id", "", "the remediation to undo")
+	f.StringVar(&termination, "termination-message-path", "", "also write the result, shortened to 4096 bytes, here")
+	f.StringVar(&stateDir, "state-dir", hostrun.DefaultStateDir, "host directory of the remediator's binaries, bundles and journals")
+	f.BoolVar(&inProcess, "in-process", false, "roll back in this process instead of a transient unit (for debugging)")
+	f.DurationVar(&runTimeout, "run-timeout", hostrun.DefaultRunMax, "the host-side rollback's limit (systemd RuntimeMaxSec)")
+	_ = cmd.MarkFlagRequired("remediation-id")
+	return cmd
+}
+
 // hostFlags are the hidden subcommands' own flags: everything else the run needs is in its journal directory.
 type hostFlags struct {
 	stateDir string
@@ -222,6 +268,28 @@ func newHostRun(flags *NodeFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			res := hostrun.HostRun(cmd.Context(), flags.Root(), h.stateDir, h.id, hostDeps(flags.Root(), h.stateDir, h.id))
 			return report(cmd.OutOrStdout(), "", res)
+		},
+	}
+	h.register(cmd)
+	return cmd
+}
+
+// newHostRollback is what the transient rollback unit executes on the host.
+func newHostRollback(flags *NodeFlags) *cobra.Command {
+	var h hostFlags
+	cmd := &cobra.Command{
+		Use:    hostrun.CmdHostRollback,
+		Short:  "Roll back a remediation on the host (started by rollback as a transient systemd unit)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res := hostrun.HostRollback(cmd.Context(), flags.Root(), h.stateDir, h.id, hostDeps(flags.Root(), h.stateDir, h.id))
+			full, _ := json.Marshal(res)
+			fmt.Fprintln(cmd.OutOrStdout(), string(full))
+			if res.Outcome == v1alpha1.OutcomeFailed {
+				return errors.New(res.Message)
+			}
+			return nil
 		},
 	}
 	h.register(cmd)

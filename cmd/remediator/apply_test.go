@@ -169,6 +169,26 @@ func TestApplyCommandRepairsAndRollsBackOnANode(t *testing.T) {
 	t.Logf("rolled back because: %s", res.Message)
 	assertUnitsUp(t, node)
 
+	// The cluster did not accept the repair: `remediator rollback` undoes it from the journal, byte for byte.
+	if err := os.Remove(broken); err != nil {
+		t.Fatal(err)
+	}
+	rb := exec.Command(os.Args[0], "rollback", "--remediation-id", "cmd-repair", "--host-root", node.RootDir(),
+		"--dbus-address", node.BusAddress(), "--termination-message-path", filepath.Join(labDir(t), "rb-termination"))
+	var rbOut, rbErr bytes.Buffer
+	rb.Stdout, rb.Stderr = &rbOut, &rbErr
+	if err := rb.Run(); err != nil {
+		t.Fatalf("remediator rollback: %v\n%s", err, rbErr.String())
+	}
+	var rbRes v1alpha1.ExecutorResult
+	if err := json.Unmarshal(rbOut.Bytes(), &rbRes); err != nil || rbRes.Outcome != v1alpha1.OutcomeRolledBack {
+		t.Fatalf("rollback result: %v %s", err, rbOut.String())
+	}
+	if got, _ := os.ReadFile(conf); string(got) != incompatibleConflist {
+		t.Fatalf("after the rollback:\n%s", got)
+	}
+	assertUnitsUp(t, node)
+
 	// The pod mounted nothing of the node but the state dir and the bus: the staged binary and the journals are
 	// all that the runs left there.
 	for _, p := range []string{"journal/cmd-repair/result.json", "journal/cmd-unverified/result.json", "bin"} {

@@ -149,7 +149,8 @@ func (e *Executor) Run(ctx context.Context, id string, plan v1alpha1.Plan) v1alp
 
 // Recover is what runs when a host-side run has died (systemd's ExecStopPost, or the guard timer): a finished
 // remediation only gets its units started; an unfinished one is rolled back, because nobody is left to decide
-// whether to resume it. reason says what is known of the death.
+// whether to resume it; a rollback (or a requested undo) that was interrupted is completed. reason says what is
+// known of the death.
 func (e *Executor) Recover(ctx context.Context, id, reason string) v1alpha1.ExecutorResult {
 	res := v1alpha1.ExecutorResult{RemediationID: id}
 	j, err := journal.Open(e.Env.Root, e.JournalBase, id)
@@ -162,11 +163,6 @@ func (e *Executor) Recover(ctx context.Context, id, reason string) v1alpha1.Exec
 		return e.failEarly(ctx, res, fmt.Errorf("open the journal: %w", err))
 	}
 	defer func() { _ = j.Close() }()
-	if stored, err := j.Result(); err == nil && stored != nil {
-		out := *stored
-		e.ensureCritical(ctx, &out)
-		return out
-	}
 	plan, err := j.LoadPlan()
 	if err != nil {
 		// Without a plan nothing was started; the units are all there is to fix.
@@ -174,6 +170,17 @@ func (e *Executor) Recover(ctx context.Context, id, reason string) v1alpha1.Exec
 	}
 	r := &run{e: e, j: j, plan: plan, res: res, env: e.env()}
 	sum := journal.Summarize(j.Records())
+	stored, _ := j.Result()
+	undone, _ := j.UndoResult()
+	switch {
+	case sum.Undo && undone == nil:
+		// A requested rollback died before it stored its result: carry it out.
+		return r.undo(ctx, stored, "completing a rollback whose run died ("+reason+")")
+	case stored != nil && !sum.RollingBack:
+		out := *stored
+		e.ensureCritical(ctx, &out)
+		return out
+	}
 	if !sum.Begun {
 		r.note("recover: the run died before it began: %s", reason)
 	} else {
@@ -181,6 +188,65 @@ func (e *Executor) Recover(ctx context.Context, id, reason string) v1alpha1.Exec
 	}
 	r.rollback(ctx, "the host-side run died "+where(sum)+" ("+reason+")")
 	return r.finish(ctx)
+}
+
+// Undo rolls back a remediation that finished: the node-side repair succeeded, but the manager's verification
+// in the cluster (node Ready, a canary pod) did not accept it. Like any rollback it stops the units the plan had
+// stopped, restores every backup, and starts them again. Asking again returns the stored result.
+func (e *Executor) Undo(ctx context.Context, id, reason string) v1alpha1.ExecutorResult {
+	res := v1alpha1.ExecutorResult{RemediationID: id}
+	if !journal.HasPlan(e.Env.Root, e.JournalBase, id) {
+		return e.failEarly(ctx, res, fmt.Errorf("remediation %s never ran on this node: nothing to roll back", id))
+	}
+	j, err := journal.Open(e.Env.Root, e.JournalBase, id)
+	if errors.Is(err, journal.ErrBusy) {
+		res.Outcome = v1alpha1.OutcomeFailed
+		res.Message = fmt.Sprintf("a run of remediation %s is in progress: roll back once it has ended", id)
+		return res
+	}
+	if err != nil {
+		return e.failEarly(ctx, res, fmt.Errorf("open the journal: %w", err))
+	}
+	defer func() { _ = j.Close() }()
+	if undone, err := j.UndoResult(); err == nil && undone != nil {
+		out := *undone
+		e.ensureCritical(ctx, &out)
+		return out
+	}
+	plan, err := j.LoadPlan()
+	if err != nil {
+		return e.failEarly(ctx, res, err)
+	}
+	stored, _ := j.Result()
+	r := &run{e: e, j: j, plan: plan, res: res, env: e.env()}
+	return r.undo(ctx, stored, reason)
+}
+
+// undo rolls back what the journal still holds and stores the result both as the remediation's result and as
+// the undo's.
+func (r *run) undo(ctx context.Context, stored *v1alpha1.ExecutorResult, reason string) v1alpha1.ExecutorResult {
+	if reason == "" {
+		reason = "the manager asked for it"
+	}
+	sum := journal.Summarize(r.j.Records())
+	if !sum.Undo {
+		if _, err := r.j.Append(journal.Record{Kind: journal.KindUndo, Message: reason}); err != nil {
+			return r.e.failEarly(ctx, r.res, err)
+		}
+	}
+	var res v1alpha1.ExecutorResult
+	if stored != nil && stored.Outcome == v1alpha1.OutcomeRolledBack && !sum.RollingBack {
+		// Already rolled back by the run itself: nothing is left to undo.
+		res = *stored
+		r.e.ensureCritical(ctx, &res)
+	} else {
+		r.rollback(ctx, "rollback requested: "+reason)
+		res = r.finish(ctx)
+	}
+	if err := r.j.FinishUndo(res); err != nil {
+		res.Message = joinMsg(res.Message, "could not store the rollback's result: "+err.Error())
+	}
+	return res
 }
 
 // failEarly ends a run that could not use its journal: nothing was changed by it, but the units must run.

@@ -537,3 +537,72 @@ func must(t *testing.T, err error) {
 }
 
 var _ = errors.New
+
+// TestUndoAfterSuccess is the manager's rollback after its own verification failed: the finished repair is undone
+// byte for byte, in the runbook's unit order, once; asking again changes nothing.
+func TestUndoAfterSuccess(t *testing.T) {
+	f := newFixture(t)
+	before := snapshot(t, f.root)
+	ex := f.executor(f.units, "0.4.0")
+	if res := ex.Run(context.Background(), "rem-undo", repairPlan()); res.Outcome != v1alpha1.OutcomeSucceeded {
+		t.Fatalf("run: %s %s", res.Outcome, res.Message)
+	}
+	f.units.takeOps()
+	res := ex.Undo(context.Background(), "rem-undo", "the canary pod did not start")
+	if res.Outcome != v1alpha1.OutcomeRolledBack || !strings.Contains(res.Message, "the canary pod did not start") {
+		t.Fatalf("undo: %s %s", res.Outcome, res.Message)
+	}
+	if d := diffSnapshots(before, snapshot(t, f.root)); d != "" {
+		t.Fatalf("not undone:\n%s", d)
+	}
+	if ops := f.units.takeOps(); !slices.Equal(ops, runbookOps) {
+		t.Fatalf("unit operations %v", ops)
+	}
+	again := ex.Undo(context.Background(), "rem-undo", "again")
+	if again.Outcome != res.Outcome || again.Message != res.Message || len(f.units.takeOps()) != 0 {
+		t.Fatalf("second undo: %+v", again)
+	}
+	// The remediation's own result now says it was rolled back.
+	if r := ex.Run(context.Background(), "rem-undo", repairPlan()); r.Outcome != v1alpha1.OutcomeRolledBack {
+		t.Fatalf("result after undo: %s", r.Outcome)
+	}
+	if r := ex.Undo(context.Background(), "rem-never-ran", ""); r.Outcome != v1alpha1.OutcomeFailed || !strings.Contains(r.Message, "never ran") {
+		t.Fatalf("undo of an unknown id: %+v", r)
+	}
+}
+
+// TestUndoInterruptedIsCompletedByRecover: the undo dies between two restores; the recovery that systemd runs
+// next completes it.
+func TestUndoInterruptedIsCompletedByRecover(t *testing.T) {
+	for n := 1; n <= 3; n++ {
+		f := newFixture(t)
+		before := snapshot(t, f.root)
+		ex := f.executor(f.units, "0.4.0")
+		if res := ex.Run(context.Background(), "rem-undo-crash", repairPlan()); res.Outcome != v1alpha1.OutcomeSucceeded {
+			t.Fatalf("run: %s %s", res.Outcome, res.Message)
+		}
+		done := make(chan struct{})
+		seen := 0
+		ex.Hook = func(p string) {
+			if p == PointAfterRestore {
+				if seen++; seen == n {
+					runtime.Goexit()
+				}
+			}
+		}
+		go func() { defer close(done); ex.Undo(context.Background(), "rem-undo-crash", "canary failed") }()
+		<-done
+		ex.Hook = nil
+		res := ex.Recover(context.Background(), "rem-undo-crash", "SERVICE_RESULT=signal")
+		if res.Outcome != v1alpha1.OutcomeRolledBack {
+			t.Fatalf("recover after undo died at restore %d: %s %s", n, res.Outcome, res.Message)
+		}
+		if d := diffSnapshots(before, snapshot(t, f.root)); d != "" {
+			t.Fatalf("restore %d: not undone:\n%s", n, d)
+		}
+		f.units.allActive(t)
+		if u := ex.Undo(context.Background(), "rem-undo-crash", ""); u.Outcome != v1alpha1.OutcomeRolledBack {
+			t.Fatalf("the undo's result was not stored: %+v", u)
+		}
+	}
+}

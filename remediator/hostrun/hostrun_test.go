@@ -37,7 +37,7 @@ const controlFile = "test-control.json"
 
 type control struct {
 	VerifyWant string `json:"verifyWant"`
-	// KillAt makes host-run SIGKILL itself at the KillN-th time it reaches this executor hook point.
+	// KillAt makes host-run (and host-rollback) SIGKILL itself at the KillN-th time it reaches this executor hook point.
 	KillAt string `json:"killAt,omitempty"`
 	KillN  int    `json:"killN,omitempty"`
 	// RecoverDies makes host-recover exit at once without doing anything (its binary "broken"): "all", or
@@ -64,7 +64,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && (os.Args[1] == CmdHostRun || os.Args[1] == CmdHostRecover) {
+	if len(os.Args) > 1 && (os.Args[1] == CmdHostRun || os.Args[1] == CmdHostRollback || os.Args[1] == CmdHostRecover) {
 		os.Exit(inNode(os.Args[1], os.Args[2:]))
 	}
 	if spec := os.Getenv(followEnv); spec != "" {
@@ -94,7 +94,7 @@ func inNode(cmd string, args []string) int {
 	}
 	var res v1alpha1.ExecutorResult
 	switch cmd {
-	case CmdHostRun:
+	case CmdHostRun, CmdHostRollback:
 		seen := 0
 		deps.Hook = func(p string) {
 			fmt.Println("point", p)
@@ -108,7 +108,11 @@ func inNode(cmd string, args []string) int {
 				}
 			}
 		}
-		res = HostRun(ctx, "/", *stateDir, *id, deps)
+		if cmd == CmdHostRun {
+			res = HostRun(ctx, "/", *stateDir, *id, deps)
+		} else {
+			res = HostRollback(ctx, "/", *stateDir, *id, deps)
+		}
 	case CmdHostRecover:
 		if c.RecoverDies == "all" || (c.RecoverDies == "stoppost" && *reason == "") {
 			fmt.Println("recover: dying as told")
@@ -255,7 +259,7 @@ func (n *testNode) assertNoTransientUnits(t *testing.T, id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	deadline := time.Now().Add(5 * time.Second)
-	for _, u := range []string{RunUnit(id), GuardTimer(id)} {
+	for _, u := range []string{RunUnit(id), RollbackUnit(id), GuardTimer(id)} {
 		for {
 			s, err := n.m.State(ctx, u)
 			if err != nil {
@@ -339,6 +343,46 @@ func TestFailedVerificationOnHostRollsBack(t *testing.T) {
 	n.assertAsBefore(t)
 	n.assertUp(t)
 	n.assertNoTransientUnits(t, "hr-verify")
+}
+
+// The manager's verification failed after a successful repair: the rollback runs on the host like the repair
+// (a transient unit), undoes it byte for byte, restarts the units, and is reported once. Killed half-way, its
+// ExecStopPost recovery completes it.
+func TestRollbackAfterApply(t *testing.T) {
+	n := boot(t, "hostrun-rollback")
+	for _, c := range []struct {
+		id     string
+		killAt string
+	}{{"hr-rb", ""}, {"hr-rb-killed", "after-restore"}} {
+		t.Run(c.id, func(t *testing.T) {
+			n.control(t, control{VerifyWant: "0.4.0"})
+			must(t, host.WriteFileAtomic(n.root.Path(confList), origConf, 0o644))
+			must(t, os.RemoveAll(n.root.Path(binDir)))
+			if res := n.launcher(t).Apply(context.Background(), c.id, plan()); res.Outcome != v1alpha1.OutcomeSucceeded {
+				t.Fatalf("apply: %s: %s", res.Outcome, res.Message)
+			}
+			repaired := n.assertUp(t)
+			n.control(t, control{VerifyWant: "0.4.0", KillAt: c.killAt, KillN: 1})
+			res := n.launcher(t).Rollback(context.Background(), c.id)
+			if res.Outcome != v1alpha1.OutcomeRolledBack {
+				t.Fatalf("rollback: %s: %s", res.Outcome, res.Message)
+			}
+			t.Logf("rollback: %s", res.Message)
+			n.assertAsBefore(t)
+			for u, s := range n.assertUp(t) {
+				if s.InvocationID == repaired[u].InvocationID {
+					t.Errorf("%s was not restarted around the restore", u)
+				}
+			}
+			n.assertNoTransientUnits(t, c.id)
+			if again := n.launcher(t).Rollback(context.Background(), c.id); again.Outcome != res.Outcome || again.Message != res.Message {
+				t.Fatalf("second rollback: %+v", again)
+			}
+		})
+	}
+	if res := n.launcher(t).Rollback(context.Background(), "hr-never"); res.Outcome != v1alpha1.OutcomeFailed || !strings.Contains(res.Message, "never ran") {
+		t.Fatalf("rollback of an unknown id: %+v", res)
+	}
 }
 
 // The executor pod's process (the follower) dies in the middle of the sequence, with kubelet and containerd

@@ -19,12 +19,16 @@ import (
 
 // Names of the hidden subcommands the transient units run. cmd/remediator registers them.
 const (
-	CmdHostRun     = "host-run"
-	CmdHostRecover = "host-recover"
+	CmdHostRun      = "host-run"
+	CmdHostRollback = "host-rollback"
+	CmdHostRecover  = "host-recover"
 )
 
 // RunUnit is the transient service that runs a remediation on the host.
 func RunUnit(id string) string { return "cnimedic-run-" + id + ".service" }
+
+// RollbackUnit is the transient service that rolls a finished remediation back on the host.
+func RollbackUnit(id string) string { return "cnimedic-rollback-" + id + ".service" }
 
 // GuardTimer is the transient timer that recovers the node if the run and its ExecStopPost both died.
 func GuardTimer(id string) string { return "cnimedic-guard-" + id + ".timer" }
@@ -83,62 +87,130 @@ func orDefault(d, def time.Duration) time.Duration {
 // still going is followed, a finished one reports its stored result; neither starts anything new. Errors before
 // the launch leave the node untouched (Outcome Failed, saying so).
 func (l *Launcher) Apply(ctx context.Context, id string, plan v1alpha1.Plan) v1alpha1.ExecutorResult {
-	res := v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeFailed}
-	fail := func(err error) v1alpha1.ExecutorResult {
-		res.Message = "nothing was changed on the node: " + err.Error()
-		return res
-	}
-	if err := journal.ValidID(id); err != nil {
-		return fail(err)
-	}
 	if err := executor.Validate(plan); err != nil {
-		return fail(err)
+		return nothingChanged(id, err)
+	}
+	return l.drive(ctx, id, hostJob{
+		unit:   RunUnit(id),
+		cmd:    CmdHostRun,
+		what:   "stop, repair, start",
+		result: journal.ReadResult,
+		prepare: func(bin string) error {
+			if err := journal.PutPlan(l.Root, JournalBase(l.stateDir()), id, plan); err != nil {
+				return err
+			}
+			cfg := l.Config
+			if l.BundleDir != "" {
+				var err error
+				if cfg.BundleDir, err = StageBundle(l.Root, l.stateDir(), l.BundleDir); err != nil {
+					return err
+				}
+			}
+			return writeConfig(l.Root, l.stateDir(), id, cfg)
+		},
+	})
+}
+
+// Rollback undoes a finished remediation on the host (the manager's verification did not accept the repair):
+// the units the plan stopped are stopped again, every backup restored, the units started, as a transient unit
+// like the run itself. Asking again reports the stored result.
+func (l *Launcher) Rollback(ctx context.Context, id string) v1alpha1.ExecutorResult {
+	if err := journal.ValidID(id); err != nil {
+		return nothingChanged(id, err)
+	}
+	if !journal.HasPlan(l.Root, JournalBase(l.stateDir()), id) {
+		return nothingChanged(id, fmt.Errorf("remediation %s never ran on this node (no journal under %s)", id,
+			journal.Dir("", JournalBase(l.stateDir()), id)))
+	}
+	return l.drive(ctx, id, hostJob{
+		unit:   RollbackUnit(id),
+		cmd:    CmdHostRollback,
+		what:   "roll back",
+		result: journal.ReadUndo,
+		// The settings are those of the run, already in the journal directory.
+		prepare: func(string) error { return nil },
+		// The run itself must be over first: rolling back under it would race it.
+		waitFor: []string{RunUnit(id)},
+	})
+}
+
+func nothingChanged(id string, err error) v1alpha1.ExecutorResult {
+	return v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeFailed, Message: "nothing was changed on the node: " + err.Error()}
+}
+
+// hostJob is one kind of host-side run: its unit, its hidden subcommand and where its result appears.
+type hostJob struct {
+	unit, cmd, what string
+	result          func(root host.Root, base, id string) (*v1alpha1.ExecutorResult, error)
+	// prepare writes what the run reads from the journal directory, once the binary is staged.
+	prepare func(bin string) error
+	// waitFor lists units that must be over before this job starts.
+	waitFor []string
+}
+
+// drive reports a stored result, follows a job that is going, waits for whatever must end first, or launches the
+// job and follows it.
+func (l *Launcher) drive(ctx context.Context, id string, job hostJob) v1alpha1.ExecutorResult {
+	if err := journal.ValidID(id); err != nil {
+		return nothingChanged(id, err)
 	}
 	base := JournalBase(l.stateDir())
-	if stored, err := journal.ReadResult(l.Root, base, id); err != nil {
-		return fail(err)
-	} else if stored != nil {
-		return *stored
+	read := func() *v1alpha1.ExecutorResult {
+		r, err := job.result(l.Root, base, id)
+		if err != nil {
+			return nil
+		}
+		return r
+	}
+	if r := read(); r != nil {
+		return *r
 	}
 	mgr, err := units.Connect(ctx, l.Bus)
 	if err != nil {
-		return fail(err)
+		return nothingChanged(id, err)
 	}
 	defer mgr.Close()
 
 	for {
-		if stored, err := journal.ReadResult(l.Root, base, id); err == nil && stored != nil {
-			return *stored
+		if r := read(); r != nil {
+			return *r
 		}
-		run, err := mgr.State(ctx, RunUnit(id))
+		st, err := mgr.State(ctx, job.unit)
 		if err != nil {
-			return fail(err)
+			return nothingChanged(id, err)
 		}
-		guard, err := mgr.State(ctx, GuardService(id))
-		if err != nil {
-			return fail(err)
+		if busy(st) {
+			// This job is going (or recovering in its ExecStopPost): follow it, never start another.
+			return l.follow(ctx, mgr, id, job.unit, read)
 		}
-		switch {
-		case busy(run):
-			// A run of this id is going (or recovering in its ExecStopPost): follow it, never start another.
-			return l.follow(ctx, mgr, id)
-		case busy(guard):
-			// The guard is recovering an earlier attempt: stopping it would kill a rollback half-way. Wait.
+		// The guard recovering an earlier attempt must not be stopped half-way through its rollback; the run
+		// must be over before a rollback of it starts.
+		waiting := ""
+		for _, u := range append([]string{GuardService(id)}, job.waitFor...) {
+			s, err := mgr.State(ctx, u)
+			if err != nil {
+				return nothingChanged(id, err)
+			}
+			if busy(s) {
+				waiting = u
+			}
+		}
+		if waiting != "" {
 			if err := sleepCtx(ctx, orDefault(l.Poll, DefaultPoll)); err != nil {
-				return fail(fmt.Errorf("waiting for %s to finish: %w", GuardService(id), err))
+				return nothingChanged(id, fmt.Errorf("waiting for %s to finish: %w", waiting, err))
 			}
 			continue
 		}
-		if err := l.launch(ctx, mgr, id, plan); err != nil {
-			// The run unit may still have started (the error came later): follow it if so.
-			if s, e := mgr.State(ctx, RunUnit(id)); e != nil || !busy(s) {
-				if r, _ := journal.ReadResult(l.Root, base, id); r != nil {
+		if err := l.launch(ctx, mgr, id, job); err != nil {
+			// The unit may still have started (the error came later): follow it if so.
+			if s, e := mgr.State(ctx, job.unit); e != nil || !busy(s) {
+				if r := read(); r != nil {
 					return *r
 				}
-				return fail(err)
+				return nothingChanged(id, err)
 			}
 		}
-		return l.follow(ctx, mgr, id)
+		return l.follow(ctx, mgr, id, job.unit, read)
 	}
 }
 
@@ -154,7 +226,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func (l *Launcher) launch(ctx context.Context, mgr *units.Manager, id string, plan v1alpha1.Plan) error {
+func (l *Launcher) launch(ctx context.Context, mgr *units.Manager, id string, job hostJob) error {
 	exe := l.Executable
 	if exe == "" {
 		var err error
@@ -166,16 +238,11 @@ func (l *Launcher) launch(ctx context.Context, mgr *units.Manager, id string, pl
 	if err != nil {
 		return err
 	}
-	cfg := l.Config
-	if l.BundleDir != "" {
-		if cfg.BundleDir, err = StageBundle(l.Root, l.stateDir(), l.BundleDir); err != nil {
-			return err
-		}
-	}
-	if err := journal.PutPlan(l.Root, JournalBase(l.stateDir()), id, plan); err != nil {
+	if err := job.prepare(bin); err != nil {
 		return err
 	}
-	if err := writeConfig(l.Root, l.stateDir(), id, cfg); err != nil {
+	cfg, err := ReadConfig(l.Root, l.stateDir(), id)
+	if err != nil {
 		return err
 	}
 	critical := cfg.CriticalUnits
@@ -188,10 +255,10 @@ func (l *Launcher) launch(ctx context.Context, mgr *units.Manager, id string, pl
 	args := []string{"--state-dir", l.stateDir(), "--remediation-id", id}
 
 	// Leftovers of an earlier attempt with this id would make StartTransientUnit fail with "already exists": a
-	// failed unit not yet collected, or a guard timer still waiting (Apply never gets here while the run or the
-	// guard's service is busy, so nothing that works is stopped).
+	// failed unit not yet collected, or a guard timer still waiting (drive never gets here while a run, a rollback
+	// or the guard's service is busy, so nothing that works is stopped).
 	_ = mgr.StopIfLoaded(ctx, GuardTimer(id))
-	for _, u := range []string{RunUnit(id), GuardTimer(id), GuardService(id)} {
+	for _, u := range []string{job.unit, GuardTimer(id), GuardService(id)} {
 		_ = mgr.Conn().ResetFailedUnitContext(ctx, u)
 	}
 
@@ -217,17 +284,17 @@ func (l *Launcher) launch(ctx context.Context, mgr *units.Manager, id string, pl
 	}
 
 	runProps := []sd.Property{
-		sd.PropDescription("cnimedic: remediation " + id + " (stop, repair, start)"),
+		sd.PropDescription("cnimedic: remediation " + id + " (" + job.what + ")"),
 		// exec: the start job ends once the binary is running, so a missing or broken binary fails the start.
 		sd.PropType("exec"),
-		execProp("ExecStart", append([]string{bin, CmdHostRun}, args...)),
+		execProp("ExecStart", append([]string{bin, job.cmd}, args...)),
 		// Runs however the main process ended, SIGKILL included: rolls back what is unfinished, starts the units.
 		execProp("ExecStopPost", append([]string{bin, CmdHostRecover}, args...)),
 		{Name: "RuntimeMaxUSec", Value: dbus.MakeVariant(usec(runMax))},
 		{Name: "TimeoutStopUSec", Value: dbus.MakeVariant(usec(stopWindow))},
 		{Name: "CollectMode", Value: dbus.MakeVariant("inactive-or-failed")},
 	}
-	if _, err := mgr.StartTransient(ctx, RunUnit(id), runProps, nil); err != nil {
+	if _, err := mgr.StartTransient(ctx, job.unit, runProps, nil); err != nil {
 		_ = mgr.StopIfLoaded(ctx, GuardTimer(id))
 		return err
 	}
@@ -254,8 +321,8 @@ func execProp(name string, argv []string) sd.Property {
 
 func usec(d time.Duration) uint64 { return uint64(d / time.Microsecond) }
 
-// follow waits for the run's result, printing its journal as it grows.
-func (l *Launcher) follow(ctx context.Context, mgr *units.Manager, id string) v1alpha1.ExecutorResult {
+// follow waits for the result of the job running as unit, printing the journal as it grows.
+func (l *Launcher) follow(ctx context.Context, mgr *units.Manager, id, unit string, read func() *v1alpha1.ExecutorResult) v1alpha1.ExecutorResult {
 	base := JournalBase(l.stateDir())
 	poll := orDefault(l.Poll, DefaultPoll)
 	printed := 0
@@ -267,11 +334,11 @@ func (l *Launcher) follow(ctx context.Context, mgr *units.Manager, id string) v1
 				_, _ = fmt.Fprintf(l.Log, "%s %s\n", r.Time.Format(time.RFC3339Nano), describeRecord(r))
 			}
 		}
-		if r, err := journal.ReadResult(l.Root, base, id); err == nil && r != nil {
+		if r := read(); r != nil {
 			return *r
 		}
-		st, err := mgr.State(ctx, RunUnit(id))
-		gone := err == nil && (st.LoadState == "not-found" || st.Stopped())
+		st, err := mgr.State(ctx, unit)
+		gone := err == nil && !busy(st)
 		switch {
 		case gone && endedAt.IsZero():
 			endedAt = time.Now()
@@ -280,7 +347,7 @@ func (l *Launcher) follow(ctx context.Context, mgr *units.Manager, id string) v1
 				RemediationID: id,
 				Outcome:       v1alpha1.OutcomeFailed,
 				Message: fmt.Sprintf("the host-side run %s ended without a result; see the journal in %s on the node",
-					RunUnit(id), journal.Dir("", base, id)),
+					unit, journal.Dir("", base, id)),
 			}
 		case !gone:
 			endedAt = time.Time{}
@@ -291,7 +358,7 @@ func (l *Launcher) follow(ctx context.Context, mgr *units.Manager, id string) v1
 				RemediationID: id,
 				Outcome:       v1alpha1.OutcomeFailed,
 				Message: fmt.Sprintf("stopped following the host-side run (%v); it goes on as %s and its result will be in %s",
-					ctx.Err(), RunUnit(id), journal.Dir("", base, id)),
+					ctx.Err(), unit, journal.Dir("", base, id)),
 			}
 		case <-time.After(poll):
 		}

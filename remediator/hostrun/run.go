@@ -130,6 +130,23 @@ func fillFromHost(ctx context.Context, root host.Root, cfg Config) Config {
 	return cfg
 }
 
+// HostRollback is the body of the rollback unit: see executor.Undo.
+func HostRollback(ctx context.Context, root host.Root, stateDir, id string, deps Deps) v1alpha1.ExecutorResult {
+	cfg, err := ReadConfig(root, stateDir, id)
+	if err != nil {
+		cfg = Config{}
+	}
+	m, err := connectHost(ctx, root, cfg.Bus)
+	if err != nil {
+		return v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeFailed, Message: err.Error()}
+	}
+	defer m.Close()
+	fmt.Fprintf(os.Stderr, "remediation %s: rollback, systemd on %s\n", id, m.Address())
+	res := deps.executor(root, stateDir, cfg, m).Undo(ctx, id, "the manager's verification did not accept the repair")
+	disarm(context.WithoutCancel(ctx), m, id)
+	return res
+}
+
 // disarm stops the guard timer once the remediation has a result: from then on nothing needs recovering.
 func disarm(ctx context.Context, m *units.Manager, id string) {
 	_ = m.StopIfLoaded(ctx, GuardTimer(id))

@@ -48,6 +48,9 @@ const (
 	LogFile    = "log.jsonl"
 	BackupDir  = "backups"
 	ResultFile = "result.json"
+	// UndoFile holds the result of a rollback the manager asked for after the remediation had finished (its
+	// cluster-level verification failed): present once that rollback is over.
+	UndoFile = "rollback.json"
 )
 
 // ErrBusy is returned by Open when another live process owns the journal.
@@ -88,6 +91,7 @@ const (
 	KindRollback     Kind = "rollback-start" // Message: why
 	KindRollbackDone Kind = "rollback-end"   // Outcome, Message
 	KindNote         Kind = "note"           // Message: anything worth keeping, such as a resume
+	KindUndo         Kind = "undo"           // Message: a rollback of the finished remediation was asked for
 )
 
 // Record is one line of the log.
@@ -432,13 +436,42 @@ func (j *Journal) Finish(res v1alpha1.ExecutorResult) error {
 	return host.WriteFileAtomic(filepath.Join(j.dir, ResultFile), append(data, '\n'), 0o600)
 }
 
+// FinishUndo stores the result of a requested rollback (see UndoFile).
+func (j *Journal) FinishUndo(res v1alpha1.ExecutorResult) error {
+	data, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	return host.WriteFileAtomic(filepath.Join(j.dir, UndoFile), append(data, '\n'), 0o600)
+}
+
+// UndoResult returns the stored result of a requested rollback, or nil while there is none.
+func (j *Journal) UndoResult() (*v1alpha1.ExecutorResult, error) {
+	return ReadUndo(j.root, j.base, j.id)
+}
+
+// ReadUndo reads the result of a requested rollback without taking the journal's lock; nil while there is none.
+func ReadUndo(root host.Root, base, id string) (*v1alpha1.ExecutorResult, error) {
+	return readResultFile(filepath.Join(Dir(root, base, id), UndoFile), id)
+}
+
 // Result returns the stored result, or nil while the remediation is not finished.
 func (j *Journal) Result() (*v1alpha1.ExecutorResult, error) { return ReadResult(j.root, j.base, j.id) }
 
 // ReadResult reads a remediation's result without taking its lock (the executor pod follows the host-side run
 // this way); nil while it is not finished.
 func ReadResult(root host.Root, base, id string) (*v1alpha1.ExecutorResult, error) {
-	data, err := os.ReadFile(filepath.Join(Dir(root, base, id), ResultFile))
+	return readResultFile(filepath.Join(Dir(root, base, id), ResultFile), id)
+}
+
+// HasPlan reports whether a remediation's journal holds a plan, i.e. whether it ever ran on this host.
+func HasPlan(root host.Root, base, id string) bool {
+	_, err := os.Stat(filepath.Join(Dir(root, base, id), PlanFile))
+	return err == nil
+}
+
+func readResultFile(name, id string) (*v1alpha1.ExecutorResult, error) {
+	data, err := os.ReadFile(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

@@ -38,6 +38,8 @@ type Summary struct {
 	RollbackReason  string
 	RollbackOutcome string
 	RollbackMessage string
+	// Undo: a rollback of the finished remediation was asked for.
+	Undo bool
 	// Last is the last record, for saying where an interrupted run stopped.
 	Last *Record
 }
@@ -91,6 +93,8 @@ func Summarize(recs []Record) Summary {
 		case KindRollback:
 			s.RollingBack = true
 			s.RollbackReason = r.Message
+		case KindUndo:
+			s.Undo = true
 		case KindRollbackDone:
 			s.RollingBack, s.RolledBack = false, true
 			s.RollbackOutcome, s.RollbackMessage = r.Outcome, r.Message
