@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,7 +33,10 @@ import (
 // conditions through the API exactly as a kubelet posts them (core/v1 Events with the node as source host, the
 // Ready condition's message), with the messages measured on a real node in ../shared/notes.
 
-var env *testenv.Env
+var (
+	env  *testenv.Env
+	runs atomic.Int32
+)
 
 func TestMain(m *testing.M) {
 	var err error
@@ -59,6 +63,8 @@ type harness struct {
 // newHarness runs the detection controller (only it: no workflow moves the remediations it opens).
 func newHarness(t *testing.T, prefix string) *harness {
 	t.Helper()
+	// A fresh prefix per harness: -count=N runs must not meet the objects of an earlier run.
+	prefix = fmt.Sprintf("%s%d", prefix, runs.Add(1))
 	h := &harness{t: t, ctx: context.Background(), c: env.Client, prefix: prefix, ns: prefix}
 	if err := h.c.Create(h.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: h.ns}}); err != nil {
 		t.Fatal(err)
