@@ -73,6 +73,10 @@ node-rootfs: node-deps ## Node root filesystem in bin/node-rootfs (1.5 min cold,
 .PHONY: test-deps
 test-deps: controlplane cni-plugins node-rootfs ## Everything the tests run against: control plane, plugins, node rootfs.
 
+.PHONY: run
+run: controlplane build ## Run the manager against a local control plane without nodes (the full cluster is make lab-up).
+	hack/run-local.sh
+
 ##@ Test
 
 .PHONY: test
