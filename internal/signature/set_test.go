@@ -279,3 +279,31 @@ func TestCustomSignatureWithoutLiteralIsAlwaysTried(t *testing.T) {
 		t.Errorf("matched %+v", r)
 	}
 }
+
+// The detection controller shares one Set between its workers: matching must not write to it. Run with -race to
+// make this test prove it.
+func TestSetIsSafeForConcurrentUse(t *testing.T) {
+	lines := loadCorpus(t)
+	s, _ := Compile(nil, fuzzCustom)
+	want := make([]Result, len(lines))
+	for i, l := range lines {
+		want[i], _ = l.classify(s)
+	}
+	errs := make(chan error, 4)
+	for w := 0; w < 4; w++ {
+		go func() {
+			for i, l := range lines {
+				if got, _ := l.classify(s); !sameResult(got, want[i]) {
+					errs <- errors.New(l.where())
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for w := 0; w < 4; w++ {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent result differs: %v", err)
+		}
+	}
+}
