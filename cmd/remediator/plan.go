@@ -4,23 +4,47 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/cri"
 	"github.com/cnimedic/cnimedic/remediator/diagnose"
+	"github.com/cnimedic/cnimedic/remediator/executor"
 	"github.com/cnimedic/cnimedic/remediator/planner"
 	"github.com/cnimedic/cnimedic/remediator/resolve"
 )
 
 func newPlan(flags *NodeFlags) *cobra.Command {
-	var output, signature, action, params, repair string
+	var output, signature, action, params, repair, planFile, termination string
 	cmd := &cobra.Command{
-		Use:   "plan --signature ID [--params JSON] [--policy-repair JSON]",
+		Use:   "plan (--signature ID [--params JSON] [--policy-repair JSON] | --plan FILE [--termination-message-path PATH])",
 		Short: "Print the repair plan for a failure signature and, resolved against this node, what each step would change (changes nothing)",
-		Args:  cobra.NoArgs,
+		Long: `plan previews a repair on this node and changes nothing. With --signature it builds the plan as the manager
+would; with --plan it previews a given plan (the manager's dry run hands the executor pod its plan this way) and,
+with --termination-message-path, also reports the preview as an executor result (outcome NoChange, the changes it
+would make with their diffs) in the pod's termination message.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if planFile != "" {
+				plan, _, err := readPlan(planFile, cmd.InOrStdin())
+				if err != nil {
+					return err
+				}
+				env := flags.Env()
+				env.CNISpecCeiling = specCeiling(cmd, flags)
+				p := resolve.Preview(cmd.Context(), env, plan)
+				if termination != "" {
+					if err := os.WriteFile(termination, executor.TerminationMessage(previewResult(p), executor.TerminationMessageLimit), 0o644); err != nil {
+						return fmt.Errorf("termination message: %w", err)
+					}
+				}
+				return writeOutput(cmd.OutOrStdout(), output, p, func(w io.Writer) error { return resolve.WritePreviewText(w, p) })
+			}
+			if signature == "" {
+				return fmt.Errorf("give --signature or --plan")
+			}
 			req := planner.Request{Signature: v1alpha1.SignatureID(signature), Action: v1alpha1.RepairAction(action)}
 			if params != "" {
 				if err := json.Unmarshal([]byte(params), &req.Params); err != nil {
@@ -48,8 +72,35 @@ func newPlan(flags *NodeFlags) *cobra.Command {
 	cmd.Flags().StringVar(&params, "params", "", `parameters from the evidence, as JSON, such as {"configFile":"10-net.conflist"}`)
 	cmd.Flags().StringVar(&repair, "policy-repair", "", "the policy's spec.repair, as JSON")
 	cmd.Flags().StringVarP(&output, "output", "o", "json", "json or text")
-	_ = cmd.MarkFlagRequired("signature")
+	cmd.Flags().StringVar(&planFile, "plan", "", `preview this plan (a v1alpha1.Plan as JSON; "-" reads stdin) instead of building one`)
+	cmd.Flags().StringVar(&termination, "termination-message-path", "", "with --plan: also write the preview as an executor result here (the pod's terminationMessagePath)")
+	cmd.MarkFlagsMutuallyExclusive("signature", "plan")
 	return cmd
+}
+
+// previewResult reports a preview as the executor's typed result: nothing changed, and what would.
+func previewResult(p resolve.PlanPreview) v1alpha1.ExecutorResult {
+	res := v1alpha1.ExecutorResult{Outcome: v1alpha1.OutcomeNoChange, Message: "preview only: nothing was changed"}
+	failed := 0
+	for _, s := range p.Steps {
+		msg := s.Message
+		if s.Error != "" {
+			msg = "would fail: " + s.Error
+			failed++
+		}
+		res.Steps = append(res.Steps, v1alpha1.StepResult{Type: s.Type, Outcome: v1alpha1.StepSkipped, Message: msg})
+		for _, c := range s.Changes {
+			diff := c.Diff
+			if diff == "" {
+				diff = c.Binary
+			}
+			res.Changes = append(res.Changes, v1alpha1.FileChange{Path: c.Path, Diff: diff})
+		}
+	}
+	if failed > 0 {
+		res.Message = fmt.Sprintf("preview only: nothing was changed; %d step(s) would fail as the node is now", failed)
+	}
+	return res
 }
 
 // specCeiling asks containerd its version, while it is up, to cap the cniVersion a repair may choose.

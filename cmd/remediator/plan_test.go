@@ -122,3 +122,60 @@ func TestPlanShowsTheExactDiffAndChangesNothing(t *testing.T) {
 		t.Fatalf("diagnose findings: %+v", r.Findings)
 	}
 }
+
+// The manager's dry run hands the executor its plan as a file: the preview comes back as an executor result in
+// the termination message (outcome NoChange, the exact diff), and nothing on the node changes.
+func TestPlanFilePreviewIsReportedAsAResult(t *testing.T) {
+	if err := os.MkdirAll(filepath.Join(repo(), ".lab", "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.MkdirTemp(filepath.Join(repo(), ".lab", "tmp"), "cli-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(root) })
+	old := pluginDir(t, "old")
+	for _, p := range []string{"bridge", "host-local", "portmap", "loopback"} {
+		raw, err := os.ReadFile(filepath.Join(old, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, root, "/opt/cni/bin/"+p, raw, 0o755)
+	}
+	conf := []byte(seedConflist)
+	write(t, root, "/etc/cni/net.d/10-containerd-net.conflist", conf, 0o644)
+	plan := filepath.Join(root, "plan.json")
+	write(t, root, "/plan.json", []byte(`{"steps":[{"type":"StopUnit","unit":"kubelet.service"},{"type":"SetCNIVersion"},{"type":"StartUnit","unit":"kubelet.service"}]}`), 0o644)
+	term := filepath.Join(root, "termination-log")
+	runCLI(t, "plan", "--plan", plan, "--termination-message-path", term, "--host-root", root, "--cri-socket", "/run/none.sock",
+		"--link", "cnmnone0", "--dbus-address", "unix:path=/run/none-bus")
+
+	raw, err := os.ReadFile(term)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Outcome string `json:"outcome"`
+		Steps   []struct {
+			Type    string `json:"type"`
+			Outcome string `json:"outcome"`
+		} `json:"steps"`
+		Changes []struct {
+			Path string `json:"path"`
+			Diff string `json:"diff"`
+		} `json:"changes"`
+	}
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatalf("%v\n%s", err, raw)
+	}
+	if res.Outcome != "NoChange" || len(res.Steps) != 3 || res.Steps[1].Outcome != "Skipped" {
+		t.Fatalf("result %s", raw)
+	}
+	if len(res.Changes) != 1 || res.Changes[0].Path != "/etc/cni/net.d/10-containerd-net.conflist" ||
+		!strings.Contains(res.Changes[0].Diff, `+  "cniVersion": "0.4.0",`) {
+		t.Fatalf("changes %s", raw)
+	}
+	if after, err := os.ReadFile(filepath.Join(root, "etc/cni/net.d/10-containerd-net.conflist")); err != nil || !bytes.Equal(after, conf) {
+		t.Fatal("the preview changed the conflist")
+	}
+}
