@@ -89,7 +89,9 @@ func TestBelowThresholdOpensNothing(t *testing.T) {
 func TestStaleEvidenceOpensNothing(t *testing.T) {
 	h := newHarness(t, "stale")
 	node := h.node("w1", nil)
-	h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Detection.Window = &metav1.Duration{Duration: 10 * time.Minute} })
+	h.policy("p", func(s *v1alpha1.RemediationPolicySpec) {
+		s.Detection.Window = &metav1.Duration{Duration: 10 * time.Minute}
+	})
 	h.kubeletEvent(h.stuckPod("web", node.Name), "FailedCreatePodSandBox", msgIncompatible, 50, time.Now().Add(-20*time.Minute))
 	h.assertNone(node.Name, "failures last seen 20 minutes ago, outside a 10-minute window")
 }
@@ -111,7 +113,9 @@ func TestBootGraceOpensNothing(t *testing.T) {
 	h := newHarness(t, "boot")
 	node := h.node("w1", nil)
 	h.setReady(node.Name, corev1.ConditionTrue, "kubelet is posting ready status", time.Now()) // just (re)started
-	h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Detection.BootGracePeriod = &metav1.Duration{Duration: 5 * time.Minute} })
+	h.policy("p", func(s *v1alpha1.RemediationPolicySpec) {
+		s.Detection.BootGracePeriod = &metav1.Duration{Duration: 5 * time.Minute}
+	})
 	h.kubeletEvent(h.stuckPod("web", node.Name), "FailedCreatePodSandBox", msgIncompatible, 5, time.Now())
 	h.assertNone(node.Name, "failures inside the boot grace period")
 }

@@ -110,7 +110,9 @@ func TestDrainBlockedByBudgetTimesOutAndUncordons(t *testing.T) {
 	pod := h.workloadPod("db", node.Name)
 	h.runPod(pod) // the eviction API lets a pending pod go whatever its budget says
 	h.budget("db", pod)
-	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Drain.Timeout = &metav1.Duration{Duration: 10 * time.Minute} })
+	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) {
+		s.Drain.Timeout = &metav1.Duration{Duration: 10 * time.Minute}
+	})
 	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
 	h.waitPhase(nr.Name, v1alpha1.PhaseDraining)
 	h.eventually(func() error {
@@ -220,7 +222,9 @@ func TestExecutorFailureLeavesNodeCordonedUntilAPersonActs(t *testing.T) {
 func TestExecutorThatNeverStartsTimesOut(t *testing.T) {
 	h := newHarness(t, "exec-timeout")
 	node := h.node("w1")
-	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Executor.Timeout = &metav1.Duration{Duration: 10 * time.Minute} })
+	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) {
+		s.Executor.Timeout = &metav1.Duration{Duration: 10 * time.Minute}
+	})
 	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
 	h.waitPhase(nr.Name, v1alpha1.PhaseRepairing)
 	h.eventually(func() error {
@@ -271,7 +275,9 @@ func TestExecutorPodThatVanishesIsLost(t *testing.T) {
 func TestFailedVerificationRollsBack(t *testing.T) {
 	h := newHarness(t, "rollback")
 	node := h.node("w1")
-	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Verification.Timeout = &metav1.Duration{Duration: 5 * time.Minute} })
+	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) {
+		s.Verification.Timeout = &metav1.Duration{Duration: 5 * time.Minute}
+	})
 	h.runKubelet(kubelet{
 		outcome: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
 			if pod.Spec.Containers[0].Args[0] == "rollback" {

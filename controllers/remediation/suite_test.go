@@ -394,4 +394,3 @@ func succeeded(pod *corev1.Pod) *v1alpha1.ExecutorResult {
 	return &v1alpha1.ExecutorResult{RemediationID: pod.Labels[v1alpha1.LabelRemediation], Outcome: v1alpha1.OutcomeSucceeded,
 		Message: "set cniVersion 0.4.0", Changes: []v1alpha1.FileChange{{Path: "/etc/cni/net.d/10-lab.conflist", Backup: "/var/lib/cnimedic/journal/x/1"}}}
 }
-
