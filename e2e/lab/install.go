@@ -146,6 +146,15 @@ func (l *Lab) Install(ctx context.Context) error {
 		if err := l.writeState(); err != nil {
 			return err
 		}
+		if l.st.RestartManager {
+			if _, err := l.Kubectl(ctx, "rollout", "restart", "--namespace="+Namespace, "deployment/cnimedic-manager"); err != nil {
+				return err
+			}
+			l.st.RestartManager = false
+			if err := l.writeState(); err != nil {
+				return err
+			}
+		}
 		_, err = l.Kubectl(ctx, "rollout", "status", "--namespace="+Namespace, "deployment/cnimedic-manager", "--timeout=180s")
 		if err != nil {
 			logs, _ := l.Kubectl(ctx, "logs", "--namespace="+Namespace, "deployment/cnimedic-manager", "--tail=40")

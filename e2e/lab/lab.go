@@ -137,6 +137,10 @@ type state struct {
 	Nodes []NodeSpec `json:"nodes,omitempty"`
 	// Installed is set once cnimedic was applied.
 	Installed bool `json:"installed,omitempty"`
+	// ImagesDigest identifies the images the nodes imported; RestartManager is set when they were re-imported and
+	// the manager's pod still runs the old image.
+	ImagesDigest   string `json:"imagesDigest,omitempty"`
+	RestartManager bool   `json:"restartManager,omitempty"`
 }
 
 // Lab is a handle on the lab of one checkout. Up and Down need the lock (Lock); the other methods use a lab that is

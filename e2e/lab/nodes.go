@@ -33,14 +33,27 @@ func (l *Lab) bootNodes(ctx context.Context) error {
 		return err
 	}
 	specs := l.cfg.Nodes()
+	digest := indexDigest(idx)
 	var todo []NodeSpec
 	for _, n := range specs {
-		if _, err := nspawn.Load(n.StateDir); err == nil {
+		node, err := nspawn.Load(n.StateDir)
+		if err != nil {
+			todo = append(todo, n)
 			continue
 		}
-		todo = append(todo, n)
+		if l.st.ImagesDigest != digest {
+			// The images were rebuilt (make images) since this node booted: import them again, and have the
+			// manager's pod restarted on its new image once cnimedic is applied.
+			if err := l.step("re-import the rebuilt images on "+n.Name, func() error {
+				return restartUnits(ctx, node, imagesUnit)
+			}); err != nil {
+				return err
+			}
+			l.st.RestartManager = true
+		}
 	}
 	l.st.Nodes = specs
+	l.st.ImagesDigest = digest
 	if err := l.writeState(); err != nil {
 		return err
 	}
@@ -260,4 +273,13 @@ func (l *Lab) MeasureMemory() Memory {
 		}
 	}
 	return m
+}
+
+// indexDigest identifies a set of images: the digests of all of them.
+func indexDigest(idx ociimage.Index) string {
+	var b strings.Builder
+	for _, img := range idx.Images {
+		b.WriteString(img.Ref + "@" + img.Digest + "\n")
+	}
+	return b.String()
 }

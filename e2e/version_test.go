@@ -1,0 +1,95 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/e2e/lab"
+)
+
+// conflistVersion is the cniVersion of the node's lab conflist.
+func conflistVersion(t *testing.T, r *run) string {
+	t.Helper()
+	var c lab.ConfList
+	if err := json.Unmarshal(r.nodeFile(lab.NodeConfList), &c); err != nil {
+		t.Fatalf("the repaired conflist does not parse: %v", err)
+	}
+	return c.CNIVersion
+}
+
+// repairedMessage is the Repaired event's message: what the executor changed.
+func repairedMessage(r *run) string {
+	for _, e := range r.events {
+		if e.Reason == "Repaired" {
+			return e.Message
+		}
+	}
+	return ""
+}
+
+// The first seed: a conflist whose cniVersion is newer than the node's plugins support. Repaired by rewriting the
+// conflist to the highest version every plugin of the chain answers to VERSION with (Debian's 1.1.1 plugins: 1.0.0).
+func TestCNIVersionIncompatible(t *testing.T) {
+	scenario{
+		fault:       lab.FaultCNIVersionNewer,
+		wantPhase:   v1alpha1.PhaseSucceeded,
+		wantReasons: succeededReasons,
+		check: func(t *testing.T, r *run) {
+			if v := conflistVersion(t, r); v != "1.0.0" {
+				t.Errorf("repaired conflist has cniVersion %q, want 1.0.0 (the highest Debian's plugins support)", v)
+			}
+			if m := repairedMessage(r); !strings.Contains(m, lab.NodeConfList) {
+				t.Errorf("Repaired event %q does not name the conflist it changed", m)
+			}
+		},
+	}.run(t)
+}
+
+// The seed's exact variant: v0.9.1 plugins (`plugin supports ["0.1.0" ... "0.4.0"]`) under cniVersion 1.0.0,
+// repaired the first way the runbook names: the conflist rewritten to a version the old plugins support.
+func TestCNIVersionIncompatibleOldPluginsRewriteConfig(t *testing.T) {
+	scenario{
+		fault:       lab.FaultCNIVersionOldPlugins,
+		wantPhase:   v1alpha1.PhaseSucceeded,
+		wantReasons: succeededReasons,
+		check: func(t *testing.T, r *run) {
+			if v := conflistVersion(t, r); v != "0.4.0" {
+				t.Errorf("repaired conflist has cniVersion %q, want 0.4.0 (the highest the v0.9.1 plugins support)", v)
+			}
+		},
+	}.run(t)
+}
+
+// The same failure repaired the runbook's other way: the reference plugins bundled in the executor image installed
+// over the old ones (their sha256 checked against the bundle's manifest), the conflist left as it was.
+func TestCNIVersionIncompatibleOldPluginsUpgradePlugins(t *testing.T) {
+	bundle := filepath.Join(lab.RepoRoot(), "bin", "cni-bundle")
+	scenario{
+		fault: lab.FaultCNIVersionOldPlugins,
+		policy: func(p *v1alpha1.RemediationPolicy) {
+			p.Spec.Repair.VersionStrategy = v1alpha1.VersionRepairUpgradePlugins
+		},
+		wantPhase:   v1alpha1.PhaseSucceeded,
+		wantReasons: succeededReasons,
+		check: func(t *testing.T, r *run) {
+			if v := conflistVersion(t, r); v != "1.0.0" {
+				t.Errorf("conflist cniVersion %q: installing plugins must leave it at 1.0.0", v)
+			}
+			for _, p := range []string{"bridge", "host-local", "portmap"} {
+				want, err := os.ReadFile(filepath.Join(bundle, p))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := r.nodeFile(filepath.Join(lab.NodePluginDir, p)); string(got) != string(want) {
+					t.Errorf("%s on the node is not the bundled v1.9.1 plugin", p)
+				}
+			}
+		},
+	}.run(t)
+}
