@@ -121,6 +121,21 @@ func (e *Executor) Run(ctx context.Context, id string, plan v1alpha1.Plan) v1alp
 	if err := Validate(plan); err != nil {
 		return e.failEarly(ctx, res, err)
 	}
+	// One remediation at a time on a node: another one's units are not ours to stop.
+	nl, err := journal.LockNode(ctx, e.Env.Root, e.JournalBase, id, false)
+	if errors.Is(err, journal.ErrBusy) {
+		// Touch nothing, not even to start a unit: the other remediation may hold it stopped on purpose.
+		if stored, _ := journal.ReadResult(e.Env.Root, e.JournalBase, id); stored != nil {
+			return *stored
+		}
+		res.Outcome = v1alpha1.OutcomeFailed
+		res.Message = "nothing was changed: " + err.Error()
+		return res
+	}
+	if err != nil {
+		return e.failEarly(ctx, res, err)
+	}
+	defer func() { _ = nl.Unlock() }()
 	j, err := journal.Open(e.Env.Root, e.JournalBase, id)
 	if errors.Is(err, journal.ErrBusy) {
 		// Another live run owns this remediation and its units: touch nothing.
@@ -153,6 +168,14 @@ func (e *Executor) Run(ctx context.Context, id string, plan v1alpha1.Plan) v1alp
 // known of the death.
 func (e *Executor) Recover(ctx context.Context, id, reason string) v1alpha1.ExecutorResult {
 	res := v1alpha1.ExecutorResult{RemediationID: id}
+	// Recovery must happen, so it waits for a remediation that started on the node meanwhile.
+	lctx, cancel := e.cleanupContext(ctx)
+	nl, err := journal.LockNode(lctx, e.Env.Root, e.JournalBase, id, true)
+	cancel()
+	if err != nil {
+		return e.failEarly(ctx, res, err)
+	}
+	defer func() { _ = nl.Unlock() }()
 	j, err := journal.Open(e.Env.Root, e.JournalBase, id)
 	if errors.Is(err, journal.ErrBusy) {
 		res.Outcome = v1alpha1.OutcomeFailed
@@ -198,6 +221,19 @@ func (e *Executor) Undo(ctx context.Context, id, reason string) v1alpha1.Executo
 	if !journal.HasPlan(e.Env.Root, e.JournalBase, id) {
 		return e.failEarly(ctx, res, fmt.Errorf("remediation %s never ran on this node: nothing to roll back", id))
 	}
+	nl, err := journal.LockNode(ctx, e.Env.Root, e.JournalBase, id, false)
+	if errors.Is(err, journal.ErrBusy) {
+		if undone, _ := journal.ReadUndo(e.Env.Root, e.JournalBase, id); undone != nil {
+			return *undone
+		}
+		res.Outcome = v1alpha1.OutcomeFailed
+		res.Message = "nothing was changed: " + err.Error()
+		return res
+	}
+	if err != nil {
+		return e.failEarly(ctx, res, err)
+	}
+	defer func() { _ = nl.Unlock() }()
 	j, err := journal.Open(e.Env.Root, e.JournalBase, id)
 	if errors.Is(err, journal.ErrBusy) {
 		res.Outcome = v1alpha1.OutcomeFailed

@@ -606,3 +606,36 @@ func TestUndoInterruptedIsCompletedByRecover(t *testing.T) {
 		}
 	}
 }
+
+// TestOneRemediationAtATimePerNode: while another remediation holds the node, a run touches nothing (not even
+// starting a unit), and says who holds it; a finished one still reports its result.
+func TestOneRemediationAtATimePerNode(t *testing.T) {
+	f := newFixture(t)
+	ex := f.executor(f.units, "0.4.0")
+	if res := ex.Run(context.Background(), "rem-first", repairPlan()); res.Outcome != v1alpha1.OutcomeSucceeded {
+		t.Fatalf("first: %s %s", res.Outcome, res.Message)
+	}
+	f.units.takeOps()
+	other, err := journal.LockNode(context.Background(), f.root, "", "rem-other", false)
+	must(t, err)
+	f.units.active[kubelet] = false // held stopped by rem-other
+	before := snapshot(t, f.root)
+	res := ex.Run(context.Background(), "rem-second", repairPlan())
+	if res.Outcome != v1alpha1.OutcomeFailed || !strings.Contains(res.Message, "rem-other is working on this node") {
+		t.Fatalf("second while locked: %s %s", res.Outcome, res.Message)
+	}
+	if ops := f.units.takeOps(); len(ops) != 0 {
+		t.Fatalf("units touched while another remediation held the node: %v", ops)
+	}
+	if d := diffSnapshots(before, snapshot(t, f.root)); d != "" {
+		t.Fatalf("files touched:\n%s", d)
+	}
+	if r := ex.Run(context.Background(), "rem-first", repairPlan()); r.Outcome != v1alpha1.OutcomeSucceeded {
+		t.Fatalf("a finished remediation's result while locked: %s %s", r.Outcome, r.Message)
+	}
+	must(t, other.Unlock())
+	f.units.active[kubelet] = true
+	if r := ex.Run(context.Background(), "rem-second", repairPlan()); r.Outcome != v1alpha1.OutcomeNoChange {
+		t.Fatalf("second after the lock: %s %s", r.Outcome, r.Message)
+	}
+}

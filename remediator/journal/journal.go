@@ -18,6 +18,7 @@ package journal
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -557,4 +558,61 @@ func Copies(root host.Root, base, hostPath string) ([]step.BackupCopy, error) {
 		out[i] = f.copy
 	}
 	return out, nil
+}
+
+// NodeLockFile is the lock that keeps two remediations from working on one node at once (they would stop and
+// start the same units under each other). It lives beside the journals; no remediation id starts with a dot.
+const NodeLockFile = ".node.lock"
+
+// NodeLock is the node-wide lock, held by the process that works on the node.
+type NodeLock struct{ f *os.File }
+
+// LockNode takes the node-wide lock for remediation id. With wait false it fails at once, naming the
+// remediation that holds it; with wait true it waits until ctx ends.
+func LockNode(ctx context.Context, root host.Root, base, id string, wait bool) (*NodeLock, error) {
+	if base == "" {
+		base = DefaultBase
+	}
+	dir := root.Path(base)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	name := filepath.Join(dir, NodeLockFile)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			_ = f.Close()
+			return nil, fmt.Errorf("lock %s: %w", name, err)
+		}
+		if !wait {
+			holder, _ := os.ReadFile(name)
+			_ = f.Close()
+			return nil, fmt.Errorf("remediation %s is working on this node: %w", bytes.TrimSpace(holder), ErrBusy)
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return nil, fmt.Errorf("waiting for the node lock: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	// Who holds it, for the message of a remediation that finds it taken.
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(id+"\n"), 0)
+	return &NodeLock{f: f}, nil
+}
+
+// Unlock releases the node lock (the kernel also drops it when the process dies).
+func (l *NodeLock) Unlock() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	return l.f.Close()
 }
