@@ -119,7 +119,7 @@ func (sc scenario) run(t *testing.T) *run {
 	if sc.wantPhase == v1alpha1.PhaseSucceeded {
 		r.waitWorkloadRunning()
 		mttr := time.Since(r.injected)
-		mttrs = append(mttrs, fmt.Sprintf("%-26s %-26s %5.1fs (NodeRemediation %s, created by %s)", sc.fault, info.Signature, mttr.Seconds(), r.nr.Name, r.detectedBy))
+		mttrs = append(mttrs, fmt.Sprintf("%-52s %-26s %5.1fs (NodeRemediation %s, created by %s)", t.Name(), info.Signature, mttr.Seconds(), r.nr.Name, r.detectedBy))
 		t.Logf("MTTR %s: %.1fs from injection to the workload Running again", sc.fault, mttr.Seconds())
 		r.assertNodeHealthy()
 	}
