@@ -105,7 +105,6 @@ func (r *Reconciler) admit(ctx context.Context, s *scope) (bool, error) {
 	if err := r.patchStatus(ctx, s); err != nil {
 		return false, err
 	}
-	nodesInFlight.Set(float64(held + 1))
 	return true, nil
 }
 

@@ -314,6 +314,7 @@ func (r *Reconciler) poll() time.Duration {
 // SetupWithManager registers the controller. Besides its own objects it watches the pods it creates (executor and
 // canary, by label) and wakes the remediations waiting for a slot when another one releases its node.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	inFlightReader.Store(mgr.GetClient())
 	byRemediationLabel := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		if name := o.GetLabels()[v1alpha1.LabelRemediation]; name != "" {
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: name}}}

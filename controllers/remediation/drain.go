@@ -26,6 +26,11 @@ import (
 // an accepted eviction counts as done.
 func (r *Reconciler) reconcileDraining(ctx context.Context, s *scope) (reconcile.Result, error) {
 	nr, p, node := s.nr, s.policy, s.node
+	if !nr.Spec.Action.IsNodeAction() {
+		// Restarting the CNI agent pod changes nothing on the node itself: no drain.
+		s.transition(v1alpha1.PhaseRepairing, ReasonDrained, "no drain needed for "+string(nr.Spec.Action))
+		return reconcile.Result{Requeue: true}, nil
+	}
 	if nr.Status.Drain == nil || nr.Status.Drain.StartTime == nil {
 		nr.Status.Drain = &v1alpha1.DrainStatus{StartTime: &metav1.Time{Time: s.now}}
 	}

@@ -1,7 +1,11 @@
 package remediation
 
 import (
+	"context"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
@@ -21,11 +25,13 @@ var (
 		Buckets:   []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600},
 	}, []string{"phase"})
 
-	nodesInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+	// nodesInFlight is counted from the cache when scraped, so it is right after a restart and never drifts.
+	nodesInFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "cnimedic",
 		Name:      "nodes_in_flight",
 		Help:      "Nodes cnimedic holds right now (Draining, Repairing or Verifying), across all policies.",
-	})
+	}, countInFlight)
+	inFlightReader atomic.Value // client.Reader
 
 	pendingApprovalSeconds = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "cnimedic",
@@ -36,6 +42,24 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(repairsTotal, phaseDuration, nodesInFlight, pendingApprovalSeconds)
+}
+
+func countInFlight() float64 {
+	r, ok := inFlightReader.Load().(client.Reader)
+	if !ok {
+		return 0
+	}
+	list := &v1alpha1.NodeRemediationList{}
+	if err := r.List(context.Background(), list); err != nil {
+		return 0
+	}
+	n := 0
+	for _, nr := range list.Items {
+		if nr.Status.Phase.HoldsNode() {
+			n++
+		}
+	}
+	return float64(n)
 }
 
 func recordEnd(nr *v1alpha1.NodeRemediation) {

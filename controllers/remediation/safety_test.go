@@ -454,3 +454,48 @@ func containsPhaseReason(nr *v1alpha1.NodeRemediation, p v1alpha1.Phase, reason 
 	}
 	return false
 }
+
+func TestAgentPodRestartWhenAllowed(t *testing.T) {
+	h := newHarness(t, "agent")
+	node := h.node("w1")
+	h.daemonSet("calico-node")
+	agent := h.workloadPod("calico-node-x1", node.Name, func(p *corev1.Pod) {
+		p.OwnerReferences[0].Kind, p.OwnerReferences[0].APIVersion, p.OwnerReferences[0].Name = "DaemonSet", "apps/v1", h.name("calico-node")
+	})
+	h.runPod(agent)
+	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) {
+		s.AllowedActions = []v1alpha1.RepairAction{v1alpha1.ActionRestartCNIAgentPod, v1alpha1.ActionEscalate}
+	})
+	h.runKubelet(kubelet{})
+	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureAPIServerAccess, func(nr *v1alpha1.NodeRemediation) {
+		nr.Spec.Action = v1alpha1.ActionRestartCNIAgentPod
+		nr.Spec.Parameters = map[string]string{"pluginType": "calico", ParamAgentDaemonSet: "default/" + h.name("calico-node")}
+	})
+	done := h.waitPhase(nr.Name, v1alpha1.PhaseSucceeded)
+	if !containsPhaseReason(done, v1alpha1.PhaseVerifying, ReasonVerifying) {
+		t.Errorf("history %v", phases(done))
+	}
+	if h.livePod(agent).DeletionTimestamp == nil {
+		t.Fatal("the CNI agent pod was not restarted")
+	}
+	if len(h.executorPods(nr.Name)) != 0 {
+		t.Fatal("restarting the agent pod needs no executor")
+	}
+	if n := h.getNode(node.Name); n.Spec.Unschedulable {
+		t.Fatal("restarting the agent pod needs no cordon")
+	}
+}
+
+func TestAgentPodRestartNotAllowedEscalates(t *testing.T) {
+	h := newHarness(t, "agent-no")
+	node := h.node("w1")
+	p := h.policy("p", nil) // the default allowedActions leave RestartCNIAgentPod out
+	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureAPIServerAccess, func(nr *v1alpha1.NodeRemediation) {
+		nr.Spec.Action = v1alpha1.ActionRestartCNIAgentPod
+	})
+	done := h.waitPhase(nr.Name, v1alpha1.PhaseEscalated)
+	if done.Status.Reason != ReasonActionNotAllowed {
+		t.Fatalf("reason %s", done.Status.Reason)
+	}
+	h.assertUntouched(node.Name, nr.Name)
+}
