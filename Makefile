@@ -84,6 +84,11 @@ test: test-deps lint verify-generated ## Unit, fuzz (briefly), envtest, real-plu
 	go test $(GOTESTFLAGS) ./...
 	$(MAKE) fuzz FUZZTIME=10s
 
+.PHONY: bench
+bench: ## Benchmarks, report in bin/bench/report.txt: the signature matcher against a naive baseline of the same run.
+	@mkdir -p bin/bench
+	go test -run '^$$' -bench . -benchmem -count 3 ./internal/signature | tee bin/bench/report.txt
+
 FUZZTIME ?= 2m
 .PHONY: fuzz
 fuzz: ## Fuzz the conflist and config.toml editors (FUZZTIME each; make test runs them briefly).
