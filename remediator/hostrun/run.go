@@ -78,10 +78,31 @@ func HostRun(ctx context.Context, root host.Root, stateDir, id string, deps Deps
 	if err != nil {
 		return v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeFailed, Message: err.Error()}
 	}
+	confFromRuntime, binFromRuntime := cfg.ConfDir == "", len(cfg.BinDirs) == 0
 	cfg = fillFromHost(ctx, root, cfg)
+	deps.Verifier = verifyCurrentDirs(deps.Verifier, root, cfg.ContainerdConfig, confFromRuntime, binFromRuntime)
 	res := deps.executor(root, stateDir, cfg, m).Run(ctx, id, plan)
 	disarm(context.WithoutCancel(ctx), m, id)
 	return res
+}
+
+// verifyCurrentDirs makes the verifier check the CNI dirs containerd reads after the repair, for the dirs that were
+// taken from containerd's config.toml before it. A repair of containerd's CNI settings (cni-not-initialized: conf_dir
+// pointing elsewhere) changes them: verifying the old conf_dir would fail a repair that worked, and roll it back.
+func verifyCurrentDirs(v executor.Verifier, root host.Root, containerdConfig string, conf, bin bool) executor.Verifier {
+	if v == nil || (!conf && !bin) {
+		return v
+	}
+	return func(ctx context.Context, env step.Env) (string, error) {
+		s := runtimecfg.Read(root, containerdConfig).Settings
+		if conf && s.ConfDir != "" {
+			env.ConfDir = s.ConfDir
+		}
+		if bin && len(s.BinDirs) > 0 {
+			env.BinDirs = s.BinDirs
+		}
+		return v(ctx, env)
+	}
 }
 
 // HostRecover is the body of the run unit's ExecStopPost and of the guard service: see executor.Recover. reason
