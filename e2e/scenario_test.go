@@ -45,8 +45,11 @@ type scenario struct {
 	wantPhase v1alpha1.Phase
 	// wantReasons must appear, in this order, among the events `kubectl events --for noderemediation/NAME` shows.
 	wantReasons []string
-	// nodeCondition: the failure shows on the node's Ready condition (NotReady), not in pod events.
+	// nodeCondition: the failure shows on the node's Ready condition (NotReady), not in pod events. The workload
+	// is then started before the injection (a NotReady node gets no new pods) and must survive the drain.
 	nodeCondition bool
+	// setup runs before the injection, on the healthy node (e.g. a pod the repair must not touch).
+	setup func(t *testing.T, r *run)
 	// check runs on the node after the remediation ended, for the scenario's own assertions.
 	check func(t *testing.T, s *run)
 }
@@ -101,12 +104,21 @@ func (sc scenario) run(t *testing.T) *run {
 	}
 	t.Cleanup(func() { r.cleanup(sc) })
 
+	if sc.setup != nil {
+		sc.setup(t, r)
+	}
+	if sc.nodeCondition {
+		r.createWorkload()
+		r.waitWorkloadRunning()
+	}
 	t.Logf("injecting %s into %s: %s", sc.fault, r.node, info.What)
 	r.injected = time.Now()
 	if err := theLab.Inject(ctx, r.node, sc.fault); err != nil {
 		t.Fatalf("inject %s: %v", sc.fault, err)
 	}
-	r.createWorkload()
+	if !sc.nodeCondition {
+		r.createWorkload()
+	}
 	evidence := r.waitStuck(sc.nodeCondition)
 	r.nr = r.detect(string(info.Signature), evidence, sc.nodeCondition)
 	r.nr = r.waitEnd()
@@ -185,7 +197,8 @@ func (r *run) cleanup(sc scenario) {
 	if r.t.Failed() {
 		r.dumpDiagnostics(ctx)
 	}
-	_ = r.c.Delete(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: workloadNS, Name: r.workload}})
+	_ = r.c.DeleteAllOf(ctx, &appsv1.Deployment{}, client.InNamespace(workloadNS))
+	_ = r.c.DeleteAllOf(ctx, &appsv1.DaemonSet{}, client.InNamespace(workloadNS))
 	_ = r.c.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(workloadNS), client.GracePeriodSeconds(0))
 	if err := theLab.Reset(ctx, r.node); err != nil {
 		r.t.Errorf("reset %s after the scenario: %v", r.node, err)
