@@ -94,10 +94,9 @@ func bootReal(t *testing.T, prefix string) *realNode {
 func (n *realNode) cniState(t *testing.T) map[string]entry {
 	t.Helper()
 	out := map[string]entry{}
-	all := snapshot(t, n.root)
-	for p, e := range all {
-		if strings.HasPrefix(p, "/etc/cni") || strings.HasPrefix(p, "/opt/cni") {
-			out[p] = e
+	for _, dir := range []string{"/etc/cni", "/opt/cni"} {
+		for p, e := range snapshot(t, host.Root(n.root.Path(dir))) {
+			out[filepath.Join(dir, p)] = e
 		}
 	}
 	return out
