@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -24,7 +23,7 @@ const (
 // storm.cooldown ago. It records the storm on the policy (StormActive, status.storm) through server-side apply, as
 // the only writer of those fields, and only when they change.
 func (r *Reconciler) checkStorm(ctx context.Context, p *v1alpha1.RemediationPolicy, sig string, now time.Time) (bool, error) {
-	covered, err := r.coveredNodes(ctx, p)
+	covered, err := policy.CoveredNodes(ctx, r.Client, p)
 	if err != nil {
 		return false, err
 	}
@@ -90,24 +89,6 @@ func (r *Reconciler) applyStorm(ctx context.Context, p *v1alpha1.RemediationPoli
 		meta.SetStatusCondition(&p.Status.Conditions, cond)
 	}
 	return err
-}
-
-func (r *Reconciler) coveredNodes(ctx context.Context, p *v1alpha1.RemediationPolicy) (map[string]bool, error) {
-	sel, err := policy.NewSelector(p)
-	if err != nil {
-		return nil, err
-	}
-	nodes := &corev1.NodeList{}
-	if err := r.Client.List(ctx, nodes); err != nil {
-		return nil, err
-	}
-	out := map[string]bool{}
-	for i := range nodes.Items {
-		if sel.Covers(&nodes.Items[i]) {
-			out[nodes.Items[i].Name] = true
-		}
-	}
-	return out, nil
 }
 
 // stormTicker ends storms whose evidence is gone: with no evidence left, no node reconcile would look at them.

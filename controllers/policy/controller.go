@@ -113,21 +113,8 @@ func (r *Reconciler) upToDate(p *v1alpha1.RemediationPolicy, want v1alpha1.Remed
 }
 
 func (r *Reconciler) coveredNodes(ctx context.Context, p *v1alpha1.RemediationPolicy) (int, error) {
-	sel, err := policy.NewSelector(p)
-	if err != nil {
-		return 0, err
-	}
-	nodes := &corev1.NodeList{}
-	if err := r.Client.List(ctx, nodes); err != nil {
-		return 0, err
-	}
-	n := 0
-	for i := range nodes.Items {
-		if sel.Covers(&nodes.Items[i]) {
-			n++
-		}
-	}
-	return n, nil
+	nodes, err := policy.CoveredNodes(ctx, r.Client, p)
+	return len(nodes), err
 }
 
 func (r *Reconciler) remediationCounts(ctx context.Context, policyName string) (active, pending int, err error) {

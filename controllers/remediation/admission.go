@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -116,21 +115,8 @@ func maxConcurrentString(p *v1alpha1.RemediationPolicy) string {
 }
 
 func (r *Reconciler) coveredNodes(ctx context.Context, p *v1alpha1.RemediationPolicy) (int, error) {
-	sel, err := policy.NewSelector(p)
-	if err != nil {
-		return 0, err
-	}
-	nodes := &corev1.NodeList{}
-	if err := r.Client.List(ctx, nodes); err != nil {
-		return 0, err
-	}
-	n := 0
-	for i := range nodes.Items {
-		if sel.Covers(&nodes.Items[i]) {
-			n++
-		}
-	}
-	return n, nil
+	nodes, err := policy.CoveredNodes(ctx, r.Client, p)
+	return len(nodes), err
 }
 
 // cooldownUntil is when the node's retry cooldown ends: retry.cooldown after the last earlier remediation that

@@ -4,6 +4,7 @@
 package policy
 
 import (
+	"context"
 	"fmt"
 	"slices"
 
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 )
@@ -83,4 +85,23 @@ func Allows(p *v1alpha1.RemediationPolicy, a v1alpha1.RepairAction) bool {
 // EnablesSignature reports whether the policy acts on the built-in signature.
 func EnablesSignature(p *v1alpha1.RemediationPolicy, id v1alpha1.SignatureID) bool {
 	return len(p.Spec.Signatures) == 0 || slices.Contains(p.Spec.Signatures, id)
+}
+
+// CoveredNodes returns the names of the nodes the policy covers, read through c (the manager's node cache).
+func CoveredNodes(ctx context.Context, c client.Reader, p *v1alpha1.RemediationPolicy) (map[string]bool, error) {
+	sel, err := NewSelector(p)
+	if err != nil {
+		return nil, err
+	}
+	nodes := &corev1.NodeList{}
+	if err := c.List(ctx, nodes); err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for i := range nodes.Items {
+		if sel.Covers(&nodes.Items[i]) {
+			out[nodes.Items[i].Name] = true
+		}
+	}
+	return out, nil
 }

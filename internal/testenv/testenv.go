@@ -11,11 +11,16 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"testing"
+
+	"go.uber.org/zap/zapcore"
 
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	cnimedicv1 "github.com/cnimedic/cnimedic/api/v1alpha1"
 )
@@ -84,4 +89,29 @@ func (e *Env) AddUser(name string, groups ...string) (*rest.Config, error) {
 		return nil, err
 	}
 	return u.Config(), nil
+}
+
+// Main is a TestMain for suites that share one control plane: it starts it into *env, runs setup (namespaces,
+// priority classes...), runs the tests, stops the control plane and exits with the tests' code. Errors from
+// controllers are logged to stderr; the rest of their logging is dropped to keep test output readable.
+func Main(m *testing.M, env **Env, setup func(*Env) error) {
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
+	e, err := Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*env = e
+	if setup != nil {
+		if err := setup(e); err != nil {
+			fmt.Fprintln(os.Stderr, "test setup:", err)
+			_ = e.Stop()
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	if err := e.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping the control plane:", err)
+	}
+	os.Exit(code)
 }
