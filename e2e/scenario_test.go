@@ -4,8 +4,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -24,7 +22,6 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/e2e/lab"
-	"github.com/cnimedic/cnimedic/internal/signature"
 )
 
 const (
@@ -355,64 +352,26 @@ func (r *run) detect(wantSignature string, ev evidence, nodeCondition bool) *v1a
 	}
 
 	r.detectedBy = "the test, as detection would (detection is not in the manager yet)"
-	set := signature.Default()
-	spec := v1alpha1.NodeRemediationSpec{NodeName: r.node, PolicyName: lab.LabPolicy().Name}
-	var sample []string
-	if nodeCondition {
-		res, ok := set.MatchNodeCondition(ev.condition)
-		if !ok {
-			r.t.Fatalf("internal/signature names no signature for node condition %q", ev.condition)
-		}
-		spec.Signature, spec.Parameters = res.Signature, res.Params
-		spec.Evidence.NodeCondition = ev.condition
-	} else {
-		var first, last time.Time
-		for _, e := range ev.events {
-			res, ok := set.Match(e.Reason, e.Message)
-			if !ok {
-				r.t.Fatalf("internal/signature names no signature for the real event %q", e.Message)
-			}
-			if spec.Signature == "" {
-				spec.Signature, spec.Parameters = res.Signature, res.Params
-			}
-			spec.Evidence.EventCount += max(e.Count, 1)
-			if len(sample) < 5 {
-				sample = append(sample, e.Message)
-			}
-			if t := eventFirst(e); first.IsZero() || t.Before(first) {
-				first = t
-			}
-			if t := eventLast(e); t.After(last) {
-				last = t
-			}
-		}
-		spec.Evidence.Pods = ev.pods
-		spec.Evidence.PodCount = int32(len(ev.pods))
-		spec.Evidence.SampleMessages = sample
-		spec.Evidence.FirstSeen = &metav1.Time{Time: first}
-		spec.Evidence.LastSeen = &metav1.Time{Time: time.Now()}
+	nr, err := lab.RemediationAsDetection(r.node, lab.LabPolicy().Name, ev.events, ev.condition)
+	if err != nil {
+		r.t.Fatalf("the real failure: %v", err)
 	}
-	if spec.Signature != wantSignature {
-		r.t.Fatalf("the real failure reads as %s, want %s (params %v)", spec.Signature, wantSignature, spec.Parameters)
-	}
-	sum := sha256.Sum256([]byte(r.node + "/" + spec.Signature + "/" + time.Now().String()))
-	nr := &v1alpha1.NodeRemediation{
-		ObjectMeta: metav1.ObjectMeta{Name: r.node + "-" + spec.Signature + "-" + hex.EncodeToString(sum[:3])},
-		Spec:       spec,
+	if nr.Spec.Signature != wantSignature {
+		r.t.Fatalf("the real failure reads as %s, want %s (params %v)", nr.Spec.Signature, wantSignature, nr.Spec.Parameters)
 	}
 	if err := r.c.Create(r.ctx, nr); err != nil {
 		r.t.Fatal(err)
 	}
-	r.t.Logf("created NodeRemediation %s (%s, parameters %v) on behalf of detection", nr.Name, spec.Signature, spec.Parameters)
+	r.t.Logf("created NodeRemediation %s (%s, parameters %v) on behalf of detection", nr.Name, nr.Spec.Signature, nr.Spec.Parameters)
 	return nr
 }
 
 func (r *run) managerRunsDetection() bool {
-	out, err := theLab.Kubectl(r.ctx, "logs", "--namespace="+lab.Namespace, "deployment/cnimedic-manager")
+	ok, err := theLab.ManagerRunsDetection(r.ctx)
 	if err != nil {
 		r.t.Fatalf("reading the manager's log: %v", err)
 	}
-	return strings.Contains(string(out), `"msg":"Starting Controller","controller":"detection"`)
+	return ok
 }
 
 // waitEnd follows the NodeRemediation to a terminal phase, logging each phase as it comes.
@@ -606,22 +565,4 @@ func notReadyMessage(n *corev1.Node) string {
 	return ""
 }
 
-func eventFirst(e corev1.Event) time.Time {
-	switch {
-	case !e.EventTime.IsZero():
-		return e.EventTime.Time
-	case !e.FirstTimestamp.IsZero():
-		return e.FirstTimestamp.Time
-	}
-	return e.LastTimestamp.Time
-}
-
-func eventLast(e corev1.Event) time.Time {
-	if e.Series != nil && !e.Series.LastObservedTime.IsZero() {
-		return e.Series.LastObservedTime.Time
-	}
-	if !e.LastTimestamp.IsZero() {
-		return e.LastTimestamp.Time
-	}
-	return eventFirst(e)
-}
+func eventFirst(e corev1.Event) time.Time { return lab.EventFirst(e) }
