@@ -66,6 +66,10 @@ type Executor struct {
 	// CleanupTimeout bounds rollback and the final unit starts, which run even after the run's context is
 	// cancelled (a SIGTERM must not leave kubelet stopped). Default 3 minutes.
 	CleanupTimeout time.Duration
+	// RefreshEnv, when set, gives the env each resolver and the verifier see, from the env at the start. A repair
+	// can move what the env names: RepairRuntimeCNIConfig changes the conf and bin dirs containerd reads, and the
+	// steps after it (and the verification) must look where containerd looks from then on.
+	RefreshEnv func(step.Env) step.Env
 	// Hook, when set, is called at every point where a crash matters (see the Point* names). Fault-injection
 	// tests kill the process there.
 	Hook func(point string)
@@ -416,7 +420,7 @@ func (r *run) preflight(ctx context.Context) (stop bool, msg string) {
 		if resolve == nil {
 			return true, fmt.Sprintf("step %d (%s): this remediator has no resolver for it; nothing was changed", i+1, s.Type)
 		}
-		res, err := resolve(ctx, r.env, s)
+		res, err := resolve(ctx, r.stepEnv(), s)
 		if err != nil {
 			if repairs == 1 {
 				return true, fmt.Sprintf("step %d (%s) cannot be resolved on this node, so nothing was stopped or changed: %v", i+1, s.Type, err)
@@ -468,7 +472,15 @@ func (r *run) verify(ctx context.Context) (string, error) {
 	if r.e.Verifier == nil {
 		return "", errors.New("this remediator has no verifier")
 	}
-	return r.e.Verifier(ctx, r.env)
+	return r.e.Verifier(ctx, r.stepEnv())
+}
+
+// stepEnv is the env as it stands now (see Executor.RefreshEnv).
+func (r *run) stepEnv() step.Env {
+	if r.e.RefreshEnv != nil {
+		return r.e.RefreshEnv(r.env)
+	}
+	return r.env
 }
 
 // resume prepares the continuation of an interrupted run and returns the step to continue from.
@@ -547,7 +559,7 @@ func (r *run) do(ctx context.Context, i int, s v1alpha1.PlanStep) (outcome, msg 
 	if resolve == nil {
 		return "", "", fmt.Errorf("this remediator has no resolver for %s", s.Type)
 	}
-	res, err := resolve(ctx, r.env, s)
+	res, err := resolve(ctx, r.stepEnv(), s)
 	if err != nil {
 		return "", "", err
 	}

@@ -639,3 +639,26 @@ func TestOneRemediationAtATimePerNode(t *testing.T) {
 		t.Fatalf("second after the lock: %s %s", r.Outcome, r.Message)
 	}
 }
+
+// TestRefreshEnvReachesResolversAndVerifier: the dirs a repair moves (containerd's conf_dir) are read afresh for
+// every step and for the verification.
+func TestRefreshEnvReachesResolversAndVerifier(t *testing.T) {
+	f := newFixture(t)
+	ex := f.executor(f.units, "0.4.0")
+	ex.Env.ConfDir = "/etc/cni/before-the-repair" // does not exist: a resolver using it fails
+	refreshed := 0
+	ex.RefreshEnv = func(env step.Env) step.Env {
+		refreshed++
+		env.ConfDir = "/etc/cni/net.d"
+		return env
+	}
+	res := ex.Run(context.Background(), "rem-refresh", repairPlan())
+	if res.Outcome != v1alpha1.OutcomeSucceeded {
+		t.Fatalf("%s: %s", res.Outcome, res.Message)
+	}
+	// Preflight (2 repairs), the two repairs, the verification.
+	if refreshed != 5 {
+		t.Fatalf("refreshed %d times, want 5", refreshed)
+	}
+	assertRepaired(t, f.root)
+}

@@ -80,20 +80,22 @@ func HostRun(ctx context.Context, root host.Root, stateDir, id string, deps Deps
 	}
 	confFromRuntime, binFromRuntime := cfg.ConfDir == "", len(cfg.BinDirs) == 0
 	cfg = fillFromHost(ctx, root, cfg)
-	deps.Verifier = verifyCurrentDirs(deps.Verifier, root, cfg.ContainerdConfig, confFromRuntime, binFromRuntime)
-	res := deps.executor(root, stateDir, cfg, m).Run(ctx, id, plan)
+	ex := deps.executor(root, stateDir, cfg, m)
+	ex.RefreshEnv = currentDirs(root, cfg.ContainerdConfig, confFromRuntime, binFromRuntime)
+	res := ex.Run(ctx, id, plan)
 	disarm(context.WithoutCancel(ctx), m, id)
 	return res
 }
 
-// verifyCurrentDirs makes the verifier check the CNI dirs containerd reads after the repair, for the dirs that were
-// taken from containerd's config.toml before it. A repair of containerd's CNI settings (cni-not-initialized: conf_dir
-// pointing elsewhere) changes them: verifying the old conf_dir would fail a repair that worked, and roll it back.
-func verifyCurrentDirs(v executor.Verifier, root host.Root, containerdConfig string, conf, bin bool) executor.Verifier {
-	if v == nil || (!conf && !bin) {
-		return v
+// currentDirs makes every step after a repair of containerd's CNI settings, and the verification, look at the CNI
+// dirs containerd reads after it, for the dirs that were taken from containerd's config.toml at the start (found on
+// the lab: for cni-not-initialized, conf_dir pointing elsewhere, verifying the old conf_dir rolled back a repair that
+// had worked). Dirs given explicitly are left alone.
+func currentDirs(root host.Root, containerdConfig string, conf, bin bool) func(step.Env) step.Env {
+	if !conf && !bin {
+		return nil
 	}
-	return func(ctx context.Context, env step.Env) (string, error) {
+	return func(env step.Env) step.Env {
 		s := runtimecfg.Read(root, containerdConfig).Settings
 		if conf && s.ConfDir != "" {
 			env.ConfDir = s.ConfDir
@@ -101,7 +103,7 @@ func verifyCurrentDirs(v executor.Verifier, root host.Root, containerdConfig str
 		if bin && len(s.BinDirs) > 0 {
 			env.BinDirs = s.BinDirs
 		}
-		return v(ctx, env)
+		return env
 	}
 }
 

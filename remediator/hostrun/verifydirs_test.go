@@ -1,7 +1,6 @@
 package hostrun
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -25,25 +24,15 @@ func TestVerifyCurrentDirs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var seen step.Env
-	verifier := func(_ context.Context, env step.Env) (string, error) { seen = env; return "ok", nil }
 	before := step.Env{ConfDir: "/etc/cni/calico.d", BinDirs: []string{"/opt/cni/bin"}}
 
 	write("/etc/cni/calico.d")
-	v := verifyCurrentDirs(verifier, host.Root(root), "/etc/containerd/config.toml", true, true)
+	refresh := currentDirs(host.Root(root), "/etc/containerd/config.toml", true, true)
 	write("/etc/cni/net.d") // what the repair did
-	if _, err := v(context.Background(), before); err != nil {
-		t.Fatal(err)
-	}
-	if seen.ConfDir != "/etc/cni/net.d" {
+	if seen := refresh(before); seen.ConfDir != "/etc/cni/net.d" {
 		t.Errorf("verified conf dir %q, want the repaired /etc/cni/net.d", seen.ConfDir)
 	}
-
-	explicit := verifyCurrentDirs(verifier, host.Root(root), "/etc/containerd/config.toml", false, false)
-	if _, err := explicit(context.Background(), before); err != nil {
-		t.Fatal(err)
-	}
-	if seen.ConfDir != "/etc/cni/calico.d" {
-		t.Errorf("an explicit --conf-dir was replaced by containerd's: %q", seen.ConfDir)
+	if explicit := currentDirs(host.Root(root), "/etc/containerd/config.toml", false, false); explicit != nil {
+		t.Errorf("explicit --conf-dir and --bin-dir are refreshed from containerd's config")
 	}
 }
