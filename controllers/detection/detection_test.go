@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -207,5 +208,39 @@ func TestStormOpensNothingAndSaysWhy(t *testing.T) {
 	}
 	if !found {
 		t.Error("no StormDetected warning event on the policy")
+	}
+}
+
+// TestAgentDownIsEscalatedWithTheDaemonSetState: a flannel agent that is down is a cluster-level cause; the
+// remediation escalates and says what the provider's DaemonSet shows.
+func TestAgentDownIsEscalatedWithTheDaemonSetState(t *testing.T) {
+	h := newHarness(t, "agentdown")
+	node := h.node("w1", nil)
+	h.policy("p", nil)
+	labels := map[string]string{"app": "flannel"}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-flannel-ds", Namespace: h.ns},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "flannel", Image: "flannel:test"}}}}},
+	}
+	if err := h.c.Create(h.ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	ds.Status = appsv1.DaemonSetStatus{DesiredNumberScheduled: 3, NumberReady: 1, NumberAvailable: 1, UpdatedNumberScheduled: 3}
+	if err := h.c.Status().Update(h.ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	msg := `Failed to create pod sandbox: rpc error: code = Unknown desc = failed to setup network for sandbox "3c05350cf571": plugin type="flannel" failed (add): loadFlannelSubnetEnv failed: open /run/flannel/subnet.env: no such file or directory`
+	h.kubeletEvent(h.stuckPod("web", node.Name), "FailedCreatePodSandBox", msg, 5, time.Now())
+	nr := h.waitRemediation(node.Name)
+	if nr.Spec.Signature != string(v1alpha1.SignatureDaemonUnavailable) || nr.Spec.Action != v1alpha1.ActionEscalate {
+		t.Fatalf("signature %s action %s", nr.Spec.Signature, nr.Spec.Action)
+	}
+	if got := nr.Spec.Parameters[ParamAgentDaemonSet]; got != h.ns+"/kube-flannel-ds" {
+		t.Errorf("agentDaemonSet %q", got)
+	}
+	if got := nr.Spec.Parameters[ParamAgentState]; got != "3 desired, 1 ready, 1 available, 3 updated" {
+		t.Errorf("agentState %q", got)
 	}
 }
