@@ -41,13 +41,14 @@ func TestCNINotInitialized(t *testing.T) {
 
 // IPAM exhausted: every address of the node's host-local range leased to sandboxes that no longer exist. Repaired
 // by reclaiming exactly those leases: a live pod's lease (a DaemonSet pod, which the drain leaves in place) must
-// survive, and the pod keep running.
+// survive, and the pod keep running. This scenario runs under a Manual policy: a person approves by annotation.
 func TestIPAMExhausted(t *testing.T) {
 	var keeper corev1.Pod
 	scenario{
-		fault:       lab.FaultIPAMExhausted,
-		wantPhase:   v1alpha1.PhaseSucceeded,
-		wantReasons: succeededReasons,
+		fault:          lab.FaultIPAMExhausted,
+		manualApproval: true,
+		wantPhase:      v1alpha1.PhaseSucceeded,
+		wantReasons:    succeededReasons,
 		setup: func(t *testing.T, r *run) {
 			keeper = r.startKeeper()
 		},

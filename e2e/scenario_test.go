@@ -45,6 +45,9 @@ type scenario struct {
 	// nodeCondition: the failure shows on the node's Ready condition (NotReady), not in pod events. The workload
 	// is then started before the injection (a NotReady node gets no new pods) and must survive the drain.
 	nodeCondition bool
+	// manualApproval runs the scenario under a Manual policy: the test approves the NodeRemediation by annotation
+	// once it waits in AwaitingApproval, as a person would.
+	manualApproval bool
 	// setup runs before the injection, on the healthy node (e.g. a pod the repair must not touch).
 	setup func(t *testing.T, r *run)
 	// check runs on the node after the remediation ended, for the scenario's own assertions.
@@ -87,9 +90,14 @@ func (sc scenario) run(t *testing.T) *run {
 	r.node = r.targetNode()
 	r.workload = "wl-" + strings.ReplaceAll(string(sc.fault), "_", "-")
 	r.cleanSlate()
-	if sc.policy != nil {
+	if sc.policy != nil || sc.manualApproval {
 		p := lab.LabPolicy()
-		sc.policy(p)
+		if sc.policy != nil {
+			sc.policy(p)
+		}
+		if sc.manualApproval {
+			p.Spec.Approval.Mode = v1alpha1.ApprovalManual
+		}
 		if _, err := theLab.ApplyPolicy(ctx, p); err != nil {
 			t.Fatal(err)
 		}
@@ -118,6 +126,9 @@ func (sc scenario) run(t *testing.T) *run {
 	}
 	evidence := r.waitStuck(sc.nodeCondition)
 	r.nr = r.detect(string(info.Signature), evidence, sc.nodeCondition)
+	if sc.manualApproval {
+		r.approve()
+	}
 	r.nr = r.waitEnd()
 	r.events = r.remediationEvents()
 	r.logStory()
@@ -372,6 +383,34 @@ func (r *run) managerRunsDetection() bool {
 		r.t.Fatalf("reading the manager's log: %v", err)
 	}
 	return ok
+}
+
+// approve waits until the NodeRemediation asks for approval, checks that nothing touched the node meanwhile, and
+// approves it with the annotation a person would set.
+func (r *run) approve() {
+	nr := &v1alpha1.NodeRemediation{}
+	r.eventually("NodeRemediation "+r.nr.Name+" waits for approval", time.Minute, func() (bool, string) {
+		if err := r.c.Get(r.ctx, client.ObjectKey{Name: r.nr.Name}, nr); err != nil {
+			return false, err.Error()
+		}
+		return nr.Status.Phase == v1alpha1.PhaseAwaitingApproval, "phase " + string(nr.Status.Phase)
+	})
+	// A Manual policy must hold the repair: a few seconds later it still waits, and the node is not cordoned.
+	time.Sleep(3 * time.Second)
+	if err := r.c.Get(r.ctx, client.ObjectKey{Name: r.nr.Name}, nr); err != nil {
+		r.t.Fatal(err)
+	}
+	n := &corev1.Node{}
+	if err := r.c.Get(r.ctx, client.ObjectKey{Name: r.node}, n); err != nil {
+		r.t.Fatal(err)
+	}
+	if nr.Status.Phase != v1alpha1.PhaseAwaitingApproval || n.Spec.Unschedulable {
+		r.t.Fatalf("under a Manual policy, before approval: phase %s, node cordoned %v", nr.Status.Phase, n.Spec.Unschedulable)
+	}
+	r.t.Logf("approving %s: kubectl annotate noderemediation/%s %s=true", nr.Name, nr.Name, v1alpha1.AnnotationApprove)
+	if _, err := theLab.Kubectl(r.ctx, "annotate", "noderemediation/"+nr.Name, v1alpha1.AnnotationApprove+"=true"); err != nil {
+		r.t.Fatal(err)
+	}
 }
 
 // waitEnd follows the NodeRemediation to a terminal phase, logging each phase as it comes.
