@@ -33,5 +33,6 @@ func newRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	root.AddCommand(newClassifyCommand(streams))
+	addClusterCommands(root, streams)
 	return root
 }

@@ -1,0 +1,400 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/cli-runtime/pkg/printers"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+)
+
+// Description is the story of one repair; -o json|yaml prints it as is.
+type Description struct {
+	NodeRemediation v1alpha1.NodeRemediation `json:"nodeRemediation"`
+	// Waiting is what the repair waits for, while it is open.
+	Waiting *Wait `json:"waiting,omitempty"`
+	// Events are the events regarding the NodeRemediation, oldest first: what
+	// `kubectl events --for noderemediation/NAME` shows.
+	Events []corev1.Event `json:"events"`
+}
+
+const describeExample = `  # The story of one repair: evidence, plan, the executor's result and conflist diff, history, events
+  kubectl cnimedic describe nr-w1-cni-version-incompatible`
+
+func newDescribeCommand(c *cluster) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "describe NAME",
+		Short:   "Tell the story of one repair: evidence, plan, executor result with the conflist diff, history and events",
+		Example: describeExample,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, outputText, outputJSON, outputYAML); err != nil {
+				return err
+			}
+			d, now, err := c.describe(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if output != outputText {
+				return printData(c.streams.Out, output, d)
+			}
+			return writeDescription(c.streams.Out, d, now)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", outputText, "output format: json or yaml (default: text)")
+	return cmd
+}
+
+func (c *cluster) describe(ctx context.Context, name string) (*Description, time.Time, error) {
+	w, err := c.loadWorld(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	var nr *v1alpha1.NodeRemediation
+	for i := range w.remediations {
+		if w.remediations[i].Name == name {
+			nr = &w.remediations[i]
+		}
+	}
+	if nr == nil {
+		return nil, time.Time{}, fmt.Errorf("noderemediations.cnimedic.io %q not found", name)
+	}
+	cl, err := c.client()
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	evs, err := eventsFor(ctx, cl, nr)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	return &Description{NodeRemediation: *nr, Waiting: w.waitOf(nr), Events: evs}, w.now, nil
+}
+
+// eventsFor lists the events regarding the remediation. Events of cluster-scoped objects are stored in the
+// "default" namespace; the controller publishes through events.k8s.io/v1, and the core/v1 view of the same
+// objects is what supports the involvedObject field selectors (as `kubectl events --for` uses them). The UID keeps
+// out the events of an earlier remediation that had the same name.
+func eventsFor(ctx context.Context, cl client.Client, nr *v1alpha1.NodeRemediation) ([]corev1.Event, error) {
+	list := &corev1.EventList{}
+	sel := fields.SelectorFromSet(fields.Set{
+		"involvedObject.kind": "NodeRemediation",
+		"involvedObject.name": nr.Name,
+		"involvedObject.uid":  string(nr.UID),
+	})
+	if err := cl.List(ctx, list, client.InNamespace(metav1.NamespaceDefault), client.MatchingFieldsSelector{Selector: sel}); err != nil {
+		return nil, fmt.Errorf("listing the events of noderemediation %s: %w", nr.Name, err)
+	}
+	evs := list.Items
+	sort.SliceStable(evs, func(i, j int) bool { return eventTime(&evs[i]).Before(eventTime(&evs[j])) })
+	return evs, nil
+}
+
+// eventTime is when an event was last seen, whichever API wrote it (kubectl events' rule).
+func eventTime(e *corev1.Event) time.Time {
+	switch {
+	case e.Series != nil && !e.Series.LastObservedTime.IsZero():
+		return e.Series.LastObservedTime.Time
+	case !e.LastTimestamp.IsZero():
+		return e.LastTimestamp.Time
+	case !e.EventTime.IsZero():
+		return e.EventTime.Time
+	}
+	return e.CreationTimestamp.Time
+}
+
+func eventCount(e *corev1.Event) int32 {
+	switch {
+	case e.Series != nil && e.Series.Count > 0:
+		return e.Series.Count
+	case e.Count > 0:
+		return e.Count
+	}
+	return 1
+}
+
+func writeDescription(out io.Writer, d *Description, now time.Time) error {
+	nr := &d.NodeRemediation
+	p := &prefixWriter{w: out}
+	p.kv(0, "Name", nr.Name)
+	p.kv(0, "Node", nr.Spec.NodeName)
+	p.kv(0, "Signature", nr.Spec.Signature)
+	p.kv(0, "Policy", nr.Spec.PolicyName)
+	p.kv(0, "Action", orNone(string(nr.Spec.Action)))
+	p.kv(0, "Phase", fmt.Sprintf("%s (%s)", displayPhase(nr.Status.Phase), orNone(nr.Status.Reason)))
+	if nr.Status.Message != "" {
+		p.kv(0, "Message", nr.Status.Message)
+	}
+	p.kv(0, "Created", fmt.Sprintf("%s (%s ago)", nr.CreationTimestamp.UTC().Format(time.RFC3339), age(now, nr.CreationTimestamp.Time)))
+	if st := nr.Status.StartTime; st != nil {
+		p.kv(0, "Started", st.UTC().Format(time.RFC3339))
+	}
+	if ct := nr.Status.CompletionTime; ct != nil {
+		took := ""
+		if st := nr.Status.StartTime; st != nil {
+			took = fmt.Sprintf(" (took %s)", ct.Sub(st.Time).Round(time.Second))
+		}
+		p.kv(0, "Completed", ct.UTC().Format(time.RFC3339)+took)
+	}
+	if d.Waiting != nil {
+		p.kv(0, "Waiting for", fmt.Sprintf("%s: %s", d.Waiting.Kind, d.Waiting.Detail))
+	}
+	if a := nr.Status.Approval; a != nil {
+		line := fmt.Sprintf("%s by %s at %s (policy mode %s)", a.Decision, a.Source, a.Time.UTC().Format(time.RFC3339), a.Mode)
+		if a.Reason != "" {
+			line += ": " + a.Reason
+		}
+		p.kv(0, "Approval", line)
+	} else {
+		for _, key := range []string{v1alpha1.AnnotationApprove, v1alpha1.AnnotationReject} {
+			if v, ok := nr.Annotations[key]; ok {
+				p.kv(0, "Approval", fmt.Sprintf("%s=%q set, not yet acted on", key, v))
+			}
+		}
+	}
+	if nr.Status.Cordoned {
+		p.kv(0, "Cordoned", "yes, by cnimedic")
+	}
+
+	ev := nr.Spec.Evidence
+	p.line(0, "Evidence:")
+	p.kv(1, "Events", fmt.Sprintf("%d from %d pods", ev.EventCount, ev.PodCount))
+	if ev.FirstSeen != nil || ev.LastSeen != nil {
+		p.kv(1, "Seen", fmt.Sprintf("%s to %s", timeOrUnknown(ev.FirstSeen), timeOrUnknown(ev.LastSeen)))
+	}
+	if ev.NodeCondition != "" {
+		p.kv(1, "Node condition", ev.NodeCondition)
+	}
+	if len(ev.Pods) > 0 {
+		pods := make([]string, 0, len(ev.Pods))
+		for _, pod := range ev.Pods {
+			pods = append(pods, pod.Namespace+"/"+pod.Name)
+		}
+		p.kv(1, "Pods", strings.Join(pods, ", "))
+	}
+	if len(ev.SampleMessages) > 0 {
+		p.line(1, "Messages:")
+		for _, m := range ev.SampleMessages {
+			p.line(2, "- "+m)
+		}
+	}
+	if len(nr.Spec.Parameters) > 0 {
+		p.line(0, "Parameters:")
+		keys := make([]string, 0, len(nr.Spec.Parameters))
+		for k := range nr.Spec.Parameters {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			p.kv(1, k, nr.Spec.Parameters[k])
+		}
+	}
+
+	p.line(0, "Plan:")
+	if nr.Spec.Plan == nil || len(nr.Spec.Plan.Steps) == 0 {
+		p.line(1, "<none> (no node action)")
+	} else {
+		for i, s := range nr.Spec.Plan.Steps {
+			p.line(1, fmt.Sprintf("%d. %s", i+1, planStep(s)))
+		}
+	}
+
+	writeExecutor(p, nr)
+
+	if len(nr.Status.Conditions) > 0 {
+		p.line(0, "Conditions:")
+		tw := printers.GetNewTabWriter(indent(out, 1))
+		fmt.Fprintln(tw, "TYPE\tSTATUS\tREASON\tSINCE\tMESSAGE")
+		for _, cnd := range nr.Status.Conditions {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cnd.Type, cnd.Status, cnd.Reason, cnd.LastTransitionTime.UTC().Format(time.RFC3339), cnd.Message)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+
+	p.line(0, "History:")
+	if len(nr.Status.History) == 0 {
+		p.line(1, "<none>")
+	} else {
+		tw := printers.GetNewTabWriter(indent(out, 1))
+		fmt.Fprintln(tw, "TIME\tPHASE\tDURATION\tREASON\tMESSAGE")
+		for i, h := range nr.Status.History {
+			var spent string
+			switch {
+			case i+1 < len(nr.Status.History):
+				spent = nr.Status.History[i+1].Time.Sub(h.Time.Time).Round(time.Second).String()
+			case h.Phase.IsTerminal():
+				spent = "-"
+			default:
+				spent = age(now, h.Time.Time) + " so far"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Time.UTC().Format(time.RFC3339), h.Phase, spent, h.Reason, h.Message)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+
+	p.line(0, "Events:")
+	if len(d.Events) == 0 {
+		p.line(1, "<none> (events expire, by default after an hour)")
+		return nil
+	}
+	tw := printers.GetNewTabWriter(indent(out, 1))
+	fmt.Fprintln(tw, "LAST SEEN\tTYPE\tREASON\tCOUNT\tMESSAGE")
+	for i := range d.Events {
+		e := &d.Events[i]
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", age(now, eventTime(e)), e.Type, e.Reason, eventCount(e), e.Message)
+	}
+	return tw.Flush()
+}
+
+func writeExecutor(p *prefixWriter, nr *v1alpha1.NodeRemediation) {
+	st := nr.Status
+	if st.ExecutorPod == "" && st.Result == nil && len(st.Steps) == 0 {
+		return
+	}
+	p.line(0, "Executor:")
+	if st.ExecutorPod != "" {
+		p.kv(1, "Pod", fmt.Sprintf("%s (attempt %d)", st.ExecutorPod, st.Attempt))
+	}
+	if d := st.Drain; d != nil && (d.Message != "" || d.BlockedBy != "") {
+		p.kv(1, "Drain", strings.TrimSpace(d.Message+" "+d.BlockedBy))
+	}
+	res := st.Result
+	if res != nil {
+		p.kv(1, "Outcome", string(res.Outcome))
+		if res.Message != "" {
+			p.kv(1, "Message", res.Message)
+		}
+	}
+	steps := st.Steps
+	if len(steps) == 0 && res != nil {
+		steps = res.Steps
+	}
+	if len(steps) > 0 {
+		p.line(1, "Steps:")
+		tw := printers.GetNewTabWriter(indent(p.w, 2))
+		fmt.Fprintln(tw, "STEP\tOUTCOME\tSTARTED\tTOOK\tMESSAGE")
+		for _, s := range steps {
+			started, took := "-", "-"
+			if s.Started != nil {
+				started = s.Started.UTC().Format(time.RFC3339)
+				if s.Finished != nil {
+					took = s.Finished.Sub(s.Started.Time).Round(time.Millisecond).String()
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Type, s.Outcome, started, took, s.Message)
+		}
+		_ = tw.Flush()
+	}
+	if res != nil && len(res.Changes) > 0 {
+		p.line(1, "Changes:")
+		for _, ch := range res.Changes {
+			backup := "no backup: the file did not exist"
+			if ch.Backup != "" {
+				backup = "backup " + ch.Backup
+			}
+			p.line(2, fmt.Sprintf("%s (%s)", ch.Path, backup))
+			for _, l := range strings.Split(strings.TrimRight(ch.Diff, "\n"), "\n") {
+				if l != "" {
+					p.line(3, l)
+				}
+			}
+		}
+	}
+}
+
+// planStep renders one typed step with the fields its type uses.
+func planStep(s v1alpha1.PlanStep) string {
+	var parts []string
+	add := func(k, v string) {
+		if v != "" {
+			parts = append(parts, k+"="+v)
+		}
+	}
+	add("unit", s.Unit)
+	add("conflist", s.ConfList)
+	add("cniVersion", s.CNIVersion)
+	add("plugins", strings.Join(s.Plugins, ","))
+	add("network", s.Network)
+	add("link", s.Link)
+	if r := s.Runtime; r != nil {
+		add("binDir", r.BinDir)
+		add("confDir", r.ConfDir)
+		add("confTemplate", r.ConfTemplate)
+		if r.MaxConfNum != nil {
+			add("maxConfNum", fmt.Sprint(*r.MaxConfNum))
+		}
+	}
+	if len(parts) == 0 {
+		return string(s.Type)
+	}
+	return string(s.Type) + " " + strings.Join(parts, " ")
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
+}
+
+func timeOrUnknown(t *metav1.Time) string {
+	if t == nil {
+		return "<unknown>"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// prefixWriter writes kubectl-describe-style indented lines.
+type prefixWriter struct{ w io.Writer }
+
+func (p *prefixWriter) line(level int, s string) {
+	fmt.Fprintf(p.w, "%s%s\n", strings.Repeat("  ", level), s)
+}
+
+// kv aligns the values of one section in a column, as kubectl describe does.
+func (p *prefixWriter) kv(level int, k, v string) {
+	p.line(level, fmt.Sprintf("%-*s %s", 16-2*level, k+":", v))
+}
+
+// indent returns a writer that indents every line by level steps, for tables inside a section.
+func indent(w io.Writer, level int) io.Writer {
+	return &indentWriter{w: w, prefix: strings.Repeat("  ", level), atStart: true}
+}
+
+type indentWriter struct {
+	w       io.Writer
+	prefix  string
+	atStart bool
+}
+
+func (iw *indentWriter) Write(b []byte) (int, error) {
+	var sb strings.Builder
+	for _, c := range string(b) {
+		if iw.atStart {
+			sb.WriteString(iw.prefix)
+			iw.atStart = false
+		}
+		sb.WriteRune(c)
+		if c == '\n' {
+			iw.atStart = true
+		}
+	}
+	if _, err := io.WriteString(iw.w, sb.String()); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}

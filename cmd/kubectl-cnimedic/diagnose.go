@@ -1,0 +1,320 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+)
+
+// diagnose runs the remediator's read-only diagnosis on a node through a short-lived pod shaped like the executor
+// pod (design.md, executor contract): hostNetwork because the node's CNI may be broken, pinned by nodeName,
+// tolerating every taint, no API credentials. Unlike the executor it mounts the host paths read-only: a diagnosis
+// changes nothing.
+//
+// The plugin does not import the remediator's packages (they build on Linux only, the plugin also runs on macOS
+// and Windows): the pod renders the report in the format asked for, and the plugin prints its log.
+
+// Defaults of the node paths: the remediator's own defaults (remediator/runtimecfg, remediator/cri).
+const (
+	defaultConfDir          = "/etc/cni/net.d"
+	defaultBinDir           = "/opt/cni/bin"
+	defaultContainerdConfig = "/etc/containerd/config.toml"
+	defaultExecutorImage    = "cnimedic.local/executor:dev"
+	defaultManagerNamespace = "cnimedic-system"
+	diagnoseHostRoot        = "/host"
+	diagnoseContainer       = "diagnose"
+)
+
+// diagnoseSpec is what the diagnose pod is made from.
+type diagnoseSpec struct {
+	Node             string
+	Namespace        string
+	Image            string
+	ServiceAccount   string
+	PriorityClass    string
+	ConfDir          string
+	BinDir           string
+	ContainerdConfig string
+	Output           string
+	Timeout          time.Duration
+}
+
+// diagnosePod builds the pod. It is a pure function of the spec, so that its safety properties are unit-tested.
+func diagnosePod(s diagnoseSpec) *corev1.Pod {
+	hostDirectory := corev1.HostPathDirectory
+	type hostDir struct {
+		path string
+		// must exist: the pod waits rather than have the runtime create an empty directory in its place.
+		mustExist bool
+	}
+	// Each host path once, in a stable order; the CNI paths are mounted even when missing on the node, because
+	// "the conf dir does not exist" is a finding the diagnosis must be able to make.
+	dirs := []hostDir{{s.ConfDir, false}, {s.BinDir, false}, {path.Dir(s.ContainerdConfig), false}, {"/var/lib/cni", false},
+		{"/run/containerd", true}, {"/run/dbus", true}}
+	seen := map[string]bool{}
+	var volumes []corev1.Volume
+	var mounts []corev1.VolumeMount
+	for _, d := range dirs {
+		if d.path == "" || seen[d.path] {
+			continue
+		}
+		seen[d.path] = true
+		name := fmt.Sprintf("host-%d", len(volumes))
+		src := &corev1.HostPathVolumeSource{Path: d.path}
+		if d.mustExist {
+			src.Type = &hostDirectory
+		}
+		volumes = append(volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: src}})
+		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: diagnoseHostRoot + d.path, ReadOnly: true})
+	}
+	args := []string{
+		"diagnose", "-o", s.Output,
+		"--host-root=" + diagnoseHostRoot,
+		"--dbus-address=unix:path=" + diagnoseHostRoot + "/run/dbus/system_bus_socket",
+		"--containerd-config=" + s.ContainerdConfig,
+	}
+	// The conf and bin dirs are left to the remediator when they are the defaults: it reads them from
+	// containerd's config.toml, which is where a misconfigured node differs.
+	if s.ConfDir != defaultConfDir {
+		args = append(args, "--conf-dir="+s.ConfDir)
+	}
+	if s.BinDir != defaultBinDir {
+		args = append(args, "--bin-dir="+s.BinDir)
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: "cnimedic-diagnose-",
+			Namespace:    s.Namespace,
+			// Not LabelRemediation: the manager watches pods with that label as its own executors.
+			Labels: map[string]string{
+				"app.kubernetes.io/name":    "cnimedic",
+				v1alpha1.LabelComponent:     "diagnose",
+				v1alpha1.LabelNode:          s.Node,
+				"app.kubernetes.io/part-of": "cnimedic",
+			},
+		},
+		Spec: corev1.PodSpec{
+			NodeName:      s.Node,
+			HostNetwork:   true, // it must run while the node's CNI is broken
+			RestartPolicy: corev1.RestartPolicyNever,
+			// Bounds the pod's life even if the plugin dies before deleting it.
+			ActiveDeadlineSeconds:        ptr.To(int64(s.Timeout.Seconds()) + 30),
+			AutomountServiceAccountToken: ptr.To(false),
+			ServiceAccountName:           s.ServiceAccount,
+			PriorityClassName:            s.PriorityClass,
+			Tolerations:                  []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+			Volumes:                      volumes,
+			Containers: []corev1.Container{{
+				Name:            diagnoseContainer,
+				Image:           s.Image,
+				ImagePullPolicy: corev1.PullIfNotPresent,
+				Args:            args,
+				VolumeMounts:    mounts,
+				SecurityContext: &corev1.SecurityContext{
+					// Root to reach systemd and containerd's sockets; DAC_READ_SEARCH to read root-only files in
+					// the CNI dirs. Nothing that writes: every mount is read-only and the root filesystem too.
+					RunAsUser:                ptr.To(int64(0)),
+					AllowPrivilegeEscalation: ptr.To(false),
+					ReadOnlyRootFilesystem:   ptr.To(true),
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"DAC_READ_SEARCH"}},
+				},
+			}},
+		},
+	}
+}
+
+const diagnoseExample = `  # Diagnose a node's CNI configuration, plugins, runtime, IPAM, namespaces and units (read-only)
+  kubectl cnimedic diagnose worker-1 -o text
+
+  # The report as JSON (the default), with another executor image
+  kubectl cnimedic diagnose worker-1 --image registry.example/cnimedic/executor:v0.1.0`
+
+func newDiagnoseCommand(c *cluster) *cobra.Command {
+	s := diagnoseSpec{}
+	cmd := &cobra.Command{
+		Use:   "diagnose NODE",
+		Short: "Run the remediator's read-only diagnosis on a node through a short-lived pod and print its report",
+		Long: "diagnose creates a pod on the node shaped like cnimedic's executor (hostNetwork, pinned by nodeName, " +
+			"tolerating every taint, no API credentials) that mounts the CNI conf and bin dirs, containerd's config " +
+			"dir, /var/lib/cni, /run/containerd and the system D-Bus socket read-only and runs `remediator diagnose`. " +
+			"It waits for the pod, prints its report and deletes it. It runs in cnimedic's namespace (" + defaultManagerNamespace +
+			", or -n) with the executor's ServiceAccount and PriorityClass.",
+		Example: diagnoseExample,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(s.Output, outputJSON, "text"); err != nil {
+				return err
+			}
+			s.Node = args[0]
+			s.Namespace = c.explicitNamespace()
+			if s.Namespace == "" {
+				s.Namespace = defaultManagerNamespace
+			}
+			kube, err := c.clientset()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			defer stop()
+			if s.Image == "" {
+				s.Image = managerExecutorImage(ctx, kube, s.Namespace)
+				fmt.Fprintf(c.streams.ErrOut, "Using executor image %s (--image to choose another).\n", s.Image)
+			}
+			report, err := runDiagnose(ctx, kube, s, c.streams.ErrOut)
+			if err != nil {
+				return err
+			}
+			_, err = c.streams.Out.Write(report)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&s.Output, "output", "o", outputJSON, "output format: json or text (rendered by the remediator)")
+	f.StringVar(&s.Image, "image", "", "executor image (default: the manager Deployment's --executor-image, else "+defaultExecutorImage+")")
+	f.StringVar(&s.ServiceAccount, "service-account", "cnimedic-executor", "ServiceAccount of the pod (its token is never mounted)")
+	f.StringVar(&s.PriorityClass, "priority-class", "cnimedic-executor", "PriorityClass of the pod, so that it runs on a full node (empty for none)")
+	f.StringVar(&s.ConfDir, "conf-dir", defaultConfDir, "the node's CNI conf dir")
+	f.StringVar(&s.BinDir, "bin-dir", defaultBinDir, "the node's CNI plugin dir")
+	f.StringVar(&s.ContainerdConfig, "containerd-config", defaultContainerdConfig, "containerd's config.toml on the node")
+	f.DurationVar(&s.Timeout, "timeout", 2*time.Minute, "how long to wait for the report")
+	return cmd
+}
+
+// managerExecutorImage reads --executor-image from the manager Deployment's arguments, so that a diagnosis runs
+// the same remediator the repairs run. When it cannot (no manager, no right to read Deployments) it falls back.
+func managerExecutorImage(ctx context.Context, kube kubernetes.Interface, namespace string) string {
+	sel := labels.SelectorFromSet(labels.Set{"app.kubernetes.io/name": "cnimedic", v1alpha1.LabelComponent: "manager"}).String()
+	deps, err := kube.AppsV1().Deployments(namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return defaultExecutorImage
+	}
+	for _, d := range deps.Items {
+		for _, ctr := range d.Spec.Template.Spec.Containers {
+			if img := flagValue(ctr.Args, "--executor-image"); img != "" {
+				return img
+			}
+			if img := flagValue(ctr.Command, "--executor-image"); img != "" {
+				return img
+			}
+		}
+	}
+	return defaultExecutorImage
+}
+
+// flagValue finds a flag's value in an argument list, in the --flag=value and --flag value forms.
+func flagValue(args []string, name string) string {
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v
+		}
+		if a == name && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
+// runDiagnose creates the pod, waits for it to end, returns its log and deletes it, whatever happened.
+func runDiagnose(ctx context.Context, kube kubernetes.Interface, s diagnoseSpec, progress interface{ Write([]byte) (int, error) }) ([]byte, error) {
+	if _, err := kube.CoreV1().Nodes().Get(ctx, s.Node, metav1.GetOptions{}); err != nil {
+		return nil, fmt.Errorf("node %s: %w", s.Node, err)
+	}
+	pods := kube.CoreV1().Pods(s.Namespace)
+	pod, err := pods.Create(ctx, diagnosePod(s), metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("creating the diagnose pod in namespace %s: %w", s.Namespace, err)
+	}
+	fmt.Fprintf(progress, "Started pod %s/%s on node %s.\n", pod.Namespace, pod.Name, s.Node)
+	defer func() {
+		// A fresh context: the command's may be cancelled (Ctrl-C), and the pod must go anyway.
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := pods.Delete(dctx, pod.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			fmt.Fprintf(progress, "Could not delete pod %s/%s: %v\n", pod.Namespace, pod.Name, err)
+		}
+	}()
+
+	ended, err := waitForPod(ctx, kube, pod.Namespace, pod.Name, s.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	logs, err := pods.GetLogs(pod.Name, &corev1.PodLogOptions{Container: diagnoseContainer}).DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the log of pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	if ended.Status.Phase != corev1.PodSucceeded {
+		return nil, fmt.Errorf("the diagnosis failed on node %s (%s): %s", s.Node, podEnd(ended), strings.TrimSpace(string(logs)))
+	}
+	if s.Output == outputJSON && !json.Valid(bytes.TrimSpace(logs)) {
+		return nil, fmt.Errorf("pod %s/%s printed no JSON report: %s", pod.Namespace, pod.Name, strings.TrimSpace(string(logs)))
+	}
+	return logs, nil
+}
+
+// waitForPod polls the pod until it ended. A container that cannot start (its image cannot be pulled, a mount is
+// missing) is reported at once rather than after the timeout.
+func waitForPod(ctx context.Context, kube kubernetes.Interface, namespace, name string, timeout time.Duration) (*corev1.Pod, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		pod, err := kube.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			switch pod.Status.Phase {
+			case corev1.PodSucceeded, corev1.PodFailed:
+				return pod, nil
+			}
+			if why := stuck(pod); why != "" {
+				return nil, fmt.Errorf("pod %s/%s cannot run: %s", namespace, name, why)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, fmt.Errorf("pod %s/%s did not finish within %s (--timeout)", namespace, name, timeout)
+			}
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// stuck says why a pending container will not start by itself, or "".
+func stuck(pod *corev1.Pod) string {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if w := cs.State.Waiting; w != nil {
+			switch w.Reason {
+			case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError":
+				return w.Reason + ": " + w.Message
+			}
+		}
+	}
+	return ""
+}
+
+func podEnd(pod *corev1.Pod) string {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if t := cs.State.Terminated; t != nil {
+			return fmt.Sprintf("exit code %d, %s", t.ExitCode, t.Reason)
+		}
+	}
+	return fmt.Sprintf("pod %s: %s", pod.Status.Phase, pod.Status.Reason)
+}
