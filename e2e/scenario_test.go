@@ -45,6 +45,9 @@ type scenario struct {
 	// nodeCondition: the failure shows on the node's Ready condition (NotReady), not in pod events. The workload
 	// is then started before the injection (a NotReady node gets no new pods) and must survive the drain.
 	nodeCondition bool
+	// teardown: the failure is in pod teardown (FailedKillPod, pods stuck Terminating), not setup. The workload
+	// starts on the broken node, then its pods are deleted; the stuck ones must be gone after the repair.
+	teardown bool
 	// manualApproval runs the scenario under a Manual policy: the test approves the NodeRemediation by annotation
 	// once it waits in AwaitingApproval, as a person would.
 	manualApproval bool
@@ -66,6 +69,8 @@ type run struct {
 	// detectedBy says who created the NodeRemediation: the manager's detection, or this test on its behalf.
 	detectedBy string
 	events     []corev1.Event
+	// stuck are the workload's pods the failure held (stuck creating, or stuck terminating).
+	stuck []v1alpha1.PodReference
 }
 
 // The reasons of a successful repair, as the workflow emits them.
@@ -124,7 +129,14 @@ func (sc scenario) run(t *testing.T) *run {
 	if !sc.nodeCondition {
 		r.createWorkload()
 	}
-	evidence := r.waitStuck(sc.nodeCondition)
+	if sc.teardown {
+		r.waitWorkloadRunning()
+		if err := r.c.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(workloadNS), client.MatchingLabels{"app": r.workload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evidence := r.waitStuck(sc.nodeCondition, sc.teardown)
+	r.stuck = evidence.pods
 	r.nr = r.detect(string(info.Signature), evidence, sc.nodeCondition)
 	if sc.manualApproval {
 		r.approve()
@@ -260,7 +272,11 @@ type evidence struct {
 // waitStuck waits until the workload's pods on the node are stuck in ContainerCreating with FailedCreatePodSandBox
 // events (or, for a node-condition failure, the node is NotReady with the failure in its Ready condition), and the
 // evidence meets the lab policy's detection thresholds.
-func (r *run) waitStuck(nodeCondition bool) evidence {
+func (r *run) waitStuck(nodeCondition, teardown bool) evidence {
+	reason := "FailedCreatePodSandBox"
+	if teardown {
+		reason = "FailedKillPod"
+	}
 	p := lab.LabPolicy().Spec.Detection
 	var ev evidence
 	r.eventually("the failure shows", stuckTimeout, func() (bool, string) {
@@ -285,7 +301,11 @@ func (r *run) waitStuck(nodeCondition bool) evidence {
 		}
 		stuck := map[string]bool{}
 		for _, pod := range pods.Items {
-			if pod.Spec.NodeName == r.node && pod.Status.Phase == corev1.PodPending && waiting(&pod) == "ContainerCreating" {
+			switch {
+			case pod.Spec.NodeName != r.node:
+			case teardown && pod.DeletionTimestamp != nil:
+				stuck[pod.Name] = true
+			case !teardown && pod.Status.Phase == corev1.PodPending && waiting(&pod) == "ContainerCreating":
 				stuck[pod.Name] = true
 			}
 		}
@@ -297,7 +317,7 @@ func (r *run) waitStuck(nodeCondition bool) evidence {
 		occurrences := int32(0)
 		var first time.Time
 		for _, e := range events.Items {
-			if e.Reason != "FailedCreatePodSandBox" || !stuck[e.InvolvedObject.Name] {
+			if e.Reason != reason || !stuck[e.InvolvedObject.Name] {
 				continue
 			}
 			ev.events = append(ev.events, e)
@@ -311,11 +331,11 @@ func (r *run) waitStuck(nodeCondition bool) evidence {
 			}
 		}
 		if len(stuck) == 0 {
-			return false, "no pod of the workload stuck in ContainerCreating on " + r.node
+			return false, "no pod of the workload stuck on " + r.node
 		}
 		if occurrences < p.MinOccurrences || int32(len(ev.pods)) < p.MinPods || time.Since(first) < p.MinStuckDuration.Duration {
-			return false, fmt.Sprintf("%d stuck pods, %d FailedCreatePodSandBox events so far (thresholds: %d events, %d pods, stuck %s)",
-				len(stuck), occurrences, p.MinOccurrences, p.MinPods, p.MinStuckDuration.Duration)
+			return false, fmt.Sprintf("%d stuck pods, %d %s events so far (thresholds: %d events, %d pods, stuck %s)",
+				len(stuck), occurrences, reason, p.MinOccurrences, p.MinPods, p.MinStuckDuration.Duration)
 		}
 		if ev.metAt.IsZero() {
 			ev.metAt = time.Now()

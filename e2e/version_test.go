@@ -4,10 +4,16 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/e2e/lab"
@@ -90,6 +96,37 @@ func TestCNIVersionIncompatibleOldPluginsUpgradePlugins(t *testing.T) {
 					t.Errorf("%s on the node is not the bundled v1.9.1 plugin", p)
 				}
 			}
+		},
+	}.run(t)
+}
+
+// The seed's second error: containerd 1.6.0-1.6.3 (v1.6.1 here, built from its module) under a conflist without
+// cniVersion sets pods up but cannot tear them down: `failed to destroy network for sandbox "...": invalid version
+// "": the version is empty`, pods stuck Terminating. Repaired by adding the version; the runbook's "next attempt
+// to stop the pod should be successful" is asserted: the stuck pods are gone.
+func TestCNIVersionMissing(t *testing.T) {
+	scenario{
+		fault:       lab.FaultCNIVersionMissing,
+		teardown:    true,
+		wantPhase:   v1alpha1.PhaseSucceeded,
+		wantReasons: succeededReasons,
+		check: func(t *testing.T, r *run) {
+			if v := conflistVersion(t, r); v == "" {
+				t.Error("the repaired conflist still has no cniVersion")
+			}
+			if len(r.stuck) == 0 {
+				t.Fatal("no pod was stuck terminating")
+			}
+			r.eventually("the pods stuck terminating are gone", time.Minute, func() (bool, string) {
+				for _, ref := range r.stuck {
+					p := &corev1.Pod{}
+					err := r.c.Get(r.ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, p)
+					if !apierrors.IsNotFound(err) {
+						return false, fmt.Sprintf("%s still there (%v)", ref.Name, err)
+					}
+				}
+				return true, ""
+			})
 		},
 	}.run(t)
 }

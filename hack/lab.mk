@@ -29,6 +29,7 @@ $(BIN)/cni-flannel/flannel: hack/versions.env
 lab-deps: node-rootfs images $(BIN)/cni-flannel/flannel ## Everything the lab runs: control plane and kubelet, CNI plugins, node rootfs, images.
 	hack/build-controlplane.sh $(LAB_K8S)
 	hack/build-cni-plugins.sh old bundle debian
+	hack/build-old-containerd.sh
 	CGO_ENABLED=0 go build -o $(LAB_BIN) ./hack/lab
 
 .PHONY: lab-up

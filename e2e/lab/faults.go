@@ -87,6 +87,7 @@ func Info(f Fault) (FaultInfo, bool) {
 // Paths the faults use inside a node.
 const (
 	calicoConfDir      = "/etc/cni/calico.d"
+	nodeContainerdBin  = "/usr/bin/containerd"
 	flannelConfList    = "/etc/cni/net.d/10-flannel.conflist"
 	flannelSubnetEnv   = "/run/flannel/subnet.env"
 	leakedLeaseMarker  = "cnimedic-lab-leaked-sandbox"
@@ -121,9 +122,21 @@ func (l *Lab) Inject(ctx context.Context, nodeName string, f Fault) error {
 		}
 		return writeAtomic(r, NodeConfList, HealthyConfList(spec).marshal(), 0o644)
 	case FaultCNIVersionMissing:
+		// The seed's runtime: containerd 1.6.0-1.6.3 (libcni v1.0.1) sets pods up under a conflist without
+		// cniVersion but cannot tear them down. Debian's 1.6.20 in the base rootfs does not reproduce it.
+		data, err := os.ReadFile(l.cfg.oldContainerd())
+		if err != nil {
+			return fmt.Errorf("%w: run `make lab-deps` (hack/build-old-containerd.sh)", err)
+		}
+		if err := writeAtomic(r, nodeContainerdBin, data, 0o755); err != nil {
+			return err
+		}
 		c := HealthyConfList(spec)
 		c.CNIVersion = ""
-		return writeAtomic(r, NodeConfList, c.marshal(), 0o644)
+		if err := writeAtomic(r, NodeConfList, c.marshal(), 0o644); err != nil {
+			return err
+		}
+		return restartUnits(ctx, node, "containerd.service")
 	case FaultConfDirElsewhere:
 		if err := r.MkdirAll(strings.TrimPrefix(calicoConfDir, "/"), 0o755); err != nil {
 			return err
@@ -157,6 +170,11 @@ func (l *Lab) Inject(ctx context.Context, nodeName string, f Fault) error {
 		return writeAtomic(r, flannelConfList, c.marshal(), 0o644)
 	}
 	return fmt.Errorf("lab: unknown fault %q", f)
+}
+
+// oldContainerd is containerd v1.6.1, built by hack/build-old-containerd.sh.
+func (c Config) oldContainerd() string {
+	return filepath.Join(c.RepoRoot, "bin", "containerd-old", "containerd")
 }
 
 // flannelPlugin is the real flannel CNI plugin (containernetworking/plugins v0.9.1's meta/flannel, the last
@@ -213,6 +231,14 @@ func (l *Lab) Reset(ctx context.Context, nodeName string) error {
 	changed, err := writeIfDifferentReport(r, nodeContainerdConf, ContainerdConfig(), 0o644)
 	if err != nil {
 		errs = append(errs, err)
+	}
+	// Debian's containerd back in place of an injected old one.
+	if data, err := os.ReadFile(filepath.Join(l.cfg.NodeRootfs, nodeContainerdBin)); err != nil {
+		errs = append(errs, err)
+	} else if binChanged, err := writeIfDifferentReport(r, nodeContainerdBin, data, 0o755); err != nil {
+		errs = append(errs, err)
+	} else {
+		changed = changed || binChanged
 	}
 	if changed {
 		errs = append(errs, restartUnits(ctx, node, "containerd.service"))

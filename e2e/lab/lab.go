@@ -262,6 +262,12 @@ func (c Config) Prerequisites() []string {
 	if _, err := readIndex(c.Images); err != nil {
 		missing = append(missing, "the lab images in "+c.Images+": make images")
 	}
+	if _, err := os.Stat(c.oldContainerd()); err != nil {
+		missing = append(missing, "containerd v1.6.1 in bin/containerd-old: make lab-deps (hack/build-old-containerd.sh)")
+	}
+	if _, err := os.Stat(c.flannelPlugin()); err != nil {
+		missing = append(missing, "the flannel CNI plugin in bin/cni-flannel: make lab-deps")
+	}
 	if _, err := os.Stat(filepath.Join(c.CNIOld, "bridge")); err != nil {
 		missing = append(missing, "the v0.9.1 plugins in "+c.CNIOld+": make cni-plugins")
 	}
