@@ -38,7 +38,8 @@ type scenario struct {
 	fault lab.Fault
 	// policy, when set, replaces the lab policy for this scenario (and the lab policy is put back after).
 	policy func(*v1alpha1.RemediationPolicy)
-	// wantPhase is how the NodeRemediation must end: Succeeded, or Escalated for what cnimedic must not repair.
+	// wantPhase is how the NodeRemediation must end: Succeeded, or Escalated for what cnimedic must not repair;
+	// empty accepts any end (check decides).
 	wantPhase v1alpha1.Phase
 	// wantReasons must appear, in this order, among the events `kubectl events --for noderemediation/NAME` shows.
 	wantReasons []string
@@ -51,6 +52,11 @@ type scenario struct {
 	// manualApproval runs the scenario under a Manual policy: the test approves the NodeRemediation by annotation
 	// once it waits in AwaitingApproval, as a person would.
 	manualApproval bool
+	// unrepaired: the node is expected to stay broken (a dry run, a rolled-back repair): the workload and node
+	// health checks of a success are skipped; check says what must hold instead.
+	unrepaired bool
+	// during runs once the NodeRemediation exists, while it is being worked on (e.g. to kill the executor).
+	during func(t *testing.T, r *run)
 	// setup runs before the injection, on the healthy node (e.g. a pod the repair must not touch).
 	setup func(t *testing.T, r *run)
 	// check runs on the node after the remediation ended, for the scenario's own assertions.
@@ -141,14 +147,17 @@ func (sc scenario) run(t *testing.T) *run {
 	if sc.manualApproval {
 		r.approve()
 	}
+	if sc.during != nil {
+		sc.during(t, r)
+	}
 	r.nr = r.waitEnd()
 	r.events = r.remediationEvents()
 	r.logStory()
-	if r.nr.Status.Phase != sc.wantPhase {
+	if sc.wantPhase != "" && r.nr.Status.Phase != sc.wantPhase {
 		t.Fatalf("NodeRemediation %s ended %s (%s: %s), want %s", r.nr.Name, r.nr.Status.Phase, r.nr.Status.Reason, r.nr.Status.Message, sc.wantPhase)
 	}
 	r.assertReasons(sc.wantReasons)
-	if sc.wantPhase == v1alpha1.PhaseSucceeded {
+	if sc.wantPhase == v1alpha1.PhaseSucceeded && !sc.unrepaired {
 		r.waitWorkloadRunning()
 		mttr := time.Since(r.injected)
 		mttrs = append(mttrs, fmt.Sprintf("%-52s %-26s %5.1fs (NodeRemediation %s, created by %s)", t.Name(), info.Signature, mttr.Seconds(), r.nr.Name, r.detectedBy))

@@ -1,0 +1,351 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	sdbus "github.com/coreos/go-systemd/v22/dbus"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/e2e/lab"
+	"github.com/cnimedic/cnimedic/internal/nspawn"
+)
+
+// Dry run: the whole workflow up to the executor's preview, and nothing changes: the node is never cordoned, the
+// conflist stays broken, the pods stay stuck.
+func TestDryRunChangesNothing(t *testing.T) {
+	scenario{
+		fault:       lab.FaultCNIVersionNewer,
+		policy:      func(p *v1alpha1.RemediationPolicy) { p.Spec.DryRun = true },
+		wantPhase:   v1alpha1.PhaseSucceeded,
+		unrepaired:  true,
+		wantReasons: []string{"Detected", "AwaitingApproval", "Approved", "Draining", "DryRun", "ExecutorStarted", "DryRun"},
+		check: func(t *testing.T, r *run) {
+			if r.nr.Status.Reason != "DryRun" {
+				t.Errorf("dry run ended with reason %s: %s", r.nr.Status.Reason, r.nr.Status.Message)
+			}
+			for _, e := range r.events {
+				if e.Reason == "Cordoned" || e.Reason == "Repaired" {
+					t.Errorf("a dry run emitted %s: %s", e.Reason, e.Message)
+				}
+			}
+			n := &corev1.Node{}
+			if err := r.c.Get(r.ctx, client.ObjectKey{Name: r.node}, n); err != nil {
+				t.Fatal(err)
+			}
+			if n.Spec.Unschedulable {
+				t.Error("a dry run cordoned the node")
+			}
+			if v := conflistVersion(t, r); v != "1.1.0" {
+				t.Errorf("a dry run changed the conflist's cniVersion to %q", v)
+			}
+			if !strings.Contains(r.nr.Status.Message, "would") {
+				t.Errorf("the dry run does not say what it would do: %s", r.nr.Status.Message)
+			}
+		},
+	}.run(t)
+}
+
+// A repair whose verification fails is rolled back: the canary cannot start (its image does not exist, so no pod
+// gets past image pull), the executor undoes its change, the node stays cordoned for a person.
+func TestVerificationFailureRollsBack(t *testing.T) {
+	scenario{
+		fault: lab.FaultCNIVersionNewer,
+		policy: func(p *v1alpha1.RemediationPolicy) {
+			p.Spec.Verification.CanaryImage = "cnimedic.local/no-such-image:dev"
+			p.Spec.Verification.Timeout = &metav1.Duration{Duration: 20 * time.Second}
+		},
+		wantPhase:   v1alpha1.PhaseRolledBack,
+		unrepaired:  true,
+		wantReasons: []string{"Detected", "Approved", "Cordoned", "Drained", "ExecutorStarted", "Repaired", "Verifying", "VerificationFailed", "RolledBack"},
+		check: func(t *testing.T, r *run) {
+			if v := conflistVersion(t, r); v != "1.1.0" {
+				t.Errorf("after the rollback the conflist's cniVersion is %q, want the original 1.1.0 back", v)
+			}
+			n := &corev1.Node{}
+			if err := r.c.Get(r.ctx, client.ObjectKey{Name: r.node}, n); err != nil {
+				t.Fatal(err)
+			}
+			if !n.Spec.Unschedulable {
+				t.Error("a rolled-back node must stay cordoned for a person to look at")
+			}
+			assertUnitsActive(t, r)
+		},
+	}.run(t)
+}
+
+// The executor's host-side run is SIGKILLed in the middle of its sequence, right after it stopped containerd: the
+// node still ends with kubelet and containerd running, and its conflist either repaired or as it was.
+func TestExecutorKilledMidSequence(t *testing.T) {
+	scenario{
+		fault:      lab.FaultCNIVersionNewer,
+		unrepaired: true,
+		during: func(t *testing.T, r *run) {
+			node, _, err := theLab.Node(r.node)
+			if err != nil {
+				t.Fatal(err)
+			}
+			log := filepath.Join(node.RootDir(), "var/lib/cnimedic/journal", r.nr.Name, "log.jsonl")
+			r.eventually("the run stopped containerd", 2*time.Minute, func() (bool, string) {
+				data, _ := os.ReadFile(log)
+				for _, line := range bytes.Split(data, []byte("\n")) {
+					if bytes.Contains(line, []byte(`"kind":"unit-stopped"`)) && bytes.Contains(line, []byte("containerd.service")) {
+						return true, ""
+					}
+				}
+				return false, fmt.Sprintf("%d bytes of journal", len(data))
+			})
+			ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
+			defer cancel()
+			conn, err := node.Systemd(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			unit := "cnimedic-run-" + r.nr.Name + ".service"
+			if err := conn.KillUnitWithTarget(ctx, unit, sdbus.Main, 9); err != nil {
+				t.Fatalf("SIGKILL %s: %v", unit, err)
+			}
+			t.Logf("SIGKILLed the main process of %s on %s", unit, r.node)
+		},
+		check: func(t *testing.T, r *run) {
+			t.Logf("after the kill the remediation ended %s: %s", r.nr.Status.Phase, r.nr.Status.Message)
+			assertUnitsActive(t, r)
+			if v := conflistVersion(t, r); v != "1.0.0" && v != "1.1.0" {
+				t.Errorf("conflist cniVersion %q: neither repaired (1.0.0) nor as it was (1.1.0)", v)
+			}
+			r.eventually("node "+r.node+" Ready", 2*time.Minute, func() (bool, string) {
+				n := &corev1.Node{}
+				if err := r.c.Get(r.ctx, client.ObjectKey{Name: r.node}, n); err != nil {
+					return false, err.Error()
+				}
+				return lab.NodeReady(n)
+			})
+		},
+	}.run(t)
+}
+
+// assertUnitsActive checks that the node's containerd and kubelet run.
+func assertUnitsActive(t *testing.T, r *run) {
+	t.Helper()
+	node, _, err := theLab.Node(r.node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("containerd and kubelet active on "+r.node, time.Minute, func() (bool, string) {
+		return unitsActive(r.ctx, node, "containerd.service", "kubelet.service")
+	})
+}
+
+func unitsActive(ctx context.Context, node *nspawn.Node, units ...string) (bool, string) {
+	conn, err := node.Systemd(ctx)
+	if err != nil {
+		return false, err.Error()
+	}
+	defer conn.Close()
+	for _, u := range units {
+		p, err := conn.GetUnitPropertyContext(ctx, u, "ActiveState")
+		if err != nil {
+			return false, err.Error()
+		}
+		if st := strings.Trim(p.Value.String(), `"`); st != "active" {
+			return false, u + " is " + st
+		}
+	}
+	return true, ""
+}
+
+// twoNodeSetup breaks every worker with the same fault and returns a run per node, with one workload pinned to
+// each node (required, so the pods stay on their node's failure).
+func twoNodeSetup(t *testing.T, fault lab.Fault, policy func(*v1alpha1.RemediationPolicy)) (client.Client, []string) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := theLab.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []string
+	for _, n := range theLab.Config().Nodes() {
+		nodes = append(nodes, n.Name)
+		r := &run{t: t, ctx: ctx, c: c, node: n.Name}
+		r.cleanSlate()
+	}
+	p := lab.LabPolicy()
+	policy(p)
+	if _, err := theLab.ApplyPolicy(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cctx := context.Background()
+		if t.Failed() {
+			(&run{t: t, c: c, node: nodes[0]}).dumpDiagnostics(cctx)
+		}
+		_ = c.DeleteAllOf(cctx, &appsv1.Deployment{}, client.InNamespace(workloadNS))
+		_ = c.DeleteAllOf(cctx, &v1alpha1.NodeRemediation{})
+		for _, n := range nodes {
+			if err := theLab.Reset(cctx, n); err != nil {
+				t.Errorf("reset %s: %v", n, err)
+			}
+		}
+		if _, err := theLab.ApplyPolicy(cctx, lab.LabPolicy()); err != nil {
+			t.Errorf("putting the lab policy back: %v", err)
+		}
+	})
+	for _, n := range nodes {
+		if err := theLab.Inject(ctx, n, fault); err != nil {
+			t.Fatal(err)
+		}
+		labels := map[string]string{"app": "pinned-" + n}
+		d := &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Namespace: workloadNS, Name: "pinned-" + n},
+			Spec: appsv1.DeploymentSpec{
+				Replicas: ptr.To(int32(2)),
+				Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: labels},
+					Spec: corev1.PodSpec{
+						NodeSelector:                  map[string]string{"kubernetes.io/hostname": n},
+						TerminationGracePeriodSeconds: ptr.To(int64(1)),
+						Containers:                    []corev1.Container{{Name: "web", Image: workloadImage, ImagePullPolicy: corev1.PullIfNotPresent}},
+					},
+				},
+			},
+		}
+		if err := c.Create(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c, nodes
+}
+
+// Two broken nodes under maxConcurrent 1 (and no storm: the lab policy's storm needs 3 nodes): both are repaired,
+// one after the other, never both held at once.
+func TestTwoBrokenNodesOneAtATime(t *testing.T) {
+	if ok, err := theLab.ManagerRunsDetection(context.Background()); err != nil || !ok {
+		t.Fatalf("this scenario needs the manager's detection controller (running: %v, %v)", ok, err)
+	}
+	c, nodes := twoNodeSetup(t, lab.FaultCNIVersionNewer, func(*v1alpha1.RemediationPolicy) {})
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	start := time.Now()
+	maxHeld := 0
+	for {
+		list := &v1alpha1.NodeRemediationList{}
+		if err := c.List(ctx, list); err != nil {
+			t.Fatal(err)
+		}
+		held, succeeded := 0, map[string]bool{}
+		for _, nr := range list.Items {
+			if nr.Status.Phase.HoldsNode() {
+				held++
+			}
+			if nr.Status.Phase == v1alpha1.PhaseSucceeded {
+				succeeded[nr.Spec.NodeName] = true
+			}
+			if nr.Status.Phase.IsTerminal() && nr.Status.Phase != v1alpha1.PhaseSucceeded {
+				t.Fatalf("%s ended %s: %s", nr.Name, nr.Status.Phase, nr.Status.Message)
+			}
+		}
+		cordoned := 0
+		for _, n := range nodes {
+			node := &corev1.Node{}
+			if err := c.Get(ctx, client.ObjectKey{Name: n}, node); err != nil {
+				t.Fatal(err)
+			}
+			if node.Spec.Unschedulable {
+				cordoned++
+			}
+		}
+		maxHeld = max(maxHeld, held, cordoned)
+		if held > 1 || cordoned > 1 {
+			t.Fatalf("maxConcurrent 1 broken: %d remediations hold a node, %d nodes cordoned", held, cordoned)
+		}
+		if len(succeeded) == len(nodes) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("not every node repaired: %v", succeeded)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mttrs = append(mttrs, fmt.Sprintf("%-52s %-26s %5.1fs (both nodes, one at a time)", t.Name(), "cni-version-incompatible", time.Since(start).Seconds()))
+	t.Logf("both nodes repaired one at a time in %.1fs (at most %d held at once)", time.Since(start).Seconds(), maxHeld)
+}
+
+// A storm: every node shows the same failure (a bad rollout, not a node problem). With the storm threshold at 50%
+// of 2 nodes, cnimedic must not drain anything: no node cordoned, no executor, and the policy says StormActive.
+func TestStormDrainsNothing(t *testing.T) {
+	if ok, err := theLab.ManagerRunsDetection(context.Background()); err != nil || !ok {
+		t.Fatalf("storms are the detection controller's to call; the manager does not run it (%v, %v)", ok, err)
+	}
+	c, nodes := twoNodeSetup(t, lab.FaultCNIVersionNewer, func(p *v1alpha1.RemediationPolicy) {
+		p.Spec.Storm = v1alpha1.StormSpec{ThresholdPercent: 50, MinNodes: 2, Cooldown: &metav1.Duration{Duration: time.Minute}}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var stormSince time.Time
+	for {
+		p := &v1alpha1.RemediationPolicy{}
+		if err := c.Get(ctx, client.ObjectKey{Name: lab.LabPolicy().Name}, p); err != nil {
+			t.Fatal(err)
+		}
+		if stormSince.IsZero() && meta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.PolicyStormActive) {
+			stormSince = time.Now()
+			t.Logf("policy %s: StormActive: %s", p.Name, meta.FindStatusCondition(p.Status.Conditions, v1alpha1.PolicyStormActive).Message)
+		}
+		for _, n := range nodes {
+			node := &corev1.Node{}
+			if err := c.Get(ctx, client.ObjectKey{Name: n}, node); err != nil {
+				t.Fatal(err)
+			}
+			if node.Spec.Unschedulable {
+				t.Fatalf("node %s was cordoned during a storm", n)
+			}
+		}
+		pods := &corev1.PodList{}
+		if err := c.List(ctx, pods, client.InNamespace(lab.Namespace), client.MatchingLabels{v1alpha1.LabelComponent: "executor"}); err != nil {
+			t.Fatal(err)
+		}
+		if len(pods.Items) > 0 {
+			t.Fatalf("an executor pod ran during a storm: %s", pods.Items[0].Name)
+		}
+		list := &v1alpha1.NodeRemediationList{}
+		if err := c.List(ctx, list); err != nil {
+			t.Fatal(err)
+		}
+		for _, nr := range list.Items {
+			if nr.Status.Phase.HoldsNode() || nr.Status.Phase == v1alpha1.PhaseSucceeded {
+				t.Fatalf("%s reached %s during a storm", nr.Name, nr.Status.Phase)
+			}
+		}
+		// The storm must be called, and then hold for a while with both nodes still broken.
+		if !stormSince.IsZero() && time.Since(stormSince) > 30*time.Second {
+			var phases []string
+			for _, nr := range list.Items {
+				phases = append(phases, nr.Name+"="+string(nr.Status.Phase))
+			}
+			slices.Sort(phases)
+			t.Logf("30 s into the storm nothing was drained; remediations: %v", phases)
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatal("no storm was called with every node broken")
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
