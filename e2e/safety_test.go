@@ -283,7 +283,7 @@ func TestTwoBrokenNodesOneAtATime(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	mttrs = append(mttrs, fmt.Sprintf("%-52s %-26s %5.1fs (both nodes, one at a time)", t.Name(), "cni-version-incompatible", time.Since(start).Seconds()))
+	mttrs = append(mttrs, fmt.Sprintf("%-52s %-26s MTTR %5.1fs for both nodes, one at a time", t.Name(), "cni-version-incompatible", time.Since(start).Seconds()))
 	t.Logf("both nodes repaired one at a time in %.1fs (at most %d held at once)", time.Since(start).Seconds(), maxHeld)
 }
 
