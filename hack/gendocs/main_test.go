@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -42,4 +44,56 @@ func TestSignaturesPageCoversTheContract(t *testing.T) {
 			t.Errorf("no section for %s", id)
 		}
 	}
+}
+
+// TestSafetyPageNamesRealTests keeps docs/safety.md honest: every test it names as `dir: TestName` (and every
+// further TestName in the same item) is a test function of that directory, so a renamed or deleted test shows here.
+func TestSafetyPageNamesRealTests(t *testing.T) {
+	page, err := os.ReadFile("../../docs/safety.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := regexp.MustCompile("`([a-z0-9/-]+): (Test\\w+)`")
+	bare := regexp.MustCompile("`(Test\\w+)`")
+	checked := 0
+	// An item is a list entry with its continuation lines; later bare names in it belong to the same directory.
+	for _, item := range strings.Split(string(page), "\n- ") {
+		m := named.FindStringSubmatch(item)
+		if m == nil {
+			if bare.MatchString(item) {
+				t.Errorf("an item names a test without its directory: %q", strings.SplitN(item, "\n", 2)[0])
+			}
+			continue
+		}
+		dir := m[1]
+		for _, loc := range named.FindAllStringSubmatchIndex(item, -1) {
+			dir = item[loc[2]:loc[3]]
+			checked += checkTest(t, dir, item[loc[4]:loc[5]])
+			// Bare names that follow belong to this directory until the next named one.
+			rest := item[loc[1]:]
+			if next := named.FindStringIndex(rest); next != nil {
+				rest = rest[:next[0]]
+			}
+			for _, b := range bare.FindAllStringSubmatch(rest, -1) {
+				checked += checkTest(t, dir, b[1])
+			}
+		}
+	}
+	if checked < 40 {
+		t.Errorf("only %d tests found on the page: the parser is broken", checked)
+	}
+}
+
+func checkTest(t *testing.T, dir, name string) int {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join("..", "..", dir, "*_test.go"))
+	def := regexp.MustCompile(`(?m)^func ` + name + `\(`)
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err == nil && def.Match(src) {
+			return 1
+		}
+	}
+	t.Errorf("docs/safety.md names %s: %s, which is not a test there", dir, name)
+	return 1
 }
