@@ -1,11 +1,21 @@
 package main
 
 import (
+	"bytes"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/manifests"
+	"github.com/cnimedic/cnimedic/internal/testenv"
 )
 
 // TestApproveAndRejectSetTheContractAnnotations runs approve and reject against the API server and reads the
@@ -92,5 +102,68 @@ func TestApproveAndRejectRefuseWhatTheControllerWouldIgnore(t *testing.T) {
 	}
 	if nr := f.get("approved"); nr.Annotations[v1alpha1.AnnotationReject] != "" {
 		t.Error("a refused rejection was stored")
+	}
+}
+
+// TestApproveOutsideTheApproverGroupIsRefused installs config/admission and runs approve as two users who both may
+// patch NodeRemediations (cnimedic-operator): the one outside the approver group gets the API server's refusal,
+// naming the group; the one inside approves.
+func TestApproveOutsideTheApproverGroupIsRefused(t *testing.T) {
+	f, _ := newFixture(t)
+	env, _ := apiServer(t)
+	f.namespace("cnimedic-system")
+	for _, dir := range []string{"rbac", "admission"} {
+		rendered, err := manifests.Render(filepath.Join(testenv.RepoRoot(), "config", dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(rendered), 4096)
+		for {
+			u := &unstructured.Unstructured{}
+			if err := dec.Decode(&u.Object); err != nil {
+				break
+			}
+			if err := f.c.Patch(f.ctx, u, client.Apply, client.FieldOwner("test"), client.ForceOwnership); err != nil {
+				t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
+			}
+		}
+	}
+	kubeconfigs := map[string]string{}
+	for name, group := range map[string]string{"dave": "developers", "erin": "cnimedic-approvers"} {
+		cfg, err := env.AddUser(name, group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kubeconfigs[name] = writeKubeconfig(t, cfg)
+		binding := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "plugin-operator-" + name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cnimedic-operator"},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: name}},
+		}
+		if err := f.c.Create(f.ctx, binding); client.IgnoreAlreadyExists(err) != nil {
+			t.Fatal(err)
+		}
+	}
+	f.policy("manual", nil)
+	f.remediation("guarded", "w9", "manual", v1alpha1.PhaseAwaitingApproval, time.Minute, nil)
+
+	// The API server loads a new admission policy asynchronously: wait until it refuses dave (a dry run changes
+	// nothing while it does not yet).
+	var stderr string
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if _, stderr, err = run(t, kubeconfigs["dave"], "approve", "guarded", "--dry-run"); err != nil {
+			break
+		}
+	}
+	if err == nil || !strings.Contains(stderr, "only members of the group(s) cnimedic-approvers may set cnimedic.io/approve or cnimedic.io/reject on a NodeRemediation; dave is not one of them") {
+		t.Fatalf("approve as dave: %v\n%s", err, stderr)
+	}
+	if _, stderr, err = run(t, kubeconfigs["dave"], "reject", "guarded", "--reason", "mine"); err == nil || !strings.Contains(stderr, "dave is not one of them") {
+		t.Errorf("reject as dave: %v\n%s", err, stderr)
+	}
+	mustRun(t, kubeconfigs["erin"], "approve", "guarded")
+	if got := f.get("guarded").Annotations[v1alpha1.AnnotationApprove]; got != "true" {
+		t.Errorf("erin's approval was not stored: %q", got)
 	}
 }
