@@ -121,6 +121,8 @@ $(KUSTOMIZE): hack/versions.env
 
 # The lab (a real cluster of systemd-nspawn nodes), the end-to-end suite and the demo.
 -include hack/lab.mk
+# Generated docs, the Helm chart's copies of generated files, the krew release.
+-include hack/operability.mk
 
 .PHONY: help
 help: ## Show this help.
