@@ -16,6 +16,7 @@ import (
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -202,6 +203,16 @@ func twoNodeSetup(t *testing.T, fault lab.Fault, policy func(*v1alpha1.Remediati
 				t.Errorf("reset %s: %v", n, err)
 			}
 		}
+		// The policy is deleted and applied afresh: a storm lives in its status until its cooldown (the lab
+		// policy's default, 30 minutes) has passed since the evidence last grew, and would hold every later test.
+		if err := c.Delete(cctx, &v1alpha1.RemediationPolicy{ObjectMeta: metav1.ObjectMeta{Name: lab.LabPolicy().Name}}); err != nil {
+			t.Errorf("deleting the policy: %v", err)
+		}
+		r := &run{t: t, ctx: cctx, c: c}
+		r.eventually("the policy deleted", time.Minute, func() (bool, string) {
+			err := c.Get(cctx, client.ObjectKey{Name: lab.LabPolicy().Name}, &v1alpha1.RemediationPolicy{})
+			return apierrors.IsNotFound(err), fmt.Sprint(err)
+		})
 		if _, err := theLab.ApplyPolicy(cctx, lab.LabPolicy()); err != nil {
 			t.Errorf("putting the lab policy back: %v", err)
 		}
