@@ -303,8 +303,13 @@ func (r *run) waitStuck(nodeCondition, teardown bool) evidence {
 				return false, "node still Ready"
 			}
 			ev.condition = notReadyMessage(n)
+			// A node condition counts once it has held for minStuckDuration, from kubelet's transition.
+			since := readySince(n)
+			if time.Since(since) < p.MinStuckDuration.Duration {
+				return false, fmt.Sprintf("NotReady for %s of the policy's %s", time.Since(since).Round(time.Second), p.MinStuckDuration.Duration)
+			}
 			if ev.metAt.IsZero() {
-				ev.metAt = time.Now()
+				ev.metAt = since.Add(p.MinStuckDuration.Duration)
 			}
 			return true, why
 		}
@@ -629,6 +634,15 @@ func podReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+func readySince(n *corev1.Node) time.Time {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.LastTransitionTime.Time
+		}
+	}
+	return time.Now()
 }
 
 func notReadyMessage(n *corev1.Node) string {
