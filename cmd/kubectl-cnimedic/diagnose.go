@@ -64,8 +64,9 @@ func diagnosePod(s diagnoseSpec) *corev1.Pod {
 		// must exist: the pod waits rather than have the runtime create an empty directory in its place.
 		mustExist bool
 	}
-	// Each host path once, in a stable order; the CNI paths are mounted even when missing on the node, because
-	// "the conf dir does not exist" is a finding the diagnosis must be able to make.
+	// Each host path once, in a stable order. The CNI paths' type is left unset, as in the executor's preview: the
+	// pod must start on a node that lacks one (the runtime then creates it empty, and the diagnosis reports an
+	// empty dir, which names the same failure).
 	dirs := []hostDir{{s.ConfDir, false}, {s.BinDir, false}, {path.Dir(s.ContainerdConfig), false}, {"/var/lib/cni", false},
 		{"/run/containerd", true}, {"/run/dbus", true}}
 	seen := map[string]bool{}
