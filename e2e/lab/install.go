@@ -142,6 +142,12 @@ func (l *Lab) Install(ctx context.Context) error {
 			return err
 		}
 		_ = out
+		// deploy/cnimedic.yaml ships a "default" policy (Manual approval, production timings) covering every worker.
+		// The lab replaces it with its own (LabPolicy), as a user replaces it with theirs: when several policies
+		// cover a node, the first by name acts, and "default" would come before "lab".
+		if _, err := l.Kubectl(ctx, "delete", "remediationpolicy", "default", "--ignore-not-found"); err != nil {
+			return err
+		}
 		l.st.Installed = true
 		if err := l.writeState(); err != nil {
 			return err
