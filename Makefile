@@ -32,6 +32,7 @@ generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
 manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the kubebuilder markers.
 	$(CONTROLLER_GEN) rbac:roleName=cnimedic-manager crd paths=./api/... paths=./controllers/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	$(MAKE) --no-print-directory helm-sync
 
 .PHONY: fmt
 fmt: ## Format the Go code.
@@ -43,8 +44,8 @@ lint: ## gofmt and go vet.
 	go vet ./...
 
 .PHONY: verify-generated
-verify-generated: generate manifests ## Fail when generated files are not committed.
-	@git diff --exit-code -- api config || { echo "generated files are stale: run make generate manifests and commit"; exit 1; }
+verify-generated: generate manifests deploy-render docs ## Fail when generated files (code, CRDs, RBAC, install, chart copies, docs) are not committed.
+	@git diff --exit-code -- api config deploy docs || { echo "generated files are stale: run make generate deploy-render docs and commit"; exit 1; }
 
 ##@ Build
 
@@ -85,9 +86,8 @@ test: test-deps lint verify-generated ## Unit, fuzz (briefly), envtest, real-plu
 	$(MAKE) fuzz FUZZTIME=10s
 
 .PHONY: bench
-bench: ## Benchmarks, report in bin/bench/report.txt: the signature matcher against a naive baseline of the same run.
-	@mkdir -p bin/bench
-	go test -run '^$$' -bench . -benchmem -count 3 ./internal/signature | tee bin/bench/report.txt
+bench: controlplane ## Every benchmark (matcher, detection latency, footprint at scale, fleet, lab MTTR when the lab can run); report in bin/bench/report.txt.
+	hack/bench.sh
 
 FUZZTIME ?= 2m
 .PHONY: fuzz
