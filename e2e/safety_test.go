@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +16,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -296,67 +294,4 @@ func TestTwoBrokenNodesOneAtATime(t *testing.T) {
 	}
 	mttrs = append(mttrs, fmt.Sprintf("%-52s %-26s MTTR %5.1fs for both nodes, one at a time", t.Name(), "cni-version-incompatible", time.Since(start).Seconds()))
 	t.Logf("both nodes repaired one at a time in %.1fs (at most %d held at once)", time.Since(start).Seconds(), maxHeld)
-}
-
-// A storm: every node shows the same failure (a bad rollout, not a node problem). With the storm threshold at 50%
-// of 2 nodes, cnimedic must not drain anything: no node cordoned, no executor, and the policy says StormActive.
-func TestStormDrainsNothing(t *testing.T) {
-	if ok, err := theLab.ManagerRunsDetection(context.Background()); err != nil || !ok {
-		t.Fatalf("storms are the detection controller's to call; the manager does not run it (%v, %v)", ok, err)
-	}
-	c, nodes := twoNodeSetup(t, lab.FaultCNIVersionNewer, func(p *v1alpha1.RemediationPolicy) {
-		p.Spec.Storm = v1alpha1.StormSpec{ThresholdPercent: 50, MinNodes: 2, Cooldown: &metav1.Duration{Duration: time.Minute}}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	var stormSince time.Time
-	for {
-		p := &v1alpha1.RemediationPolicy{}
-		if err := c.Get(ctx, client.ObjectKey{Name: lab.LabPolicy().Name}, p); err != nil {
-			t.Fatal(err)
-		}
-		if stormSince.IsZero() && meta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.PolicyStormActive) {
-			stormSince = time.Now()
-			t.Logf("policy %s: StormActive: %s", p.Name, meta.FindStatusCondition(p.Status.Conditions, v1alpha1.PolicyStormActive).Message)
-		}
-		for _, n := range nodes {
-			node := &corev1.Node{}
-			if err := c.Get(ctx, client.ObjectKey{Name: n}, node); err != nil {
-				t.Fatal(err)
-			}
-			if node.Spec.Unschedulable {
-				t.Fatalf("node %s was cordoned during a storm", n)
-			}
-		}
-		pods := &corev1.PodList{}
-		if err := c.List(ctx, pods, client.InNamespace(lab.Namespace), client.MatchingLabels{v1alpha1.LabelComponent: "executor"}); err != nil {
-			t.Fatal(err)
-		}
-		if len(pods.Items) > 0 {
-			t.Fatalf("an executor pod ran during a storm: %s", pods.Items[0].Name)
-		}
-		list := &v1alpha1.NodeRemediationList{}
-		if err := c.List(ctx, list); err != nil {
-			t.Fatal(err)
-		}
-		for _, nr := range list.Items {
-			if nr.Status.Phase.HoldsNode() || nr.Status.Phase == v1alpha1.PhaseSucceeded {
-				t.Fatalf("%s reached %s during a storm", nr.Name, nr.Status.Phase)
-			}
-		}
-		// The storm must be called, and then hold for a while with both nodes still broken.
-		if !stormSince.IsZero() && time.Since(stormSince) > 30*time.Second {
-			var phases []string
-			for _, nr := range list.Items {
-				phases = append(phases, nr.Name+"="+string(nr.Status.Phase))
-			}
-			slices.Sort(phases)
-			t.Logf("30 s into the storm nothing was drained; remediations: %v", phases)
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatal("no storm was called with every node broken")
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
 }
