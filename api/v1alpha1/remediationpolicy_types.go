@@ -13,6 +13,7 @@ import (
 type RemediationPolicySpec struct {
 	// NodeSelector selects the nodes this policy covers. Unset, the policy covers every node except control-plane
 	// nodes (labelled node-role.kubernetes.io/control-plane); those are covered only when listed in nodeNames.
+	// When several policies cover a node, the first by name acts on it (the Overlapping condition says so).
 	// +optional
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
 
@@ -454,6 +455,9 @@ const (
 	PolicyStormActive = "StormActive"
 	// PolicyPaused is True while spec.paused is set.
 	PolicyPaused = "Paused"
+	// PolicyOverlapping is True when a policy that comes first by name covers some of this policy's nodes: on a
+	// node several policies cover, the first by name acts.
+	PolicyOverlapping = "Overlapping"
 )
 
 // RemediationPolicyStatus is what cnimedic observed of a policy.
@@ -462,7 +466,7 @@ type RemediationPolicyStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Ready, SignaturesValid, StormActive, Paused.
+	// Conditions: Ready, SignaturesValid, StormActive, Paused, Overlapping.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -5,6 +5,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -37,6 +38,8 @@ const (
 	ReasonSignaturesCompiled = "Compiled"
 	ReasonPausedBySpec       = "PausedBySpec"
 	ReasonNotPaused          = "NotPaused"
+	ReasonNoOverlap          = "NoOverlap"
+	ReasonCoveredElsewhere   = "CoveredByEarlierPolicy"
 )
 
 // Reconciler computes a policy's status.
@@ -58,7 +61,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 
-	covered, selErr := r.coveredNodes(ctx, p)
+	coveredSet, selErr := policy.CoveredNodes(ctx, r.Client, p)
+	covered := len(coveredSet)
+	overlap, err := r.overlap(ctx, p, coveredSet)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
 	_, sigErrs := signature.CompilePolicy(&p.Spec)
 	active, pending, err := r.remediationCounts(ctx, p.Name)
 	if err != nil {
@@ -70,6 +78,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		signaturesCondition(sigErrs),
 		pausedCondition(p.Spec.Paused),
 		readyCondition(selErr, sigErrs),
+		overlapCondition(overlap),
 	}
 	desired := v1alpha1.RemediationPolicyStatus{
 		ObservedGeneration: p.Generation,
@@ -112,9 +121,52 @@ func (r *Reconciler) upToDate(p *v1alpha1.RemediationPolicy, want v1alpha1.Remed
 	return true
 }
 
-func (r *Reconciler) coveredNodes(ctx context.Context, p *v1alpha1.RemediationPolicy) (int, error) {
-	nodes, err := policy.CoveredNodes(ctx, r.Client, p)
-	return len(nodes), err
+// overlap counts, per policy that comes first by name, the nodes of p it covers too: on those nodes that policy
+// acts, not p (the detection picks the first covering policy by name).
+func (r *Reconciler) overlap(ctx context.Context, p *v1alpha1.RemediationPolicy, covered map[string]bool) (map[string]int, error) {
+	if len(covered) == 0 {
+		return nil, nil
+	}
+	policies := &v1alpha1.RemediationPolicyList{}
+	if err := r.Client.List(ctx, policies); err != nil {
+		return nil, err
+	}
+	var earlier []*policy.Selector
+	var names []string
+	for i := range policies.Items {
+		q := &policies.Items[i]
+		if q.Name >= p.Name {
+			continue
+		}
+		if sel, err := policy.NewSelector(q); err == nil {
+			earlier, names = append(earlier, sel), append(names, q.Name)
+		}
+	}
+	if len(earlier) == 0 {
+		return nil, nil
+	}
+	nodes := &corev1.NodeList{}
+	if err := r.Client.List(ctx, nodes, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for i := range nodes.Items {
+		n := &nodes.Items[i]
+		if !covered[n.Name] {
+			continue
+		}
+		// The first earlier policy by name is the one that acts.
+		best := ""
+		for j, sel := range earlier {
+			if sel.Covers(n) && (best == "" || names[j] < best) {
+				best = names[j]
+			}
+		}
+		if best != "" {
+			out[best]++
+		}
+	}
+	return out, nil
 }
 
 func (r *Reconciler) remediationCounts(ctx context.Context, policyName string) (active, pending int, err error) {
@@ -144,6 +196,24 @@ func signaturesCondition(errs []error) metav1.Condition {
 	}
 	return metav1.Condition{Type: v1alpha1.PolicySignaturesValid, Status: metav1.ConditionFalse, Reason: ReasonInvalidSignatures,
 		Message: "the API server cannot compile Go regular expressions, so cnimedic checks them here: " + strings.Join(msgs, "; ")}
+}
+
+func overlapCondition(overlap map[string]int) metav1.Condition {
+	if len(overlap) == 0 {
+		return metav1.Condition{Type: v1alpha1.PolicyOverlapping, Status: metav1.ConditionFalse, Reason: ReasonNoOverlap,
+			Message: "no policy that comes first by name covers any of this policy's nodes"}
+	}
+	names := make([]string, 0, len(overlap))
+	for n := range overlap {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, 0, len(names))
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%d by policy %s", overlap[n], n))
+	}
+	return metav1.Condition{Type: v1alpha1.PolicyOverlapping, Status: metav1.ConditionTrue, Reason: ReasonCoveredElsewhere,
+		Message: "some of this policy's nodes are covered by a policy that comes first by name, which acts on them: " + strings.Join(parts, ", ")}
 }
 
 func pausedCondition(paused bool) metav1.Condition {
@@ -188,6 +258,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("policy").
 		For(&v1alpha1.RemediationPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Another policy's selector decides which of this policy's nodes it acts on (Overlapping).
+		Watches(&v1alpha1.RemediationPolicy{}, allPolicies, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Node{}, allPolicies, builder.WithPredicates(nodeMembershipChanged())).
 		Watches(&v1alpha1.NodeRemediation{}, ownPolicy, builder.WithPredicates(phaseChanged())).
 		Complete(r)

@@ -162,3 +162,37 @@ func TestHealthyClusterCostsNoWrites(t *testing.T) {
 		t.Fatalf("the policy was written again while nothing changed (resourceVersion %s -> %s)", settled.ResourceVersion, now.ResourceVersion)
 	}
 }
+
+// TestOverlapSaysWhichPolicyActs: on a node two policies cover, the first by name acts; the later one says so.
+func TestOverlapSaysWhichPolicyActs(t *testing.T) {
+	startController(t)
+	ctx := context.Background()
+	for i, pool := range []string{"ov-a", "ov-a", "ov-b"} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("overlap-n%d", i), Labels: map[string]string{"pool": pool, "fleet": "ov"}}}
+		if err := env.Client.Create(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := &v1alpha1.RemediationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "ov-1-pool-a"}, Spec: v1alpha1.RemediationPolicySpec{
+		NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"pool": "ov-a"}}}}
+	fleet := &v1alpha1.RemediationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "ov-2-fleet"}, Spec: v1alpha1.RemediationPolicySpec{
+		NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": "ov"}}}}
+	for _, p := range []*v1alpha1.RemediationPolicy{first, fleet} {
+		if err := env.Client.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitStatus(t, fleet.Name, func(p *v1alpha1.RemediationPolicy) error {
+		c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.PolicyOverlapping)
+		if c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "2 by policy ov-1-pool-a") {
+			return fmt.Errorf("Overlapping %+v", c)
+		}
+		return nil
+	})
+	waitStatus(t, first.Name, func(p *v1alpha1.RemediationPolicy) error {
+		if c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.PolicyOverlapping); c == nil || c.Status != metav1.ConditionFalse {
+			return fmt.Errorf("the first policy by name overlaps nothing: %+v", c)
+		}
+		return nil
+	})
+}
