@@ -128,24 +128,16 @@ func (l *Lab) Install(ctx context.Context) error {
 		if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), k, 0o644); err != nil {
 			return err
 		}
-		// A manifest with CRDs and objects of those CRDs fails its first apply until the CRDs are established:
-		// apply, wait for them, and apply again, as a user would.
-		var out []byte
-		for attempt := 1; ; attempt++ {
-			out, err = l.Kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=cnimedic-lab", "-k", dir)
-			if err == nil || attempt == 3 {
-				break
+		// A manifest with CRDs and objects of those CRDs (the installed default policy) cannot create those objects
+		// until the CRDs are established: apply, wait for them, and apply again, as a user would. The second apply
+		// must succeed and must have created every object of the manifest.
+		args := []string{"apply", "--server-side", "--force-conflicts", "--field-manager=cnimedic-lab", "-k", dir}
+		if _, err := l.Kubectl(ctx, args...); err != nil {
+			if _, werr := l.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/remediationpolicies.cnimedic.io", "crd/noderemediations.cnimedic.io"); werr != nil {
+				return fmt.Errorf("%w; and the CRDs: %v", err, werr)
 			}
-			_, _ = l.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/remediationpolicies.cnimedic.io", "crd/noderemediations.cnimedic.io")
 		}
-		if err != nil {
-			return err
-		}
-		_ = out
-		// deploy/cnimedic.yaml ships a "default" policy (Manual approval, production timings) covering every worker.
-		// The lab replaces it with its own (LabPolicy), as a user replaces it with theirs: when several policies
-		// cover a node, the first by name acts, and "default" would come before "lab".
-		if _, err := l.Kubectl(ctx, "delete", "remediationpolicy", "default", "--ignore-not-found"); err != nil {
+		if _, err := l.Kubectl(ctx, args...); err != nil {
 			return err
 		}
 		l.st.Installed = true
@@ -170,7 +162,7 @@ func (l *Lab) Install(ctx context.Context) error {
 	})
 }
 
-// LabPolicy is the policy the lab applies: every worker, every built-in signature, automatic approval, one node
+// LabPolicy is the policy the lab applies, over the installed default one: every worker, every built-in signature, automatic approval, one node
 // at a time, and short timings so that a repair takes seconds, not the production defaults' minutes.
 func LabPolicy() *v1alpha1.RemediationPolicy {
 	d := func(s string) *metav1.Duration {
@@ -182,8 +174,10 @@ func LabPolicy() *v1alpha1.RemediationPolicy {
 	}
 	mc := intstr.FromInt32(1)
 	return &v1alpha1.RemediationPolicy{
-		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "RemediationPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: "lab"},
+		TypeMeta: metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "RemediationPolicy"},
+		// The name of the policy deploy/cnimedic.yaml installs (Manual approval): the lab reconfigures it rather than
+		// adding a second policy, since of two policies covering a node the first by name acts.
+		ObjectMeta: metav1.ObjectMeta{Name: "default"},
 		Spec: v1alpha1.RemediationPolicySpec{
 			Detection: v1alpha1.DetectionSpec{
 				MinStuckDuration: d("10s"), MinOccurrences: 2, MinPods: 1,
@@ -213,7 +207,7 @@ func (l *Lab) ApplyPolicy(ctx context.Context, p *v1alpha1.RemediationPolicy) (s
 		return "", err
 	}
 	err = l.step("apply RemediationPolicy "+p.Name, func() error {
-		_, err := l.Kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=cnimedic-lab", "-f", file)
+		_, err := l.Kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=cnimedic-lab-policy", "-f", file)
 		return err
 	})
 	return file, err

@@ -84,14 +84,14 @@ containers with a real systemd, containerd, runc, CNI plugins and kubelet.
 	kubectlOut(l.Kubectl(ctx, "get", "pods", "--namespace="+lab.Namespace, "--selector=app.kubernetes.io/component=manager", "-o", "wide"))
 
 	heading(3, "Tell cnimedic what it may repair: a RemediationPolicy")
+	say("   The install ships a policy named default that covers every worker and waits for a person to approve each")
+	say("   repair (approval.mode: Manual: `kubectl annotate noderemediation/NAME cnimedic.io/approve=true`). For the")
+	say("   demo it is switched to Automatic, still one node at a time (maxConcurrent: 1):")
 	file, err := l.ApplyPolicy(ctx, lab.LabPolicy())
 	if err != nil {
 		return err
 	}
-	shell("kubectl apply -f %s", rel(file))
-	say("   This policy covers every worker, approves repairs automatically (approval.mode: Automatic; the default,")
-	say("   Manual, waits for `kubectl annotate noderemediation/NAME cnimedic.io/approve=true`), and repairs one node")
-	say("   at a time (maxConcurrent: 1).")
+	shell("kubectl apply --server-side -f %s", rel(file))
 	kubectlOut(l.Kubectl(ctx, "get", "remediationpolicies"))
 
 	c, err := l.Client()
