@@ -31,6 +31,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -108,6 +109,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("detection").
+		// Nodes are independent and a reconcile mostly waits on the API server (the node's pods, its remediations, the
+		// create): when many nodes break at once, one worker would open their remediations one after the other
+		// (make bench: detection latency). The work queue never hands one node to two workers.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 16}).
 		// A node's Ready condition carries cni-not-initialized; only its changes matter.
 		For(&corev1.Node{}, builder.WithPredicates(readyChanged())).
 		WatchesRawSource(source.Channel(r.wake, &handler.EnqueueRequestForObject{})).
@@ -308,10 +313,14 @@ func precedence(p *v1alpha1.RemediationPolicy) func(string) int {
 }
 
 // podsOn reads the node's pods from the API server: pods are not cached (a copy of every pod in a large cluster
-// would cost more memory than all the rest of the manager).
+// would cost more memory than all the rest of the manager). ResourceVersion "0" lets the API server answer from its
+// watch cache at once instead of first catching up with etcd (a consistent read, several times slower under load:
+// make bench, detection latency). A pod that started a moment ago may still read as Pending; that is harmless, the
+// workflow reads every pod of the evidence live again before it touches the node (remediation/revalidate.go).
 func (r *Reconciler) podsOn(ctx context.Context, node string) (map[v1alpha1.PodReference]*corev1.Pod, error) {
 	list := &corev1.PodList{}
-	if err := r.APIReader.List(ctx, list, client.MatchingFields{"spec.nodeName": node}); err != nil {
+	if err := r.APIReader.List(ctx, list, client.MatchingFields{"spec.nodeName": node},
+		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: "0"}}); err != nil {
 		return nil, err
 	}
 	out := make(map[v1alpha1.PodReference]*corev1.Pod, len(list.Items))
