@@ -30,16 +30,17 @@ func init() {
 }
 
 type applyOptions struct {
-	planFile       string
-	id             string
-	termination    string
-	stateDir       string
-	inProcess      bool
-	runTimeout     time.Duration
-	settle         time.Duration
-	onInterrupted  string
-	binarySHA256   string
-	verifyDeadline time.Duration
+	planFile         string
+	id               string
+	termination      string
+	stateDir         string
+	inProcess        bool
+	runTimeout       time.Duration
+	settle           time.Duration
+	onInterrupted    string
+	binarySHA256     string
+	binarySHA256File string
+	verifyDeadline   time.Duration
 }
 
 func newApply(flags *NodeFlags) *cobra.Command {
@@ -68,7 +69,8 @@ Running apply again with the same --remediation-id follows the run still going o
 	f.DurationVar(&o.runTimeout, "run-timeout", hostrun.DefaultRunMax, "the host-side run's limit (systemd RuntimeMaxSec); past it the run is stopped and rolled back")
 	f.DurationVar(&o.settle, "settle", units.DefaultSettle, "how long a started unit must stay active before its start counts")
 	f.StringVar(&o.onInterrupted, "on-interrupted", string(executor.Resume), "what a run does with the journal of an earlier run of the same id that died: resume or rollback")
-	f.StringVar(&o.binarySHA256, "binary-sha256", "", "the sha256 this binary must have before it is placed on the host (the image's build records it)")
+	f.StringVar(&o.binarySHA256, "binary-sha256", "", "the sha256 this binary must have before it is placed on the host; empty: the one the image's build recorded in --binary-sha256-file, when that file exists")
+	f.StringVar(&o.binarySHA256File, "binary-sha256-file", "/opt/cnimedic/remediator.sha256", "where the executor image records the remediator's sha256 (sha256sum format)")
 	f.DurationVar(&o.verifyDeadline, "verify-timeout", defaultVerifyDeadline, "how long VerifyNode waits for the runtime to report the network ready")
 	_ = cmd.MarkFlagRequired("plan")
 	return cmd
@@ -133,7 +135,7 @@ func runApply(cmd *cobra.Command, flags *NodeFlags, o applyOptions) error {
 			Root:         flags.Root(),
 			StateDir:     o.stateDir,
 			Bus:          flags.DBusAddress,
-			ExpectSHA256: o.binarySHA256,
+			ExpectSHA256: expectedSHA256(o),
 			Config:       cfg,
 			RunMax:       o.runTimeout,
 			Log:          cmd.ErrOrStderr(),
@@ -363,4 +365,19 @@ func diagnoseVerifier(deadline time.Duration) executor.Verifier {
 			}
 		}
 	}
+}
+
+// expectedSHA256 is the sha256 the binary must have before it is placed on the host: the flag's, or the one the
+// executor image's build recorded. A binary corrupted in the image is then refused before it runs as root on the
+// host. Outside the image (tests, a binary run by hand) there is no record and only the copy itself is verified.
+func expectedSHA256(o applyOptions) string {
+	if o.binarySHA256 != "" || o.binarySHA256File == "" {
+		return o.binarySHA256
+	}
+	raw, err := os.ReadFile(o.binarySHA256File)
+	if err != nil {
+		return ""
+	}
+	sum, _, _ := strings.Cut(strings.TrimSpace(string(raw)), " ")
+	return sum
 }
