@@ -39,6 +39,15 @@ func (r *Reconciler) reconcileApproved(ctx context.Context, s *scope) (reconcile
 		s.event(normal, ReasonPolicyPaused, actionWait, fmt.Sprintf("policy %s is paused: the approved repair waits", p.Name), "paused")
 		return reconcile.Result{RequeueAfter: r.poll()}, nil
 	}
+	// While the cache shows every slot taken, wait without asking the API server anything: when many remediations
+	// wait (a fleet), every release wakes them all, and their live reads would delay the one that gets the slot
+	// (make bench: fleet). Only the exact, live count in admit ever admits.
+	if full, msg, err := r.slotsTakenInCache(ctx, s); err != nil {
+		return reconcile.Result{}, err
+	} else if full {
+		s.event(normal, ReasonWaitingForSlot, actionWait, msg, "slot")
+		return reconcile.Result{RequeueAfter: r.poll()}, nil
+	}
 	until, err := r.cooldownUntil(ctx, s)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -61,6 +70,33 @@ func (r *Reconciler) reconcileApproved(ctx context.Context, s *scope) (reconcile
 		return reconcile.Result{Requeue: admitted}, err
 	}
 	return reconcile.Result{RequeueAfter: r.poll()}, nil
+}
+
+// slotsTakenInCache reports whether the cache shows as many nodes held as the policy allows. The cache can only lag:
+// a hold it does not show yet is counted by admit, live; a release it does not show yet wakes the waiting
+// remediations again when it arrives (waitingForSlot). So it may make a remediation wait a moment, never admit one.
+func (r *Reconciler) slotsTakenInCache(ctx context.Context, s *scope) (bool, string, error) {
+	all := &v1alpha1.NodeRemediationList{}
+	if err := r.Client.List(ctx, all, client.UnsafeDisableDeepCopy); err != nil {
+		return false, "", err
+	}
+	held := 0
+	for i := range all.Items {
+		if all.Items[i].Name != s.nr.Name && all.Items[i].Status.Phase.HoldsNode() {
+			held++
+		}
+	}
+	covered, err := r.coveredNodes(ctx, s.policy)
+	if err != nil {
+		return false, "", err
+	}
+	limit := policy.MaxConcurrent(s.policy, covered)
+	return held >= limit, waitingForSlotMessage(held, limit, s.policy), nil
+}
+
+func waitingForSlotMessage(held, limit int, p *v1alpha1.RemediationPolicy) string {
+	return fmt.Sprintf("%d nodes are being repaired and policy %s allows %d at once (maxConcurrent %s): waiting for a slot",
+		held, p.Name, limit, maxConcurrentString(p))
 }
 
 // admit counts the held nodes live and, when a slot is free, moves the remediation to Draining and writes that
@@ -92,8 +128,7 @@ func (r *Reconciler) admit(ctx context.Context, s *scope) (bool, error) {
 	}
 	limit := policy.MaxConcurrent(s.policy, covered)
 	if held >= limit {
-		s.event(normal, ReasonWaitingForSlot, actionWait, fmt.Sprintf("%d nodes are being repaired and policy %s allows %d at once (maxConcurrent %s): waiting for a slot",
-			held, s.policy.Name, limit, maxConcurrentString(s.policy)), "slot")
+		s.event(normal, ReasonWaitingForSlot, actionWait, waitingForSlotMessage(held, limit, s.policy), "slot")
 		return false, nil
 	}
 	s.nr.Status.StartTime = &metav1.Time{Time: s.now}
