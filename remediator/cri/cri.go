@@ -11,10 +11,9 @@ import (
 	"strings"
 	"time"
 
-	versionapi "github.com/containerd/containerd/api/services/version/v1"
+	containerd "github.com/containerd/containerd/v2/client"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/emptypb"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -165,15 +164,18 @@ func netnsFromInfo(info map[string]string) string {
 	return ""
 }
 
-// ContainerdVersion asks containerd's version service (the call behind containerd's client.Version) on the
-// same socket. The full containerd client would bring most of containerd's dependency tree along for this one
-// call.
+// ContainerdVersion asks containerd's own client for its version, over the same connection: containerd serves
+// both its API and CRI on one socket.
 func (c *Client) ContainerdVersion(ctx context.Context) (version, revision string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	resp, err := versionapi.NewVersionClient(c.conn).Version(ctx, &emptypb.Empty{})
+	ctr, err := containerd.NewWithConn(c.conn)
+	if err != nil {
+		return "", "", fmt.Errorf("containerd client: %w", err)
+	}
+	v, err := ctr.Version(ctx)
 	if err != nil {
 		return "", "", fmt.Errorf("containerd Version: %w", err)
 	}
-	return resp.GetVersion(), resp.GetRevision(), nil
+	return v.Version, v.Revision, nil
 }
