@@ -163,7 +163,23 @@ func (e *Executor) Run(ctx context.Context, id string, plan v1alpha1.Plan) v1alp
 		return e.failEarly(ctx, res, err)
 	}
 	r := &run{e: e, j: j, plan: plan, res: res, env: e.env()}
+	r.pruneJournals()
 	return r.execute(ctx)
+}
+
+// pruneJournals removes finished journals past journal.DefaultRetention, so that /var/lib/cnimedic does not grow
+// with every repair. It runs holding the node lock and this remediation's journal lock (flock: a second open of
+// it, even in this process, is refused), so neither this journal nor one being recovered can go. A failure is
+// noted, never fatal: pruning is housekeeping.
+func (r *run) pruneJournals() {
+	removed, err := journal.Prune(r.e.Env.Root, r.e.JournalBase, time.Now(), journal.DefaultRetention)
+	if len(removed) > 0 {
+		r.note("removed %d finished journals past retention (newest %d and the last %s are kept): %s",
+			len(removed), journal.DefaultRetention.Keep, journal.DefaultRetention.MinAge, strings.Join(removed, ", "))
+	}
+	if err != nil {
+		r.note("pruning old journals: %v", err)
+	}
 }
 
 // Recover is what runs when a host-side run has died (systemd's ExecStopPost, or the guard timer): a finished
