@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path"
 	"strings"
 	"time"
 
@@ -18,9 +17,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/diagnosepod"
 )
 
 // diagnose runs the remediator's read-only diagnosis on a node through a short-lived pod shaped like the executor
@@ -31,15 +30,14 @@ import (
 // The plugin does not import the remediator's packages (they build on Linux only, the plugin also runs on macOS
 // and Windows): the pod renders the report in the format asked for, and the plugin prints its log.
 
-// Defaults of the node paths: the remediator's own defaults (remediator/runtimecfg, remediator/cri).
+// Defaults of the plugin's flags.
 const (
-	defaultConfDir          = "/etc/cni/net.d"
-	defaultBinDir           = "/opt/cni/bin"
-	defaultContainerdConfig = "/etc/containerd/config.toml"
+	defaultConfDir          = diagnosepod.DefaultConfDir
+	defaultBinDir           = diagnosepod.DefaultBinDir
+	defaultContainerdConfig = diagnosepod.DefaultContainerdConfig
 	defaultExecutorImage    = "cnimedic.local/executor:dev"
 	defaultManagerNamespace = "cnimedic-system"
-	diagnoseHostRoot        = "/host"
-	diagnoseContainer       = "diagnose"
+	diagnoseContainer       = diagnosepod.Container
 )
 
 // diagnoseSpec is what the diagnose pod is made from.
@@ -56,89 +54,22 @@ type diagnoseSpec struct {
 	Timeout          time.Duration
 }
 
-// diagnosePod builds the pod. It is a pure function of the spec, so that its safety properties are unit-tested.
+// diagnosePod builds the plugin's pod (internal/diagnosepod) and labels it as the plugin's, not as a remediation's:
+// the manager watches pods labelled cnimedic.io/remediation as its own executors.
 func diagnosePod(s diagnoseSpec) *corev1.Pod {
-	hostDirectory := corev1.HostPathDirectory
-	type hostDir struct {
-		path string
-		// must exist: the pod waits rather than have the runtime create an empty directory in its place.
-		mustExist bool
-	}
-	// Each host path once, in a stable order. The CNI paths' type is left unset, as in the executor's preview: the
-	// pod must start on a node that lacks one (the runtime then creates it empty, and the diagnosis reports an
-	// empty dir, which names the same failure).
-	dirs := []hostDir{{s.ConfDir, false}, {s.BinDir, false}, {path.Dir(s.ContainerdConfig), false}, {"/var/lib/cni", false},
-		{"/run/containerd", true}, {"/run/dbus", true}}
-	seen := map[string]bool{}
-	var volumes []corev1.Volume
-	var mounts []corev1.VolumeMount
-	for _, d := range dirs {
-		if d.path == "" || seen[d.path] {
-			continue
-		}
-		seen[d.path] = true
-		name := fmt.Sprintf("host-%d", len(volumes))
-		src := &corev1.HostPathVolumeSource{Path: d.path}
-		if d.mustExist {
-			src.Type = &hostDirectory
-		}
-		volumes = append(volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: src}})
-		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: diagnoseHostRoot + d.path, ReadOnly: true})
-	}
-	args := []string{
-		"diagnose", "-o", s.Output,
-		"--host-root=" + diagnoseHostRoot,
-		"--dbus-address=unix:path=" + diagnoseHostRoot + "/run/dbus/system_bus_socket",
-		"--containerd-config=" + s.ContainerdConfig,
-	}
-	// The conf and bin dirs are left to the remediator when they are the defaults: it reads them from
-	// containerd's config.toml, which is where a misconfigured node differs.
-	if s.ConfDir != defaultConfDir {
-		args = append(args, "--conf-dir="+s.ConfDir)
-	}
-	if s.BinDir != defaultBinDir {
-		args = append(args, "--bin-dir="+s.BinDir)
-	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: "cnimedic-diagnose-",
-			Namespace:    s.Namespace,
-			// Not LabelRemediation: the manager watches pods with that label as its own executors.
-			Labels: map[string]string{
-				"app.kubernetes.io/name":    "cnimedic",
-				v1alpha1.LabelComponent:     "diagnose",
-				v1alpha1.LabelNode:          s.Node,
-				"app.kubernetes.io/part-of": "cnimedic",
-			},
+	return diagnosepod.Pod(diagnosepod.Spec{
+		Node: s.Node, Namespace: s.Namespace, GenerateName: "cnimedic-diagnose-",
+		Labels: map[string]string{
+			"app.kubernetes.io/name":    "cnimedic",
+			v1alpha1.LabelComponent:     "diagnose",
+			v1alpha1.LabelNode:          s.Node,
+			"app.kubernetes.io/part-of": "cnimedic",
 		},
-		Spec: corev1.PodSpec{
-			NodeName:      s.Node,
-			HostNetwork:   true, // it must run while the node's CNI is broken
-			RestartPolicy: corev1.RestartPolicyNever,
-			// Bounds the pod's life even if the plugin dies before deleting it.
-			ActiveDeadlineSeconds:        ptr.To(int64(s.Timeout.Seconds()) + 30),
-			AutomountServiceAccountToken: ptr.To(false),
-			ServiceAccountName:           s.ServiceAccount,
-			PriorityClassName:            s.PriorityClass,
-			Tolerations:                  []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
-			Volumes:                      volumes,
-			Containers: []corev1.Container{{
-				Name:            diagnoseContainer,
-				Image:           s.Image,
-				ImagePullPolicy: corev1.PullIfNotPresent,
-				Args:            args,
-				VolumeMounts:    mounts,
-				SecurityContext: &corev1.SecurityContext{
-					// Root to reach systemd and containerd's sockets; DAC_READ_SEARCH to read root-only files in
-					// the CNI dirs. Nothing that writes: every mount is read-only and the root filesystem too.
-					RunAsUser:                ptr.To(int64(0)),
-					AllowPrivilegeEscalation: ptr.To(false),
-					ReadOnlyRootFilesystem:   ptr.To(true),
-					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"DAC_READ_SEARCH"}},
-				},
-			}},
-		},
-	}
+		Image: s.Image, ServiceAccount: s.ServiceAccount, PriorityClass: s.PriorityClass,
+		ConfDir: s.ConfDir, BinDir: s.BinDir, ContainerdConfig: s.ContainerdConfig, Output: s.Output,
+		// Bounds the pod's life even if the plugin dies before deleting it.
+		ActiveDeadline: int64(s.Timeout.Seconds()) + 30,
+	})
 }
 
 const diagnoseExample = `  # Diagnose a node's CNI configuration, plugins, runtime, IPAM, namespaces and units (read-only)

@@ -5,26 +5,42 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/diagnose"
+	"github.com/cnimedic/cnimedic/remediator/executor"
 	"github.com/cnimedic/cnimedic/remediator/units"
 )
 
 func newDiagnose(flags *NodeFlags) *cobra.Command {
-	var output string
+	var output, id, termination string
 	cmd := &cobra.Command{
-		Use:   "diagnose",
+		Use:   "diagnose [--remediation-id ID --termination-message-path PATH]",
 		Short: "Report the node's CNI configuration, plugins, runtime, IPAM, namespaces, links and units, and what is wrong (read-only)",
-		Args:  cobra.NoArgs,
+		Long: `diagnose reads the node and reports what is wrong, changing nothing.
+
+With --termination-message-path (and --remediation-id), it also writes a summary of its findings there as an
+executor result of that remediation (outcome NoChange), for the manager: the workflow of a custom signature whose
+action is Diagnose records it on the NodeRemediation. The full report still goes to stdout.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r := diagnose.Run(cmd.Context(), flags.DiagnoseOptions())
+			if termination != "" {
+				res := v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeNoChange, Message: diagnose.Summary(r)}
+				if err := os.WriteFile(termination, executor.TerminationMessage(res, executor.TerminationMessageLimit), 0o644); err != nil {
+					return fmt.Errorf("termination message: %w", err)
+				}
+			}
 			return writeOutput(cmd.OutOrStdout(), output, r, func(w io.Writer) error { return diagnose.WriteText(w, r) })
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "json", "json or text")
+	cmd.Flags().StringVar(&id, "remediation-id", "", "with --termination-message-path: the NodeRemediation the summary belongs to")
+	cmd.Flags().StringVar(&termination, "termination-message-path", "", "also write a summary of the findings, as an executor result, here (the pod's terminationMessagePath)")
 	return cmd
 }
 

@@ -121,6 +121,27 @@ func TestPlanShowsTheExactDiffAndChangesNothing(t *testing.T) {
 	if len(r.Findings) == 0 || r.Findings[0].Signature != "cni-version-incompatible" {
 		t.Fatalf("diagnose findings: %+v", r.Findings)
 	}
+
+	// For a Diagnose action the workflow reads a summary from the termination message: the findings in words,
+	// as a result that changed nothing.
+	term := filepath.Join(root, "termination-log")
+	runCLI(t, append([]string{"diagnose", "--remediation-id", "nr-1", "--termination-message-path", term}, common...)...)
+	raw, err := os.ReadFile(term)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		RemediationID string `json:"remediationID"`
+		Outcome       string `json:"outcome"`
+		Message       string `json:"message"`
+	}
+	if err := json.Unmarshal(raw, &res); err != nil || len(raw) > 4096 {
+		t.Fatalf("termination message (%d bytes): %v\n%s", len(raw), err, raw)
+	}
+	if res.RemediationID != "nr-1" || res.Outcome != "NoChange" ||
+		!strings.Contains(res.Message, "error: ") || !strings.Contains(res.Message, "asks for CNI version 1.0.0") {
+		t.Fatalf("diagnosis summary: %+v", res)
+	}
 }
 
 // The manager's dry run hands the executor its plan as a file: the preview comes back as an executor result in

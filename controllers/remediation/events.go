@@ -43,6 +43,8 @@ const (
 	ReasonLeftCordoned          = "LeftCordoned"
 	ReasonSucceeded             = "Succeeded"
 	ReasonEscalated             = "Escalated"
+	ReasonDiagnosed             = "Diagnosed"
+	ReasonDiagnosisFailed       = "DiagnosisFailed"
 	ReasonActionNotAllowed      = "ActionNotAllowed"
 	ReasonRetryLimitReached     = "RetryLimitReached"
 	ReasonNodeGone              = "NodeGone"

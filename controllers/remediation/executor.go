@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/diagnosepod"
 )
 
 // The executor contract (design.md): one pod per run on the target node, hostNetwork (it must run while CNI is
@@ -35,6 +36,9 @@ const (
 	modeApply    executorMode = "apply"
 	modePreview  executorMode = "preview"
 	modeRollback executorMode = "rollback"
+	// modeDiagnose runs the read-only diagnosis (internal/diagnosepod) for a custom signature whose action is
+	// Diagnose.
+	modeDiagnose executorMode = "diagnose"
 )
 
 // Paths inside the executor pod.
@@ -60,6 +64,9 @@ func executorPodName(nr *v1alpha1.NodeRemediation, attempt int32, mode executorM
 }
 
 func (r *Reconciler) executorPod(s *scope, name string, mode executorMode) (*corev1.Pod, error) {
+	if mode == modeDiagnose {
+		return r.diagnosisPod(s, name)
+	}
 	nr, p := s.nr, s.policy
 	plan := v1alpha1.Plan{}
 	if nr.Spec.Plan != nil {
@@ -169,6 +176,34 @@ func (r *Reconciler) executorPod(s *scope, name string, mode executorMode) (*cor
 	return pod, nil
 }
 
+// diagnosisPod is the executor of a Diagnose action: the read-only diagnosis pod kubectl cnimedic diagnose runs,
+// with the executor's labels (so that the manager watches it), name and owner, and its summary returned in the
+// termination message as an executor result.
+func (r *Reconciler) diagnosisPod(s *scope, name string) (*corev1.Pod, error) {
+	nr, p := s.nr, s.policy
+	image := p.Spec.Executor.Image
+	if image == "" {
+		image = r.Config.ExecutorImage
+	}
+	cd := p.Spec.Repair.Containerd
+	pod := diagnosepod.Pod(diagnosepod.Spec{
+		Node: nr.Spec.NodeName, Namespace: r.Config.Namespace, Name: name,
+		Labels: map[string]string{
+			v1alpha1.LabelRemediation: nr.Name,
+			v1alpha1.LabelComponent:   "executor",
+			v1alpha1.LabelNode:        nr.Spec.NodeName,
+		},
+		Image: image, ServiceAccount: r.Config.ExecutorServiceAccount, PriorityClass: p.Spec.Executor.PriorityClassName,
+		ConfDir: cd.ConfDir, BinDir: cd.BinDir, ContainerdConfig: cd.ConfigPath,
+		KubeletUnit: p.Spec.Repair.Units.Kubelet, RuntimeUnit: p.Spec.Repair.Units.Runtime,
+		Output: "json", RemediationID: nr.Name,
+	})
+	if err := controllerutil.SetOwnerReference(nr, pod, r.Client.Scheme()); err != nil {
+		return nil, err
+	}
+	return pod, nil
+}
+
 func dirOf(path string) string {
 	if i := strings.LastIndex(path, "/"); i > 0 {
 		return path[:i]
@@ -248,7 +283,7 @@ func (r *Reconciler) runExecutor(ctx context.Context, s *scope, mode executorMod
 // terminationResult reads the ExecutorResult from the executor container's termination message.
 func terminationResult(pod *corev1.Pod) (*v1alpha1.ExecutorResult, error) {
 	for _, cs := range pod.Status.ContainerStatuses {
-		if cs.Name != "executor" || cs.State.Terminated == nil {
+		if (cs.Name != "executor" && cs.Name != diagnosepod.Container) || cs.State.Terminated == nil {
 			continue
 		}
 		msg := cs.State.Terminated.Message

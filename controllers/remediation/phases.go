@@ -99,8 +99,7 @@ func (r *Reconciler) reconcileDetected(ctx context.Context, s *scope) (reconcile
 			nr.Spec.Signature, action, p.Name, escalationMessage(nr)))
 		return reconcile.Result{}, nil
 	case action == v1alpha1.ActionDiagnose:
-		s.transition(v1alpha1.PhaseEscalated, ReasonEscalated, fmt.Sprintf("custom signature %s asks for a diagnosis only: run `kubectl cnimedic diagnose %s`", nr.Spec.Signature, nr.Spec.NodeName))
-		return reconcile.Result{}, nil
+		return r.reconcileDiagnose(ctx, s)
 	}
 	failed, err := r.failedAttempts(ctx, nr)
 	if err != nil {

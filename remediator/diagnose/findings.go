@@ -321,3 +321,29 @@ func versionOr(v, unknown string) string {
 	}
 	return v + " "
 }
+
+// Summary says in one paragraph what the diagnosis found, most severe first: the words the workflow records on a
+// NodeRemediation whose action is Diagnose. The whole report is `kubectl cnimedic diagnose NODE`.
+func Summary(r Report) string {
+	var errs, warns int
+	var parts []string
+	for _, f := range r.Findings {
+		switch f.Severity {
+		case Error:
+			errs++
+		case Warning:
+			warns++
+		default:
+			continue // info findings are for the full report
+		}
+		p := string(f.Severity) + ": " + f.Summary
+		if f.Repair != "" {
+			p += " Repair: " + f.Repair
+		}
+		parts = append(parts, p)
+	}
+	if len(parts) == 0 {
+		return "the diagnosis found nothing wrong on the node"
+	}
+	return fmt.Sprintf("the diagnosis found %d error(s) and %d warning(s): %s", errs, warns, strings.Join(parts, " | "))
+}
