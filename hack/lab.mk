@@ -26,8 +26,11 @@ $(BIN)/cni-flannel/flannel: hack/versions.env
 	@touch $@
 
 .PHONY: lab-deps
-lab-deps: node-rootfs images $(BIN)/cni-flannel/flannel ## Everything the lab runs: control plane and kubelet, CNI plugins, node rootfs, images.
+# The e2e suite also installs the Helm chart with the helm CLI ($(BIN)/helm, hack/operability.mk) and runs the
+# kubectl plugin against the lab.
+lab-deps: node-rootfs images $(BIN)/cni-flannel/flannel $(BIN)/helm ## Everything the lab runs: control plane and kubelet, CNI plugins, node rootfs, images, helm and the kubectl plugin.
 	hack/build-controlplane.sh $(LAB_K8S)
+	CGO_ENABLED=0 go build -o $(BIN)/kubectl-cnimedic ./cmd/kubectl-cnimedic
 	hack/build-cni-plugins.sh old bundle debian
 	hack/build-old-containerd.sh
 	CGO_ENABLED=0 go build -o $(LAB_BIN) ./hack/lab

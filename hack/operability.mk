@@ -1,7 +1,6 @@
 # Operability targets: generated docs, the Helm chart's copies of generated files, the kubectl plugin's krew
 # release, and a Helm CLI for the lab. Included by the Makefile (-include hack/operability.mk).
 
-HELM_VERSION ?= v3.22.0
 HELM := $(BIN)/helm
 # The plugin release the krew manifest describes.
 PLUGIN_VERSION ?= v0.1.0
@@ -33,7 +32,7 @@ krew: ## Build the plugin's release archives into bin/krew and write deploy/krew
 krew-verify: ## Rebuild the release archives and fail when deploy/krew/cnimedic.yaml's sums differ.
 	go run ./hack/krew -version $(PLUGIN_VERSION) -verify
 
-$(HELM): hack/operability.mk
+$(HELM): hack/versions.env
 	GOBIN=$(BIN) GOFLAGS=-mod=mod go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	@touch $@
 

@@ -68,6 +68,15 @@ type envVarLit struct {
 	Value string `json:"value"`
 }
 
+// managerEnv is what the lab adds to the manager's container, however cnimedic is installed: the API server's own
+// address in place of the kubernetes Service's cluster IP (see Install).
+func (l *Lab) managerEnv() []envVarLit {
+	return []envVarLit{
+		{Name: "KUBERNETES_SERVICE_HOST", Value: l.cfg.HostAddr.Addr().String()},
+		{Name: "KUBERNETES_SERVICE_PORT", Value: strconv.Itoa(apiserverPort)},
+	}
+}
+
 type kustomization struct {
 	APIVersion string              `json:"apiVersion"`
 	Kind       string              `json:"kind"`
@@ -104,10 +113,7 @@ func (l *Lab) Install(ctx context.Context) error {
 		p.Spec.Template.Spec.Containers = append(p.Spec.Template.Spec.Containers, struct {
 			Name string      `json:"name"`
 			Env  []envVarLit `json:"env"`
-		}{Name: "manager", Env: []envVarLit{
-			{Name: "KUBERNETES_SERVICE_HOST", Value: l.cfg.HostAddr.Addr().String()},
-			{Name: "KUBERNETES_SERVICE_PORT", Value: strconv.Itoa(apiserverPort)},
-		}})
+		}{Name: "manager", Env: l.managerEnv()})
 		patch, err := yaml.Marshal(p)
 		if err != nil {
 			return err

@@ -108,10 +108,14 @@ func RepoRoot() string {
 }
 
 func (c Config) binary(name string) string { return filepath.Join(c.K8sBin, name) }
-func (c Config) pkiDir() string            { return filepath.Join(c.Dir, "pki") }
-func (c Config) logDir() string            { return filepath.Join(c.Dir, "logs") }
-func (c Config) stateFile() string         { return filepath.Join(c.Dir, "state.json") }
-func (c Config) lockFile() string          { return filepath.Join(filepath.Dir(c.Dir), "lab.lock") }
+
+// helm is the helm CLI and plugin the kubectl plugin, both built into bin/ by make lab-deps.
+func (c Config) helm() string      { return filepath.Join(c.RepoRoot, "bin", "helm") }
+func (c Config) plugin() string    { return filepath.Join(c.RepoRoot, "bin", "kubectl-cnimedic") }
+func (c Config) pkiDir() string    { return filepath.Join(c.Dir, "pki") }
+func (c Config) logDir() string    { return filepath.Join(c.Dir, "logs") }
+func (c Config) stateFile() string { return filepath.Join(c.Dir, "state.json") }
+func (c Config) lockFile() string  { return filepath.Join(filepath.Dir(c.Dir), "lab.lock") }
 
 // Server is the API server's URL.
 func (c Config) Server() string {
@@ -285,6 +289,11 @@ func (c Config) Prerequisites() []string {
 	}
 	if _, err := os.Stat(c.Deploy); err != nil {
 		missing = append(missing, c.Deploy+": make deploy-render")
+	}
+	for _, b := range []string{c.helm(), c.plugin()} {
+		if _, err := os.Stat(b); err != nil {
+			missing = append(missing, b+": make lab-deps")
+		}
 	}
 	return missing
 }

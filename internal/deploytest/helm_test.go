@@ -3,6 +3,7 @@ package deploytest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -144,6 +145,7 @@ executorImage: registry.example/cnimedic/executor:v0.1.0
 canaryImage: registry.example/cnimedic/canary:v0.1.0
 resources: {requests: {cpu: 50m, memory: 100Mi}, limits: {memory: 300Mi}}
 extraArgs: [--zap-log-level=debug]
+extraEnv: [{name: HTTPS_PROXY, value: "http://proxy.example:3128"}]
 policy: {approvalMode: Automatic, maxConcurrent: "10%", dryRun: true}
 admission: {approverGroups: [sre, oncall]}
 metrics: {port: 9443, serviceMonitor: {enabled: true, labels: {release: prom}}, prometheusRule: {enabled: true}}
@@ -163,6 +165,10 @@ metrics: {port: 9443, serviceMonitor: {enabled: true, labels: {release: prom}}, 
 		if !slices.Contains(args, want) {
 			t.Errorf("manager args %q lack %q", args, want)
 		}
+	}
+	env, _ := json.Marshal(ctr["env"])
+	if !strings.Contains(string(env), `{"name":"HTTPS_PROXY","value":"http://proxy.example:3128"}`) || !strings.Contains(string(env), `"POD_NAMESPACE"`) {
+		t.Errorf("manager env %s: want POD_NAMESPACE and the extraEnv", env)
 	}
 	if ctr["image"] != "registry.example/cnimedic/manager:v0.1.0" || ctr["imagePullPolicy"] != "Always" {
 		t.Errorf("image %v pull %v", ctr["image"], ctr["imagePullPolicy"])
