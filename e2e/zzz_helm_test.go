@@ -117,8 +117,22 @@ func TestHelmChartInstallsAndThePluginWorks(t *testing.T) {
 	if d.Containerd.Version == "" || d.Containerd.VersionError != "" { // asked of containerd through its own client
 		t.Errorf("diagnose %s: containerd's version %q (%s)", node, d.Containerd.Version, d.Containerd.VersionError)
 	}
-	if len(d.Selection.Loaded) == 0 {
+	if len(d.Selection.Loaded) == 0 || len(d.ConfLists) == 0 || len(d.ConfLists[0].Chain) == 0 {
 		t.Errorf("diagnose %s: no conflist loaded: %s", node, d.Selection.Reason)
+	}
+	// The node is healthy: a diagnosis from the pod must find nothing wrong. Its plugins are Debian's, linked
+	// dynamically, and the pod's image has no loader: their versions must still be known.
+	for _, f := range d.Findings {
+		if f.Severity == diagnose.Error {
+			t.Errorf("diagnose %s: a healthy node reported an error: %s", node, f.Summary)
+		}
+	}
+	for _, cl := range d.ConfLists {
+		for _, p := range cl.Chain {
+			if len(p.Versions) == 0 {
+				t.Errorf("diagnose %s: plugin %s's versions are unknown: %s", node, p.Type, p.Error)
+			}
+		}
 	}
 	if len(d.Units) == 0 {
 		t.Errorf("diagnose %s: no unit states (%s)", node, d.UnitsNote)

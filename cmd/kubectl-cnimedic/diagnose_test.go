@@ -79,7 +79,8 @@ func TestDiagnosePodIsExecutorShapedAndReadOnly(t *testing.T) {
 		}
 		mounted = append(mounted, hostPaths[m.Name])
 	}
-	want := []string{"/etc/cni/net.d", "/opt/cni/bin", "/etc/containerd", "/var/lib/cni", "/run/containerd", "/run/dbus"}
+	// /usr and /lib: the host's loader and libraries for dynamically linked plugins.
+	want := []string{"/etc/cni/net.d", "/opt/cni/bin", "/etc/containerd", "/var/lib/cni", "/run/containerd", "/run/dbus", "/usr", "/lib"}
 	if !slices.Equal(mounted, want) {
 		t.Errorf("mounted %q, want %q", mounted, want)
 	}
@@ -101,7 +102,7 @@ func TestDiagnosePodFollowsTheNodesPaths(t *testing.T) {
 	for _, v := range pod.Spec.Volumes {
 		paths = append(paths, v.HostPath.Path)
 	}
-	if !slices.Equal(paths, []string{"/etc/k8s/cni", "/etc/k8s", "/var/lib/cni", "/run/containerd", "/run/dbus"}) {
+	if !slices.Equal(paths, []string{"/etc/k8s/cni", "/etc/k8s", "/var/lib/cni", "/run/containerd", "/run/dbus", "/usr", "/lib"}) {
 		t.Errorf("host paths %q", paths)
 	}
 }

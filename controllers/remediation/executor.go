@@ -119,8 +119,10 @@ func (r *Reconciler) executorPod(s *scope, name string, mode executorMode) (*cor
 		{Name: "containerd", MountPath: hostMount + "/run/containerd"},
 	}
 	if mode == modePreview {
-		// A preview reads the node's CNI files to show the exact change; it writes nothing, so they are read-only.
-		for i, dir := range uniqueDirs(cd.ConfDir, cd.BinDir, dirOf(cd.ConfigPath), "/var/lib/cni") {
+		// A preview reads the node's CNI files to show the exact change, and asks the node's plugins their versions
+		// (through the host's loader for dynamically linked ones, hence /usr and /lib); it writes nothing, so every
+		// one of them is read-only.
+		for i, dir := range uniqueDirs(cd.ConfDir, cd.BinDir, dirOf(cd.ConfigPath), "/var/lib/cni", "/usr", "/lib") {
 			v := fmt.Sprintf("ro-%d", i)
 			volumes = append(volumes, corev1.Volume{Name: v, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir}}})
 			mounts = append(mounts, corev1.VolumeMount{Name: v, MountPath: hostMount + dir, ReadOnly: true})

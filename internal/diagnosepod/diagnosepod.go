@@ -73,8 +73,11 @@ func Pod(s Spec) *corev1.Pod {
 	// Each host path once, in a stable order. The CNI paths' type is left unset, as in the executor's preview: the
 	// pod must start on a node that lacks one (the runtime then creates it empty, and the diagnosis reports an
 	// empty dir, which names the same failure).
+	//
+	// The host's /usr and /lib hold the dynamic loader and libraries of plugins that distributions link dynamically
+	// (Debian's): the remediator runs those through the host's loader, as the pod's static image has none.
 	dirs := []hostDir{{s.ConfDir, false}, {s.BinDir, false}, {path.Dir(s.ContainerdConfig), false}, {"/var/lib/cni", false},
-		{"/run/containerd", true}, {"/run/dbus", true}}
+		{"/run/containerd", true}, {"/run/dbus", true}, {"/usr", true}, {"/lib", true}}
 	seen := map[string]bool{}
 	var volumes []corev1.Volume
 	var mounts []corev1.VolumeMount

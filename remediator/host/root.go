@@ -11,6 +11,9 @@ import (
 // Root is the directory where the host's root filesystem is visible.
 type Root string
 
+// IsHost reports whether the root is this process's own root: the remediator runs on the host itself.
+func (r Root) IsHost() bool { return r == "" || r == "/" }
+
 // Path returns where the host path p is visible to this process.
 func (r Root) Path(p string) string {
 	if r == "" || r == "/" {

@@ -99,7 +99,11 @@ func Probe(ctx context.Context, root host.Root, binDirs []string, pluginType str
 	}
 	ctx, cancel := context.WithTimeout(ctx, versionTimeout)
 	defer cancel()
-	vi, err := libcni.NewCNIConfig(dirs, nil).GetVersionInfo(ctx, pluginType)
+	var run invoke.Exec // nil: libcni's own
+	if !root.IsHost() {
+		run = newHostExec(root)
+	}
+	vi, err := libcni.NewCNIConfig(dirs, run).GetVersionInfo(ctx, pluginType)
 	if err != nil {
 		info.Error = fmt.Sprintf("the VERSION command failed: %v", err)
 		return info
