@@ -6,7 +6,7 @@ import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 // termination message. Both are plain typed data: the executor pod carries no API credentials.
 
 // StepType names one typed, idempotent step of a plan.
-// +kubebuilder:validation:Enum=StopUnit;StartUnit;SetCNIVersion;InstallReferencePlugins;RepairRuntimeCNIConfig;FixConfFileModes;RestoreConfList;ReclaimIPAM;RemoveStaleNetns;DeleteLink;VerifyNode
+// +kubebuilder:validation:Enum=StopUnit;StartUnit;SetCNIVersion;InstallReferencePlugins;RepairRuntimeCNIConfig;FixConfFileModes;RestoreConfList;ReclaimIPAM;RemoveStaleNetns;DeleteLink;RemoveStaleCNIResults;VerifyNode
 type StepType string
 
 const (
@@ -30,6 +30,10 @@ const (
 	StepRemoveStaleNetns StepType = "RemoveStaleNetns"
 	// StepDeleteLink deletes a link (such as cni0 holding a stale address) so that the plugin recreates it.
 	StepDeleteLink StepType = "DeleteLink"
+	// StepRemoveStaleCNIResults removes libcni's cached results (/var/lib/cni/results) that block a teardown: those
+	// of sandboxes that no longer exist, and those of ResultVersion on a network now configured with another
+	// version, which a runtime without the converter cannot read ("no converter for CNI result version").
+	StepRemoveStaleCNIResults StepType = "RemoveStaleCNIResults"
 	// StepVerifyNode checks the node locally: conflists parse, plugins support the configured version, the
 	// runtime reports NetworkReady.
 	StepVerifyNode StepType = "VerifyNode"
@@ -72,6 +76,12 @@ type PlanStep struct {
 	// means every network.
 	// +optional
 	Network string `json:"network,omitempty"`
+
+	// ResultVersion is the CNI version of the cached results RemoveStaleCNIResults removes on Network although their
+	// sandbox is live, because the network's configuration moved to another version; empty removes only the results
+	// of sandboxes that no longer exist.
+	// +optional
+	ResultVersion string `json:"resultVersion,omitempty"`
 
 	// Link is the link DeleteLink removes, such as cni0.
 	// +optional

@@ -355,7 +355,7 @@ func Validate(plan v1alpha1.Plan) error {
 			}
 		case v1alpha1.StepVerifyNode, v1alpha1.StepSetCNIVersion, v1alpha1.StepInstallReferencePlugins,
 			v1alpha1.StepRepairRuntimeCNIConfig, v1alpha1.StepFixConfFileModes, v1alpha1.StepRestoreConfList,
-			v1alpha1.StepReclaimIPAM, v1alpha1.StepRemoveStaleNetns, v1alpha1.StepDeleteLink:
+			v1alpha1.StepReclaimIPAM, v1alpha1.StepRemoveStaleNetns, v1alpha1.StepDeleteLink, v1alpha1.StepRemoveStaleCNIResults:
 		default:
 			return fmt.Errorf("step %d: unknown type %q", i+1, s.Type)
 		}

@@ -22,6 +22,10 @@ const (
 	ParamPluginType = "pluginType"
 	ParamBridge     = "bridge"
 	ParamAddress    = "address"
+	// ParamNetwork and ParamResultVersion name a network and the version of its cached results that the runtime
+	// could not convert.
+	ParamNetwork       = "network"
+	ParamResultVersion = "resultVersion"
 )
 
 // Default unit names, as the policy's defaults spell them.
@@ -121,7 +125,7 @@ func Build(r Request) (v1alpha1.Plan, error) {
 		if link := staleLink(r.Params); link != "" {
 			repair = append(repair, v1alpha1.PlanStep{Type: v1alpha1.StepDeleteLink, Link: link})
 		}
-		repair = append(repair, v1alpha1.PlanStep{Type: v1alpha1.StepRemoveStaleNetns})
+		repair = append(repair, v1alpha1.PlanStep{Type: v1alpha1.StepRemoveStaleNetns}, staleResults(r.Params))
 		stopRuntime = false
 	default:
 		return v1alpha1.Plan{}, fmt.Errorf("%w: %s (action %s)", ErrNoNodeRepair, r.Signature, action)
@@ -162,6 +166,17 @@ func staleLink(p map[string]string) string {
 		return "cni0"
 	}
 	return ""
+}
+
+// staleResults is the RemoveStaleCNIResults step: always the results of sandboxes that are gone, and, when the
+// evidence is a cached result the runtime cannot convert ("no converter for CNI result version A to B"), the
+// results of version A on that network.
+func staleResults(p map[string]string) v1alpha1.PlanStep {
+	st := v1alpha1.PlanStep{Type: v1alpha1.StepRemoveStaleCNIResults}
+	if p[ParamResultVersion] != "" && p[ParamNetwork] != "" {
+		st.Network, st.ResultVersion = p[ParamNetwork], p[ParamResultVersion]
+	}
+	return st
 }
 
 func firstNonEmpty(v ...string) string {

@@ -14,6 +14,9 @@ func shape(p v1alpha1.Plan) string {
 	var out []string
 	for _, s := range p.Steps {
 		d := s.Unit + s.ConfList + s.CNIVersion + s.Link + s.Network + strings.Join(s.Plugins, ",")
+		if s.ResultVersion != "" {
+			d += "@" + s.ResultVersion
+		}
 		if s.Runtime != nil {
 			d += s.Runtime.ConfDir
 		}
@@ -46,7 +49,10 @@ func TestBuildFollowsTheRunbookOrderAdaptedPerRepair(t *testing.T) {
 		{"IPAM exhausted keeps the runtime up for CRI", Request{Signature: v1alpha1.SignatureIPAMExhausted, Params: map[string]string{"network": "cni0"}},
 			"StopUnit[kubelet.service] ReclaimIPAM RemoveStaleNetns StartUnit[kubelet.service] VerifyNode"},
 		{"stale cni0 address", Request{Signature: v1alpha1.SignatureStaleState, Params: map[string]string{"address": "10.244.1.1/24"}},
-			"StopUnit[kubelet.service] DeleteLink[cni0] RemoveStaleNetns StartUnit[kubelet.service] VerifyNode"},
+			"StopUnit[kubelet.service] DeleteLink[cni0] RemoveStaleNetns RemoveStaleCNIResults StartUnit[kubelet.service] VerifyNode"},
+		{"cached result the runtime cannot convert", Request{Signature: v1alpha1.SignatureStaleState,
+			Params: map[string]string{"network": "lab", "configVersion": "1.1.0", "resultVersion": "1.0.0"}},
+			"StopUnit[kubelet.service] RemoveStaleNetns RemoveStaleCNIResults[lab@1.0.0] StartUnit[kubelet.service] VerifyNode"},
 		{"invalid config", Request{Signature: v1alpha1.SignatureConfigInvalid, Params: map[string]string{"configFile": "10-calico.conflist"}},
 			"StopUnit[kubelet.service] StopUnit[containerd.service] RestoreConfList[10-calico.conflist] StartUnit[containerd.service] StartUnit[kubelet.service] VerifyNode"},
 		{"custom signature mapped to an action", Request{Signature: "site-ipam", Action: v1alpha1.ActionReclaimIPAM},

@@ -34,6 +34,7 @@ var Resolvers = map[v1alpha1.StepType]step.Resolver{
 	v1alpha1.StepReclaimIPAM:             ReclaimIPAM,
 	v1alpha1.StepRemoveStaleNetns:        RemoveStaleNetns,
 	v1alpha1.StepDeleteLink:              DeleteLink,
+	v1alpha1.StepRemoveStaleCNIResults:   RemoveStaleCNIResults,
 }
 
 // For returns the resolver of a step type.

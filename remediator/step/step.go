@@ -24,6 +24,9 @@ type Env struct {
 	IPAMDataDir string
 	// NetnsDir is where named network namespaces are bind-mounted (/var/run/netns).
 	NetnsDir string
+	// CNICacheDir is libcni's cache of results (cnicache.DefaultDir when empty; runtimes use libcni's default,
+	// so only tests set it).
+	CNICacheDir string
 	// BundleDir is the directory of the bundled reference plugins and their sha256 manifest (a path inside the
 	// executor's own image, not a host path).
 	BundleDir string
