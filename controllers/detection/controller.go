@@ -238,7 +238,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if len(cands) == 0 {
 		return reconcile.Result{}, nil
 	}
-	best, err := r.qualifying(ctx, p, node, cands, now.Before(graceEnd))
+	inGrace := now.Before(graceEnd)
+	// The node's remediations are read while its pods are (two round trips at once instead of one after the
+	// other), but only when a candidate may qualify: most events leave a node below the thresholds.
+	var nrs *remediationsRead
+	if mayQualify(p, cands, inGrace) {
+		nrs = r.readRemediations(ctx, node.Name)
+		defer nrs.cancel()
+	}
+	best, err := r.qualifying(ctx, p, node, cands, inGrace)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -250,7 +258,33 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err != nil || storm {
 		return requeue, err
 	}
-	return requeue, r.openOrFeed(ctx, p, node, best, now)
+	if nrs == nil { // cannot happen: qualifying only returns what mayQualify lets through
+		nrs = r.readRemediations(ctx, node.Name)
+		defer nrs.cancel()
+	}
+	list, err := nrs.wait()
+	if err != nil {
+		return requeue, err
+	}
+	return requeue, r.openOrFeed(ctx, p, node, best, list, now)
+}
+
+// mayQualify reports whether one of the candidates may meet the policy's thresholds, before the node's pods are
+// read: the checks of qualifying that need no pods.
+func mayQualify(p *v1alpha1.RemediationPolicy, cands []candidate, inGrace bool) bool {
+	d := p.Spec.Detection
+	for _, c := range cands {
+		if !c.custom && !policy.EnablesSignature(p, v1alpha1.SignatureID(c.signature)) {
+			continue
+		}
+		if c.condition != "" && !inGrace && c.conditionFor >= d.MinStuckDuration.Duration {
+			return true
+		}
+		if c.events >= d.MinOccurrences && int32(len(c.pods)) >= d.MinPods {
+			return true
+		}
+	}
+	return false
 }
 
 // qualifying returns the candidate that meets the policy's thresholds, the most specific one when several do.

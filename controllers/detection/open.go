@@ -14,14 +14,49 @@ import (
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 )
 
-// openOrFeed opens the node's NodeRemediation, or adds the new evidence to the open one: at most one is open per
-// node. It reads the node's remediations live, so a remediation created a moment ago and not yet in the cache is
-// never opened twice.
-func (r *Reconciler) openOrFeed(ctx context.Context, p *v1alpha1.RemediationPolicy, node *corev1.Node, c *candidate, now time.Time) error {
-	list := &v1alpha1.NodeRemediationList{}
-	if err := r.APIReader.List(ctx, list, client.MatchingLabels{v1alpha1.LabelNode: node.Name}); err != nil {
-		return err
+// remediationsRead is a read of one node's NodeRemediations under way.
+type remediationsRead struct {
+	done   chan struct{}
+	cancel context.CancelFunc
+	list   *v1alpha1.NodeRemediationList
+	err    error
+}
+
+// readRemediations starts reading the node's NodeRemediations. When the cache already shows one open, that is the
+// answer: it opens nothing, and only feeds the open one (a merge patch of its evidence) or leaves the node to it;
+// a cache that lags can only show one open that has ended since, which delays a new incident to the next count.
+// Otherwise the answer comes live from the API server, so that a remediation created a moment ago and not yet in
+// the cache is never opened twice: whatever openOrFeed creates, it decided from a live read made after every
+// earlier reconcile of the node ended (the work queue never hands one node to two workers).
+func (r *Reconciler) readRemediations(ctx context.Context, node string) *remediationsRead {
+	ctx, cancel := context.WithCancel(ctx)
+	rr := &remediationsRead{done: make(chan struct{}), cancel: cancel, list: &v1alpha1.NodeRemediationList{}}
+	cached := &v1alpha1.NodeRemediationList{}
+	if err := r.Client.List(ctx, cached, client.MatchingLabels{v1alpha1.LabelNode: node}); err == nil {
+		for i := range cached.Items {
+			if !cached.Items[i].Status.Phase.IsTerminal() {
+				rr.list = cached
+				close(rr.done)
+				return rr
+			}
+		}
 	}
+	go func() {
+		defer close(rr.done)
+		rr.err = r.APIReader.List(ctx, rr.list, client.MatchingLabels{v1alpha1.LabelNode: node})
+	}()
+	return rr
+}
+
+// wait returns the node's NodeRemediations once read.
+func (rr *remediationsRead) wait() (*v1alpha1.NodeRemediationList, error) {
+	<-rr.done
+	return rr.list, rr.err
+}
+
+// openOrFeed opens the node's NodeRemediation, or adds the new evidence to the open one: at most one is open per
+// node. list is the node's remediations from readRemediations: live unless the cache already showed one open.
+func (r *Reconciler) openOrFeed(ctx context.Context, p *v1alpha1.RemediationPolicy, node *corev1.Node, c *candidate, list *v1alpha1.NodeRemediationList, now time.Time) error {
 	var latest *v1alpha1.NodeRemediation
 	for i := range list.Items {
 		nr := &list.Items[i]
@@ -102,21 +137,25 @@ func holdOff(p *v1alpha1.RemediationPolicy, latest *v1alpha1.NodeRemediation, no
 
 // feed adds new evidence to the open remediation, at most once per MinWriteInterval per node unless something a
 // person would notice changed (new stuck pods, the node condition): an outage must not become a write storm.
+// nr may come from the cache: a write is computed against the remediation read live.
 func (r *Reconciler) feed(ctx context.Context, nr *v1alpha1.NodeRemediation, c *candidate) error {
-	ev := nodeEvidence(c)
-	old := nr.Spec.Evidence
-	if ev.FirstSeen != nil && old.FirstSeen != nil && old.FirstSeen.Before(ev.FirstSeen) {
-		ev.FirstSeen = old.FirstSeen
-	}
-	if ev.EventCount < old.EventCount {
-		ev.EventCount = old.EventCount // the window moved on; the incident's count only grows
-	}
-	if equality.Semantic.DeepEqual(ev, old) {
+	ev, changed, significant := feedEvidence(nr, c)
+	if !changed {
 		return nil
 	}
 	now := r.Clock.Now()
-	significant := len(ev.Pods) != len(old.Pods) || ev.NodeCondition != old.NodeCondition
 	if !significant && !r.writeDue(nr.Spec.NodeName, now) {
+		return nil
+	}
+	live := &v1alpha1.NodeRemediation{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(nr), live); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if live.Status.Phase.IsTerminal() || live.Spec.Signature != nr.Spec.Signature {
+		return nil // it ended since the cache saw it: the next count opens a new one if the evidence holds
+	}
+	nr = live
+	if ev, changed, _ = feedEvidence(nr, c); !changed {
 		return nil
 	}
 	patch := client.MergeFrom(nr.DeepCopy())
@@ -132,6 +171,23 @@ func (r *Reconciler) feed(ctx context.Context, nr *v1alpha1.NodeRemediation, c *
 	}
 	r.noteWrite(nr.Spec.NodeName, now)
 	return nil
+}
+
+// feedEvidence is the remediation's evidence with the candidate's added, whether it changed, and whether the change
+// is one a person would notice.
+func feedEvidence(nr *v1alpha1.NodeRemediation, c *candidate) (v1alpha1.Evidence, bool, bool) {
+	ev := nodeEvidence(c)
+	old := nr.Spec.Evidence
+	if ev.FirstSeen != nil && old.FirstSeen != nil && old.FirstSeen.Before(ev.FirstSeen) {
+		ev.FirstSeen = old.FirstSeen
+	}
+	if ev.EventCount < old.EventCount {
+		ev.EventCount = old.EventCount // the window moved on; the incident's count only grows
+	}
+	if equality.Semantic.DeepEqual(ev, old) {
+		return ev, false, false
+	}
+	return ev, true, len(ev.Pods) != len(old.Pods) || ev.NodeCondition != old.NodeCondition
 }
 
 func (r *Reconciler) writeDue(node string, now time.Time) bool {
