@@ -15,11 +15,13 @@ package detection
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,6 +29,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -69,6 +72,10 @@ type Reconciler struct {
 	sets    sync.Map // policy name -> compiledSet
 	writeMu sync.Mutex
 	written map[string]time.Time // node -> last evidence write
+	// nodeGen counts the node changes that can change which nodes a policy covers (created, deleted, labels
+	// changed), as the cache sees them; covered keeps each policy's covered nodes for one value of it.
+	nodeGen atomic.Uint64
+	covered sync.Map // policy name -> coveredNodes
 }
 
 type compiledSet struct {
@@ -116,6 +123,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// A node's Ready condition carries cni-not-initialized; only its changes matter.
 		For(&corev1.Node{}, builder.WithPredicates(readyChanged())).
 		WatchesRawSource(source.Channel(r.wake, &handler.EnqueueRequestForObject{})).
+		Watches(&corev1.Node{}, r.nodeMembership()).
 		Watches(&v1alpha1.RemediationPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyChanged), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Complete(r)
 }
@@ -456,4 +464,49 @@ func remediationName(node, sig string, now time.Time) string {
 		node = node[:max]
 	}
 	return strings.Trim(node+suffix, "-.")
+}
+
+// nodeMembership enqueues nothing: it moves nodeGen on every node change that can change a policy's coverage, so
+// that coveredBy recounts. The cache holds a change before its handlers hear of it, so a count is never kept past a
+// change the cache has seen.
+func (r *Reconciler) nodeMembership() handler.TypedEventHandler[client.Object, reconcile.Request] {
+	return handler.Funcs{
+		CreateFunc: func(context.Context, event.CreateEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.nodeGen.Add(1)
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if e.ObjectOld == nil || e.ObjectNew == nil || !maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()) {
+				r.nodeGen.Add(1)
+			}
+		},
+		DeleteFunc: func(context.Context, event.DeleteEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.nodeGen.Add(1)
+		},
+	}
+}
+
+// coveredNodes is a policy's covered nodes as counted at one generation of the policy and of the nodes.
+type coveredNodes struct {
+	uid        types.UID
+	generation int64
+	nodeGen    uint64
+	nodes      map[string]bool
+}
+
+// coveredBy is the set of nodes the policy covers, from the cache: counted again only when the policy's spec or a
+// node's membership changed since the last count (listing every node of a large cluster for each reconcile was
+// most of the detection's CPU and garbage: make bench, detection latency).
+func (r *Reconciler) coveredBy(ctx context.Context, p *v1alpha1.RemediationPolicy) (map[string]bool, error) {
+	gen := r.nodeGen.Load()
+	if v, ok := r.covered.Load(p.Name); ok {
+		if c := v.(coveredNodes); c.uid == p.UID && c.generation == p.Generation && c.nodeGen == gen && gen != 0 {
+			return c.nodes, nil
+		}
+	}
+	nodes, err := policy.CoveredNodes(ctx, r.Client, p)
+	if err != nil {
+		return nil, err
+	}
+	r.covered.Store(p.Name, coveredNodes{uid: p.UID, generation: p.Generation, nodeGen: gen, nodes: nodes})
+	return nodes, nil
 }

@@ -23,7 +23,7 @@ const (
 // storm.cooldown ago. It records the storm on the policy (StormActive, status.storm) through server-side apply, as
 // the only writer of those fields, and only when they change.
 func (r *Reconciler) checkStorm(ctx context.Context, p *v1alpha1.RemediationPolicy, sig string, now time.Time) (bool, error) {
-	covered, err := policy.CoveredNodes(ctx, r.Client, p)
+	covered, err := r.coveredBy(ctx, p)
 	if err != nil {
 		return false, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -46,6 +47,29 @@ const (
 type Reconciler struct {
 	Client client.Client
 	Clock  clock.PassiveClock
+
+	// compiled keeps each policy's signature errors for one generation of it: the policy is counted again on every
+	// phase change of its remediations, and compiling its signatures was the largest part of that (make bench,
+	// detection latency, a CPU profile of the manager while 50 remediations open at once).
+	compiled sync.Map // policy name -> compiledErrs
+}
+
+type compiledErrs struct {
+	uid        types.UID
+	generation int64
+	errs       []error
+}
+
+// signatureErrors are the errors of the policy's custom signatures, compiled once per generation of the policy.
+func (r *Reconciler) signatureErrors(p *v1alpha1.RemediationPolicy) []error {
+	if v, ok := r.compiled.Load(p.Name); ok {
+		if c := v.(compiledErrs); c.uid == p.UID && c.generation == p.Generation {
+			return c.errs
+		}
+	}
+	_, errs := signature.CompilePolicy(&p.Spec)
+	r.compiled.Store(p.Name, compiledErrs{uid: p.UID, generation: p.Generation, errs: errs})
+	return errs
 }
 
 // +kubebuilder:rbac:groups=cnimedic.io,resources=remediationpolicies,verbs=get;list;watch
@@ -67,7 +91,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	_, sigErrs := signature.CompilePolicy(&p.Spec)
+	sigErrs := r.signatureErrors(p)
 	active, pending, err := r.remediationCounts(ctx, p.Name)
 	if err != nil {
 		return reconcile.Result{}, err
