@@ -55,8 +55,12 @@ func (r *Reconciler) reconcileNew(ctx context.Context, s *scope) (reconcile.Resu
 		default:
 			s.transition(v1alpha1.PhaseEscalated, ReasonPlanFailed, fmt.Sprintf("no repair plan for %s: %v", nr.Spec.Signature, planErr))
 		}
+		return reconcile.Result{}, nil
 	}
-	return reconcile.Result{}, nil
+	// Detected goes on at once, in this reconcile: the two transitions are one status write, not two writes and a
+	// reconcile in between (when a fleet breaks at once, those writes compete with the detection of the next nodes:
+	// make bench, detection latency). The history still records both.
+	return r.reconcileDetected(ctx, s)
 }
 
 // actionOf is the action for the remediation's signature: the custom signature's, or the catalog's under the
