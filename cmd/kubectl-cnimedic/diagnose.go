@@ -40,36 +40,26 @@ const (
 	diagnoseContainer       = diagnosepod.Container
 )
 
-// diagnoseSpec is what the diagnose pod is made from.
+// diagnoseSpec is what the diagnose pod is made from, and how long the plugin waits for it.
 type diagnoseSpec struct {
-	Node             string
-	Namespace        string
-	Image            string
-	ServiceAccount   string
-	PriorityClass    string
-	ConfDir          string
-	BinDir           string
-	ContainerdConfig string
-	Output           string
-	Timeout          time.Duration
+	diagnosepod.Spec
+	Timeout time.Duration
 }
 
 // diagnosePod builds the plugin's pod (internal/diagnosepod) and labels it as the plugin's, not as a remediation's:
 // the manager watches pods labelled cnimedic.io/remediation as its own executors.
 func diagnosePod(s diagnoseSpec) *corev1.Pod {
-	return diagnosepod.Pod(diagnosepod.Spec{
-		Node: s.Node, Namespace: s.Namespace, GenerateName: "cnimedic-diagnose-",
-		Labels: map[string]string{
-			"app.kubernetes.io/name":    "cnimedic",
-			v1alpha1.LabelComponent:     "diagnose",
-			v1alpha1.LabelNode:          s.Node,
-			"app.kubernetes.io/part-of": "cnimedic",
-		},
-		Image: s.Image, ServiceAccount: s.ServiceAccount, PriorityClass: s.PriorityClass,
-		ConfDir: s.ConfDir, BinDir: s.BinDir, ContainerdConfig: s.ContainerdConfig, Output: s.Output,
-		// Bounds the pod's life even if the plugin dies before deleting it.
-		ActiveDeadline: int64(s.Timeout.Seconds()) + 30,
-	})
+	spec := s.Spec
+	spec.GenerateName = "cnimedic-diagnose-"
+	spec.Labels = map[string]string{
+		"app.kubernetes.io/name":    "cnimedic",
+		v1alpha1.LabelComponent:     "diagnose",
+		v1alpha1.LabelNode:          s.Node,
+		"app.kubernetes.io/part-of": "cnimedic",
+	}
+	// Bounds the pod's life even if the plugin dies before deleting it.
+	spec.ActiveDeadline = int64(s.Timeout.Seconds()) + 30
+	return diagnosepod.Pod(spec)
 }
 
 const diagnoseExample = `  # Diagnose a node's CNI configuration, plugins, runtime, IPAM, namespaces and units (read-only)

@@ -19,12 +19,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/diagnosepod"
 )
 
 func testDiagnoseSpec() diagnoseSpec {
-	return diagnoseSpec{Node: "w1", Namespace: "cnimedic-system", Image: "cnimedic.local/executor:dev", ServiceAccount: "cnimedic-executor",
+	return diagnoseSpec{Spec: diagnosepod.Spec{Node: "w1", Namespace: "cnimedic-system", Image: "cnimedic.local/executor:dev", ServiceAccount: "cnimedic-executor",
 		PriorityClass: "cnimedic-executor", ConfDir: defaultConfDir, BinDir: defaultBinDir, ContainerdConfig: defaultContainerdConfig,
-		Output: outputJSON, Timeout: time.Minute}
+		Output: outputJSON}, Timeout: time.Minute}
 }
 
 // TestDiagnosePodIsExecutorShapedAndReadOnly checks the pod against the executor contract (design.md): it runs

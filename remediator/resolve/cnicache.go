@@ -20,13 +20,9 @@ import (
 //
 // The executor backs every removed file up, as it does lease files.
 func RemoveStaleCNIResults(ctx context.Context, env step.Env, s v1alpha1.PlanStep) (step.Resolution, error) {
-	sbs, err := liveSandboxes(ctx, env)
+	sbs, live, err := liveSandboxIDs(ctx, env)
 	if err != nil {
 		return step.Resolution{}, err
-	}
-	live := map[string]bool{}
-	for _, sb := range sbs {
-		live[sb.ID] = true
 	}
 	dir := env.CNICacheDir
 	if dir == "" {

@@ -377,6 +377,19 @@ func liveSandboxes(ctx context.Context, env step.Env) ([]cri.Sandbox, error) {
 	return sbs, nil
 }
 
+// liveSandboxIDs is liveSandboxes and the set of their ids.
+func liveSandboxIDs(ctx context.Context, env step.Env) ([]cri.Sandbox, map[string]bool, error) {
+	sbs, err := liveSandboxes(ctx, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	live := make(map[string]bool, len(sbs))
+	for _, sb := range sbs {
+		live[sb.ID] = true
+	}
+	return sbs, live, nil
+}
+
 // ReclaimIPAM frees host-local addresses whose sandbox the runtime no longer knows: allocated lease files minus
 // live sandboxes, as Antrea's host-local GC does. Sandboxes in any state count as live, so an address of a
 // sandbox that still exists is never freed. The executor backs every removed lease file up, which is the copy
@@ -384,13 +397,9 @@ func liveSandboxes(ctx context.Context, env step.Env) ([]cri.Sandbox, error) {
 // (plugins v1.9.1) registers no GC function, and libcni's GC only calls DEL for attachments its result cache
 // still records, so a leaked lease without a cache entry would survive it.
 func ReclaimIPAM(ctx context.Context, env step.Env, s v1alpha1.PlanStep) (step.Resolution, error) {
-	sbs, err := liveSandboxes(ctx, env)
+	sbs, live, err := liveSandboxIDs(ctx, env)
 	if err != nil {
 		return step.Resolution{}, err
-	}
-	live := map[string]bool{}
-	for _, sb := range sbs {
-		live[sb.ID] = true
 	}
 	dataDir := env.IPAMDataDir
 	if dataDir == "" {
