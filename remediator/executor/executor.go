@@ -125,32 +125,11 @@ func (e *Executor) Run(ctx context.Context, id string, plan v1alpha1.Plan) v1alp
 	if err := Validate(plan); err != nil {
 		return e.failEarly(ctx, res, err)
 	}
-	// One remediation at a time on a node: another one's units are not ours to stop.
-	nl, err := journal.LockNode(ctx, e.Env.Root, e.JournalBase, id, false)
-	if errors.Is(err, journal.ErrBusy) {
-		// Touch nothing, not even to start a unit: the other remediation may hold it stopped on purpose.
-		if stored, _ := journal.ReadResult(e.Env.Root, e.JournalBase, id); stored != nil {
-			return *stored
-		}
-		res.Outcome = v1alpha1.OutcomeFailed
-		res.Message = "nothing was changed: " + err.Error()
-		return res
+	j, release, busy := e.claim(ctx, res, journal.ReadResult, fmt.Sprintf("another run of remediation %s is in progress", id))
+	if busy != nil {
+		return *busy
 	}
-	if err != nil {
-		return e.failEarly(ctx, res, err)
-	}
-	defer func() { _ = nl.Unlock() }()
-	j, err := journal.Open(e.Env.Root, e.JournalBase, id)
-	if errors.Is(err, journal.ErrBusy) {
-		// Another live run owns this remediation and its units: touch nothing.
-		res.Outcome = v1alpha1.OutcomeFailed
-		res.Message = fmt.Sprintf("another run of remediation %s is in progress", id)
-		return res
-	}
-	if err != nil {
-		return e.failEarly(ctx, res, fmt.Errorf("open the journal: %w", err))
-	}
-	defer func() { _ = j.Close() }()
+	defer release()
 	if stored, err := j.Result(); err != nil {
 		return e.failEarly(ctx, res, err)
 	} else if stored != nil {
@@ -180,6 +159,42 @@ func (r *run) pruneJournals() {
 	if err != nil {
 		r.note("pruning old journals: %v", err)
 	}
+}
+
+// claim takes the node lock and this remediation's journal without waiting: one remediation at a time on a node
+// (another one's units are not ours to stop), one run at a time of a remediation. When it cannot, it returns the
+// result to report instead, having touched nothing, not even to start a unit (the other run may hold it stopped
+// on purpose): the result stored reports (the answer of an earlier run of the same request), else a Failed result
+// saying who holds the node, or busyMsg when another run holds this remediation. release frees both.
+func (e *Executor) claim(ctx context.Context, res v1alpha1.ExecutorResult,
+	stored func(host.Root, string, string) (*v1alpha1.ExecutorResult, error), busyMsg string) (*journal.Journal, func(), *v1alpha1.ExecutorResult) {
+	id := res.RemediationID
+	nl, err := journal.LockNode(ctx, e.Env.Root, e.JournalBase, id, false)
+	if errors.Is(err, journal.ErrBusy) {
+		if earlier, _ := stored(e.Env.Root, e.JournalBase, id); earlier != nil {
+			return nil, nil, earlier
+		}
+		res.Outcome = v1alpha1.OutcomeFailed
+		res.Message = "nothing was changed: " + err.Error()
+		return nil, nil, &res
+	}
+	if err != nil {
+		out := e.failEarly(ctx, res, err)
+		return nil, nil, &out
+	}
+	j, err := journal.Open(e.Env.Root, e.JournalBase, id)
+	if errors.Is(err, journal.ErrBusy) {
+		_ = nl.Unlock()
+		res.Outcome = v1alpha1.OutcomeFailed
+		res.Message = busyMsg
+		return nil, nil, &res
+	}
+	if err != nil {
+		out := e.failEarly(ctx, res, fmt.Errorf("open the journal: %w", err)) // under the node lock, as a run would
+		_ = nl.Unlock()
+		return nil, nil, &out
+	}
+	return j, func() { _ = j.Close(); _ = nl.Unlock() }, nil
 }
 
 // Recover is what runs when a host-side run has died (systemd's ExecStopPost, or the guard timer): a finished
@@ -241,29 +256,11 @@ func (e *Executor) Undo(ctx context.Context, id, reason string) v1alpha1.Executo
 	if !journal.HasPlan(e.Env.Root, e.JournalBase, id) {
 		return e.failEarly(ctx, res, fmt.Errorf("remediation %s never ran on this node: nothing to roll back", id))
 	}
-	nl, err := journal.LockNode(ctx, e.Env.Root, e.JournalBase, id, false)
-	if errors.Is(err, journal.ErrBusy) {
-		if undone, _ := journal.ReadUndo(e.Env.Root, e.JournalBase, id); undone != nil {
-			return *undone
-		}
-		res.Outcome = v1alpha1.OutcomeFailed
-		res.Message = "nothing was changed: " + err.Error()
-		return res
+	j, release, busy := e.claim(ctx, res, journal.ReadUndo, fmt.Sprintf("a run of remediation %s is in progress: roll back once it has ended", id))
+	if busy != nil {
+		return *busy
 	}
-	if err != nil {
-		return e.failEarly(ctx, res, err)
-	}
-	defer func() { _ = nl.Unlock() }()
-	j, err := journal.Open(e.Env.Root, e.JournalBase, id)
-	if errors.Is(err, journal.ErrBusy) {
-		res.Outcome = v1alpha1.OutcomeFailed
-		res.Message = fmt.Sprintf("a run of remediation %s is in progress: roll back once it has ended", id)
-		return res
-	}
-	if err != nil {
-		return e.failEarly(ctx, res, fmt.Errorf("open the journal: %w", err))
-	}
-	defer func() { _ = j.Close() }()
+	defer release()
 	if undone, err := j.UndoResult(); err == nil && undone != nil {
 		out := *undone
 		e.ensureCritical(ctx, &out)
