@@ -260,6 +260,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	requeue := reconcile.Result{RequeueAfter: r.Requeue}
 	if best == nil {
+		// Counted again at the periodic recount, or sooner when the evidence can meet the thresholds by time alone:
+		// kubelet's retries of a failing pod back off to minutes, so its next event may come long after.
+		requeue.RequeueAfter = nextCount(cands, now, graceEnd, d.MinStuckDuration.Duration, r.Requeue)
 		return requeue, nil
 	}
 	storm, err := r.checkStorm(ctx, p, best.signature, now)
@@ -275,6 +278,28 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return requeue, err
 	}
 	return requeue, r.openOrFeed(ctx, p, node, best, list, now)
+}
+
+// nextCount is when a node whose evidence does not qualify yet should be counted again: the earliest moment time
+// alone can change the answer (a pod becomes stuck for minStuck, the node condition has lasted minStuck, the boot
+// grace ends), or the periodic recount, whichever comes first. The lowest requeue wins.
+func nextCount(cands []candidate, now, graceEnd time.Time, minStuck, periodic time.Duration) time.Duration {
+	next := periodic
+	consider := func(at time.Time) {
+		if d := at.Sub(now); at.After(now) && d < next {
+			next = d
+		}
+	}
+	consider(graceEnd)
+	for _, c := range cands {
+		if !c.ripens.IsZero() {
+			consider(c.ripens)
+		}
+		if c.condition != "" {
+			consider(now.Add(minStuck - c.conditionFor))
+		}
+	}
+	return next
 }
 
 // mayQualify reports whether one of the candidates may meet the policy's thresholds, before the node's pods are

@@ -168,6 +168,8 @@ type candidate struct {
 	// conditionFor is how long the node condition has carried the signature.
 	conditionFor time.Duration
 	first, last  time.Time
+	// ripens is the next moment a pod of the window becomes stuck long enough to count (zero: none will).
+	ripens time.Time
 }
 
 // window is how a policy counts.
@@ -206,6 +208,8 @@ func (s *store) snapshot(node string, w window) (cands []candidate, stale int) {
 			c.podsFailed++
 			if w.now.Sub(ps.first) >= w.minStuck {
 				c.pods = append(c.pods, ref)
+			} else if at := ps.first.Add(w.minStuck); c.ripens.IsZero() || at.Before(c.ripens) {
+				c.ripens = at
 			}
 		}
 		sort.Slice(c.pods, func(i, j int) bool {
