@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -134,6 +135,7 @@ containers with a real systemd, containerd, runc, CNI plugins and kubelet.
 	heading(5, "cnimedic takes over")
 	say("   Follow along in another terminal:")
 	shell("export KUBECONFIG=%s", l.Config().Kubeconfig)
+	shell("export PATH=%s", toolsPath(l))
 	shell("kubectl get noderemediations -w")
 	shell("kubectl events --for noderemediation/NAME --watch")
 	nr, err := awaitRemediation(ctx, c, l, target, events)
@@ -165,8 +167,10 @@ containers with a real systemd, containerd, runc, CNI plugins and kubelet.
 
 	fmt.Printf(`
 What next
-   The lab stays up. Point kubectl at it:
+   The lab stays up. Point kubectl at it (bin/k8s has kubectl, bin the kubectl cnimedic plugin):
      export KUBECONFIG=%s
+     export PATH=%s
+     kubectl cnimedic status
    Try the other failures of the runbooks: bin/lab break NODE FAULT, then watch kubectl get noderemediations -w.
    Each is repaired, or escalated when a node repair would be the wrong answer:
 %s
@@ -177,8 +181,13 @@ What next
    then: kubectl annotate noderemediation/NAME cnimedic.io/approve=true
    The end-to-end suite runs every scenario:  make e2e
    Tear everything down (nothing is left behind): make lab-down
-`, l.Config().Kubeconfig, faultList(), rel(file))
+`, l.Config().Kubeconfig, toolsPath(l), faultList(), rel(file))
 	return nil
+}
+
+// toolsPath is a PATH with the lab's kubectl (bin/k8s) and the kubectl-cnimedic plugin (bin) first.
+func toolsPath(l *lab.Lab) string {
+	return l.Config().K8sBin + ":" + filepath.Join(l.Config().RepoRoot, "bin") + ":$PATH"
 }
 
 func faultList() string {
