@@ -1,6 +1,11 @@
 package v1alpha1
 
-import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+import (
+	"strconv"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
 
 // The executor contract. The manager hands the executor pod a Plan and reads an ExecutorResult back from the pod's
 // termination message. Both are plain typed data: the executor pod carries no API credentials.
@@ -90,6 +95,33 @@ type PlanStep struct {
 	// Runtime holds the settings RepairRuntimeCNIConfig writes.
 	// +optional
 	Runtime *ContainerdCNISpec `json:"runtime,omitempty"`
+}
+
+// Args are the step's fields that are set, as key=value in a fixed order: how the plugin and the docs show a
+// step, beside its type.
+func (s PlanStep) Args() []string {
+	var out []string
+	add := func(k, v string) {
+		if v != "" {
+			out = append(out, k+"="+v)
+		}
+	}
+	add("unit", s.Unit)
+	add("conflist", s.ConfList)
+	add("cniVersion", s.CNIVersion)
+	add("plugins", strings.Join(s.Plugins, ","))
+	add("network", s.Network)
+	add("resultVersion", s.ResultVersion)
+	add("link", s.Link)
+	if r := s.Runtime; r != nil {
+		add("binDir", r.BinDir)
+		add("confDir", r.ConfDir)
+		add("confTemplate", r.ConfTemplate)
+		if r.MaxConfNum != nil {
+			add("maxConfNum", strconv.Itoa(int(*r.MaxConfNum)))
+		}
+	}
+	return out
 }
 
 // ExecutorOutcome is how an executor run ended.

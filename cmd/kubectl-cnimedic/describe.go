@@ -318,30 +318,10 @@ func writeExecutor(p *prefixWriter, nr *v1alpha1.NodeRemediation) {
 
 // planStep renders one typed step with the fields its type uses.
 func planStep(s v1alpha1.PlanStep) string {
-	var parts []string
-	add := func(k, v string) {
-		if v != "" {
-			parts = append(parts, k+"="+v)
-		}
+	if args := s.Args(); len(args) > 0 {
+		return string(s.Type) + " " + strings.Join(args, " ")
 	}
-	add("unit", s.Unit)
-	add("conflist", s.ConfList)
-	add("cniVersion", s.CNIVersion)
-	add("plugins", strings.Join(s.Plugins, ","))
-	add("network", s.Network)
-	add("link", s.Link)
-	if r := s.Runtime; r != nil {
-		add("binDir", r.BinDir)
-		add("confDir", r.ConfDir)
-		add("confTemplate", r.ConfTemplate)
-		if r.MaxConfNum != nil {
-			add("maxConfNum", fmt.Sprint(*r.MaxConfNum))
-		}
-	}
-	if len(parts) == 0 {
-		return string(s.Type)
-	}
-	return string(s.Type) + " " + strings.Join(parts, " ")
+	return string(s.Type)
 }
 
 func orNone(s string) string {

@@ -126,26 +126,10 @@ func render() ([]byte, error) {
 
 // stepText renders a plan step with the fields its type uses.
 func stepText(s v1alpha1.PlanStep) string {
-	var parts []string
-	add := func(k, v string) {
-		if v != "" {
-			parts = append(parts, k+"="+v)
-		}
+	if args := s.Args(); len(args) > 0 {
+		return "`" + string(s.Type) + "` " + strings.Join(args, " ")
 	}
-	add("unit", s.Unit)
-	add("conflist", s.ConfList)
-	add("cniVersion", s.CNIVersion)
-	add("plugins", strings.Join(s.Plugins, ","))
-	add("network", s.Network)
-	add("link", s.Link)
-	if r := s.Runtime; r != nil {
-		add("binDir", r.BinDir)
-		add("confDir", r.ConfDir)
-	}
-	if len(parts) == 0 {
-		return "`" + string(s.Type) + "`"
-	}
-	return "`" + string(s.Type) + "` " + strings.Join(parts, " ")
+	return "`" + string(s.Type) + "`"
 }
 
 func main() {
