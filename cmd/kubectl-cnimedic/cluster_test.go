@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,27 +22,14 @@ import (
 // runs: the tests write the objects and their status as the manager would, then run the plugin as a user would,
 // through --kubeconfig.
 
-var (
-	envOnce   sync.Once
-	envErr    error
-	sharedEnv *testenv.Env
-)
+var controlPlane testenv.Lazy
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if sharedEnv != nil {
-		_ = sharedEnv.Stop()
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.LazyMain(m, &controlPlane) }
 
 // apiServer starts the shared control plane on first use and returns it with a kubeconfig file for its admin.
 func apiServer(t *testing.T) (*testenv.Env, string) {
 	t.Helper()
-	envOnce.Do(func() { sharedEnv, envErr = testenv.Start() })
-	if envErr != nil {
-		t.Fatal(envErr)
-	}
+	sharedEnv := controlPlane.Get(t)
 	return sharedEnv, writeKubeconfig(t, sharedEnv.Config)
 }
 

@@ -3,10 +3,8 @@ package deploytest
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,26 +22,13 @@ import (
 )
 
 // One control plane for the package, started by the first test that needs one.
-var (
-	envOnce   sync.Once
-	envErr    error
-	sharedEnv *testenv.Env
-)
+var controlPlane testenv.Lazy
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if sharedEnv != nil {
-		_ = sharedEnv.Stop()
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.LazyMain(m, &controlPlane) }
 
 func apiServer(t *testing.T) *testenv.Env {
 	t.Helper()
-	envOnce.Do(func() { sharedEnv, envErr = testenv.Start() })
-	if envErr != nil {
-		t.Fatal(envErr)
-	}
+	sharedEnv := controlPlane.Get(t)
 	return sharedEnv
 }
 

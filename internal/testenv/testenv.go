@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 
 	"go.uber.org/zap/zapcore"
@@ -112,6 +113,34 @@ func Main(m *testing.M, env **Env, setup func(*Env) error) {
 	code := m.Run()
 	if err := e.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "stopping the control plane:", err)
+	}
+	os.Exit(code)
+}
+
+// Lazy is one control plane for a package, started by the first test that asks for it (Get), so that the package's
+// tests that need none run without one. Its TestMain calls LazyMain.
+type Lazy struct {
+	once sync.Once
+	env  *Env
+	err  error
+}
+
+// Get starts the control plane the first time and returns it; a start failure fails every test that asks.
+func (l *Lazy) Get(t testing.TB) *Env {
+	t.Helper()
+	l.once.Do(func() { l.env, l.err = Start() })
+	if l.err != nil {
+		t.Fatal(l.err)
+	}
+	return l.env
+}
+
+// LazyMain is the TestMain of a package with a Lazy control plane: it runs the tests, stops the control plane if
+// one was started, and exits with the tests' code.
+func LazyMain(m *testing.M, l *Lazy) {
+	code := m.Run()
+	if l.env != nil {
+		_ = l.env.Stop()
 	}
 	os.Exit(code)
 }
