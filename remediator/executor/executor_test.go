@@ -16,8 +16,8 @@ import (
 	"testing"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/labtest"
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/labtest"
 	"github.com/cnimedic/cnimedic/remediator/internal/testresolve"
 	"github.com/cnimedic/cnimedic/remediator/journal"
 	"github.com/cnimedic/cnimedic/remediator/step"

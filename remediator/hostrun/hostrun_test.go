@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/labtest"
 	"github.com/cnimedic/cnimedic/internal/nspawn"
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/labtest"
 	"github.com/cnimedic/cnimedic/remediator/internal/sysnode"
 	"github.com/cnimedic/cnimedic/remediator/internal/testresolve"
 	"github.com/cnimedic/cnimedic/remediator/plugins"

@@ -3,7 +3,7 @@ package plugins
 import (
 	"testing"
 
-	"github.com/cnimedic/cnimedic/remediator/internal/labtest"
+	"github.com/cnimedic/cnimedic/internal/labtest"
 )
 
 func TestMain(m *testing.M) { labtest.Main(m) }

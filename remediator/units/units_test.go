@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cnimedic/cnimedic/internal/labtest"
 	"github.com/cnimedic/cnimedic/internal/nspawn"
-	"github.com/cnimedic/cnimedic/remediator/internal/labtest"
 	"github.com/cnimedic/cnimedic/remediator/internal/sysnode"
 )
 

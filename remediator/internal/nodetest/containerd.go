@@ -20,7 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/cnimedic/cnimedic/remediator/internal/labtest"
+	"github.com/cnimedic/cnimedic/internal/labtest"
 )
 
 // PauseImage is the sandbox image the test containerd uses; ImportPause builds it from a static Go binary

@@ -14,7 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/cnimedic/cnimedic/remediator/internal/labtest"
+	"github.com/cnimedic/cnimedic/internal/labtest"
 )
 
 // Plugin sets.

@@ -1,4 +1,4 @@
-// Package labtest holds what the remediator's test suites share: where their files go.
+// Package labtest holds what the test suites share: where their files go.
 //
 // Test files live under the repository's .lab/tmp (gitignored), never in /tmp: on shared machines files in /tmp
 // have been seen to vanish under a running test, and a systemd-nspawn node's root must not sit on a tmpfs that a
@@ -16,7 +16,7 @@ import (
 // RepoRoot is the repository's top directory, found from this file's location.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
 // TmpDir is the directory test files go under: .lab/tmp in the repository.
