@@ -33,15 +33,7 @@ func TestDetectionLatency(t *testing.T) {
 	failing := envInt(t, "BENCH_DETECT_FAILING", 50)
 	rounds := envInt(t, "BENCH_DETECT_ROUNDS", 4)
 	const stuckPerNode, runningPerNode = 3, 10
-	sec := &Section{ID: "2-detection", Title: "Detection latency under event noise (real cmd/manager binary, envtest API server)", Started: time.Now()}
-	defer func() {
-		if t.Failed() {
-			sec.Failed = true
-		}
-		if err := sec.Write(); err != nil {
-			t.Error(err)
-		}
-	}()
+	sec := newSection(t, "2-detection", "Detection latency under event noise (real cmd/manager binary, envtest API server)")
 	ctx := context.Background()
 	cp, err := StartControlPlane(ControlPlaneOptions{Name: "detection", Audit: true, QuotaBytes: 8 << 30})
 	if err != nil {

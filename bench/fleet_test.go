@@ -36,15 +36,7 @@ func TestFleet(t *testing.T) {
 	maxConc := envInt(t, "BENCH_FLEET_MAX_CONCURRENT", 5)
 	execTime := time.Duration(envInt(t, "BENCH_EXECUTOR_SECONDS", 5)) * time.Second
 	canaryTime := time.Duration(envInt(t, "BENCH_CANARY_SECONDS", 2)) * time.Second
-	sec := &Section{ID: "4-fleet", Title: "Fleet repair (real cmd/manager binary, envtest API server, kubelets played by the test)", Started: time.Now()}
-	defer func() {
-		if t.Failed() {
-			sec.Failed = true
-		}
-		if err := sec.Write(); err != nil {
-			t.Error(err)
-		}
-	}()
+	sec := newSection(t, "4-fleet", "Fleet repair (real cmd/manager binary, envtest API server, kubelets played by the test)")
 	ctx := context.Background()
 	cp, err := StartControlPlane(ControlPlaneOptions{Name: "fleet"})
 	if err != nil {

@@ -31,15 +31,7 @@ func TestFootprint(t *testing.T) {
 	perNode := envInt(t, "BENCH_PODS_PER_NODE", 30)
 	window := envDuration(t, "BENCH_FOOTPRINT_WINDOW", 60*time.Second)
 	noiseRate := float64(envInt(t, "BENCH_NOISE_RATE", 100))
-	sec := &Section{ID: "3-footprint", Title: "Footprint at scale (real cmd/manager binary, envtest API server)", Started: time.Now()}
-	defer func() {
-		if t.Failed() {
-			sec.Failed = true
-		}
-		if err := sec.Write(); err != nil {
-			t.Error(err)
-		}
-	}()
+	sec := newSection(t, "3-footprint", "Footprint at scale (real cmd/manager binary, envtest API server)")
 	ctx := context.Background()
 	memLimit := controlPlaneMemoryLimit()
 	cp, err := StartControlPlane(ControlPlaneOptions{Name: "footprint", Audit: true, QuotaBytes: 16 << 30, MemoryLimit: memLimit})

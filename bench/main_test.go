@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestMain(m *testing.M) {
@@ -22,4 +23,19 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}()
 	os.Exit(m.Run())
+}
+
+// newSection starts a report section; its file is written when the test ends, marked failed when the test failed,
+// so that the report shows every benchmark that ran.
+func newSection(t *testing.T, id, title string) *Section {
+	sec := &Section{ID: id, Title: title, Started: time.Now()}
+	t.Cleanup(func() {
+		if t.Failed() {
+			sec.Failed = true
+		}
+		if err := sec.Write(); err != nil {
+			t.Error(err)
+		}
+	})
+	return sec
 }
