@@ -99,7 +99,7 @@ func (r *run) startKeeper() corev1.Pod {
 				Spec: corev1.PodSpec{
 					NodeSelector:                  map[string]string{"kubernetes.io/hostname": r.node},
 					TerminationGracePeriodSeconds: ptr.To(int64(1)),
-					Containers:                    []corev1.Container{{Name: "keeper", Image: workloadImage, ImagePullPolicy: corev1.PullIfNotPresent}},
+					Containers:                    []corev1.Container{{Name: "keeper", Image: lab.WorkloadImage, ImagePullPolicy: corev1.PullIfNotPresent}},
 				},
 			},
 		},

@@ -230,7 +230,7 @@ func twoNodeSetup(t *testing.T, fault lab.Fault, policy func(*v1alpha1.Remediati
 					Spec: corev1.PodSpec{
 						NodeSelector:                  map[string]string{"kubernetes.io/hostname": n},
 						TerminationGracePeriodSeconds: ptr.To(int64(1)),
-						Containers:                    []corev1.Container{{Name: "web", Image: workloadImage, ImagePullPolicy: corev1.PullIfNotPresent}},
+						Containers:                    []corev1.Container{{Name: "web", Image: lab.WorkloadImage, ImagePullPolicy: corev1.PullIfNotPresent}},
 					},
 				},
 			},

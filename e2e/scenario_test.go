@@ -25,8 +25,7 @@ import (
 )
 
 const (
-	workloadNS    = "e2e"
-	workloadImage = "cnimedic.local/workload:dev"
+	workloadNS = "e2e"
 	// Bounds of each stage; a repair takes seconds here, these only stop a broken run.
 	stuckTimeout     = 90 * time.Second
 	detectionTimeout = 2 * time.Minute
@@ -250,34 +249,7 @@ func (r *run) cleanup(sc scenario) {
 // createWorkload starts two replicas that prefer the target node: they land there (and get stuck), and the drain
 // can send them to the other worker.
 func (r *run) createWorkload() {
-	labels := map[string]string{"app": r.workload}
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: workloadNS, Name: r.workload},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(int32(2)),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					TerminationGracePeriodSeconds: ptr.To(int64(2)),
-					Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
-						PreferredDuringSchedulingIgnoredDuringExecution: []corev1.PreferredSchedulingTerm{{
-							Weight: 100,
-							Preference: corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{{
-								Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{r.node},
-							}}},
-						}},
-					}},
-					Containers: []corev1.Container{{
-						Name: "web", Image: workloadImage, ImagePullPolicy: corev1.PullIfNotPresent,
-						SecurityContext: &corev1.SecurityContext{RunAsNonRoot: ptr.To(true), AllowPrivilegeEscalation: ptr.To(false),
-							ReadOnlyRootFilesystem: ptr.To(true), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
-					}},
-				},
-			},
-		},
-	}
-	if err := r.c.Create(r.ctx, d); err != nil {
+	if err := r.c.Create(r.ctx, lab.Workload(workloadNS, r.workload, r.node)); err != nil {
 		r.t.Fatal(err)
 	}
 }
@@ -558,7 +530,7 @@ func (r *run) assertNodeHealthy() {
 		ObjectMeta: metav1.ObjectMeta{Namespace: workloadNS, Name: "probe-" + r.workload},
 		Spec: corev1.PodSpec{
 			NodeName: r.node, TerminationGracePeriodSeconds: ptr.To(int64(1)),
-			Containers: []corev1.Container{{Name: "probe", Image: workloadImage, ImagePullPolicy: corev1.PullIfNotPresent}},
+			Containers: []corev1.Container{{Name: "probe", Image: lab.WorkloadImage, ImagePullPolicy: corev1.PullIfNotPresent}},
 		},
 	}
 	if err := r.c.Create(r.ctx, probe); err != nil {

@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
@@ -256,28 +255,7 @@ func clearDemo(ctx context.Context, c client.Client) error {
 }
 
 func startWorkload(ctx context.Context, c client.Client, node string) error {
-	labels := map[string]string{"app": demoWorkload}
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: demoNS, Name: demoWorkload},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(int32(2)),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					TerminationGracePeriodSeconds: ptr.To(int64(2)),
-					// Preferred, not required: the drain must be able to move the pods to the other worker.
-					Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
-						PreferredDuringSchedulingIgnoredDuringExecution: []corev1.PreferredSchedulingTerm{{Weight: 100,
-							Preference: corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{{
-								Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{node}}}}}},
-					}},
-					Containers: []corev1.Container{{Name: "web", Image: "cnimedic.local/workload:dev", ImagePullPolicy: corev1.PullIfNotPresent}},
-				},
-			},
-		},
-	}
-	return c.Create(ctx, d)
+	return c.Create(ctx, lab.Workload(demoNS, demoWorkload, node))
 }
 
 // waitStuck waits for the workload's FailedCreatePodSandBox events on the node, long enough for the lab policy's
