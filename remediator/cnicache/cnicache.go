@@ -62,7 +62,7 @@ func Read(root host.Root, dir string) ([]Entry, error) {
 			continue
 		}
 		hostPath := filepath.Join(dir, e.Name())
-		data, err := os.ReadFile(root.Path(hostPath))
+		data, err := host.ReadFile(root.Path(hostPath), host.MaxCNICacheEntry)
 		if err != nil {
 			continue
 		}

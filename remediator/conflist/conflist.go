@@ -100,7 +100,7 @@ func Read(root host.Root, path string) File {
 	if st, err := os.Stat(lp); err == nil {
 		f.Mode = st.Mode().Perm()
 	}
-	raw, err := os.ReadFile(lp)
+	raw, err := host.ReadFile(lp, host.MaxConfList)
 	if err != nil {
 		f.ParseError = err.Error()
 		return f

@@ -74,7 +74,7 @@ func ReadNetwork(root host.Root, dir string) Network {
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
-		raw, err := os.ReadFile(local(root, path))
+		raw, err := host.ReadFile(local(root, path), host.MaxSmallFile)
 		if err != nil {
 			problems = append(problems, err.Error())
 			continue

@@ -5,6 +5,7 @@ package netstate
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -105,15 +106,14 @@ func CheckExpected(l *Link, expected string) {
 // FlannelSubnet reads FLANNEL_SUBNET (the address cni0 must carry, such as 10.244.1.1/24) from flannel's
 // subnet.env (a host path). Absent file: empty and no error.
 func FlannelSubnet(root host.Root, path string) (string, error) {
-	f, err := os.Open(local(root, path))
+	raw, err := host.ReadFile(local(root, path), host.MaxSmallFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(raw))
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "FLANNEL_SUBNET="); ok {
 			return v, nil

@@ -6,10 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/cnimedic/cnimedic/remediator/host"
 )
 
 // ManifestName is the bundle's manifest: one "<sha256>  <file name>" line per plugin, as sha256sum writes it
@@ -27,7 +28,7 @@ type Bundle struct {
 // LoadBundle reads the manifest of a bundle directory. Only the manifest is read here; each binary is verified
 // when it is read for installation, so that what is checked is exactly what gets written.
 func LoadBundle(dir string) (*Bundle, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, ManifestName))
+	raw, err := host.ReadFile(filepath.Join(dir, ManifestName), host.MaxManifest)
 	if err != nil {
 		return nil, fmt.Errorf("reading the plugin bundle's manifest: %w", err)
 	}
@@ -73,7 +74,7 @@ func (b *Bundle) Verified(name string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("the bundle has no plugin %q", name)
 	}
-	raw, err := os.ReadFile(filepath.Join(b.Dir, name))
+	raw, err := host.ReadFile(filepath.Join(b.Dir, name), host.MaxPlugin)
 	if err != nil {
 		return nil, err
 	}
