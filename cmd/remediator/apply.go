@@ -54,7 +54,9 @@ places a sha256-verified copy of this binary and the plugin bundle under --state
 into the remediation's journal there, arms a guard timer, starts the run and follows it until its result.
 
 The result goes to stdout as JSON, and shortened to Kubernetes' 4096 bytes to --termination-message-path.
-Running apply again with the same --remediation-id follows the run still going or reports its stored result.`,
+Running apply again with the same --remediation-id follows the run still going or reports its stored result.
+
+` + exitCodesHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runApply(cmd, flags, o)
@@ -76,25 +78,40 @@ Running apply again with the same --remediation-id follows the run still going o
 	return cmd
 }
 
+// readPlan reads and checks a plan file (bad input when it does not read, decode or validate), as apply, plan
+// --plan and the tests all do.
 func readPlan(name string, stdin io.Reader) (v1alpha1.Plan, []byte, error) {
 	var plan v1alpha1.Plan
 	var raw []byte
 	var err error
 	if name == "-" {
-		raw, err = io.ReadAll(stdin)
+		raw, err = host.ReadAll("stdin", stdin, host.MaxPlan)
 	} else {
-		raw, err = os.ReadFile(name)
+		raw, err = host.ReadFile(name, host.MaxPlan)
 	}
 	if err != nil {
-		return plan, nil, err
+		return plan, nil, badInput(fmt.Errorf("--plan: %w", err))
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&plan); err != nil {
-		return plan, nil, fmt.Errorf("plan %s: %w", name, err)
+		return plan, nil, badInput(fmt.Errorf("--plan %s: %w", name, err))
+	}
+	if err := validatePlan(plan); err != nil {
+		return plan, nil, badInput(fmt.Errorf("--plan %s: %w", name, err))
 	}
 	canonical, err := json.Marshal(plan)
 	return plan, canonical, err
+}
+
+// validatePlan is the one check of a plan's shape that apply and plan --plan share, so that a preview never
+// accepts a plan apply refuses: step types and units (executor.Validate, which the host-side run repeats) and the
+// names steps join onto directories (step.ValidatePlanNames).
+func validatePlan(plan v1alpha1.Plan) error {
+	if err := executor.Validate(plan); err != nil {
+		return err
+	}
+	return step.ValidatePlanNames(plan)
 }
 
 func runApply(cmd *cobra.Command, flags *NodeFlags, o applyOptions) error {
@@ -109,7 +126,7 @@ func runApply(cmd *cobra.Command, flags *NodeFlags, o applyOptions) error {
 	}
 	mode := executor.Interrupted(o.onInterrupted)
 	if mode != executor.Resume && mode != executor.RollBack {
-		return fmt.Errorf("--on-interrupted: want resume or rollback, got %q", o.onInterrupted)
+		return badInput(fmt.Errorf("--on-interrupted: want resume or rollback, got %q", o.onInterrupted))
 	}
 	env := flags.Env()
 	// Asked now, while the runtime is up: the run stops it. (A pod without the CRI socket leaves it to the
@@ -201,7 +218,9 @@ func newRollback(flags *NodeFlags) *cobra.Command {
 		Long: `rollback undoes a finished remediation: it stops the units the plan stopped, restores every file from the
 journal's backups byte for byte (mode and owner included), removes what the repair created and starts the units
 again, as a transient systemd unit on the host like apply. The result (Outcome RolledBack, or Failed saying what
-is left) goes to stdout and, shortened, to --termination-message-path. Asking again reports the same result.`,
+is left) goes to stdout and, shortened, to --termination-message-path. Asking again reports the same result.
+
+` + exitCodesHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var res v1alpha1.ExecutorResult
@@ -374,7 +393,7 @@ func expectedSHA256(o applyOptions) string {
 	if o.binarySHA256 != "" || o.binarySHA256File == "" {
 		return o.binarySHA256
 	}
-	raw, err := os.ReadFile(o.binarySHA256File)
+	raw, err := host.ReadFile(o.binarySHA256File, host.MaxSmallFile)
 	if err != nil {
 		return ""
 	}

@@ -24,13 +24,7 @@ import (
 // unit runs its `host-run` and `host-recover` with the real resolvers and the diagnosis-based verifier.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && !strings.HasPrefix(os.Args[1], "-") {
-		root := newRoot()
-		root.SetArgs(os.Args[1:])
-		if err := root.Execute(); err != nil {
-			os.Stderr.WriteString("remediator: " + err.Error() + "\n")
-			os.Exit(1)
-		}
-		os.Exit(0)
+		os.Exit(run(os.Args[1:], os.Stderr))
 	}
 	os.Exit(m.Run())
 }

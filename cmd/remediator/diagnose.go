@@ -25,9 +25,15 @@ func newDiagnose(flags *NodeFlags) *cobra.Command {
 
 With --termination-message-path (and --remediation-id), it also writes a summary of its findings there as an
 executor result of that remediation (outcome NoChange), for the manager: the workflow of a custom signature whose
-action is Diagnose records it on the NodeRemediation. The full report still goes to stdout.`,
+action is Diagnose records it on the NodeRemediation. The full report still goes to stdout. A node with problems is
+still a diagnosis that was done: the exit code is 0 whenever the report was written.
+
+` + exitCodesHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkFormat(output); err != nil {
+				return err
+			}
 			r := diagnose.Run(cmd.Context(), flags.DiagnoseOptions())
 			if termination != "" {
 				res := v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeNoChange, Message: diagnose.Summary(r)}
@@ -42,6 +48,14 @@ action is Diagnose records it on the NodeRemediation. The full report still goes
 	cmd.Flags().StringVar(&id, "remediation-id", "", "with --termination-message-path: the NodeRemediation the summary belongs to")
 	cmd.Flags().StringVar(&termination, "termination-message-path", "", "also write a summary of the findings, as an executor result, here (the pod's terminationMessagePath)")
 	return cmd
+}
+
+// checkFormat refuses an --output the commands do not write, before they do any work.
+func checkFormat(format string) error {
+	if format != "json" && format != "text" {
+		return badInput(fmt.Errorf("--output: unknown format %q (want json or text)", format))
+	}
+	return nil
 }
 
 // writeOutput writes v as indented JSON, or as text through text.

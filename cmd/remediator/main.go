@@ -4,11 +4,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -122,9 +119,16 @@ func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "remediator",
 		Short:         "cnimedic's node executor: diagnose, plan and repair a node's CNI and container runtime",
+		Long:          "cnimedic's node executor: diagnose, plan and repair a node's CNI and container runtime.\n\n" + exitCodesHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Runs after the flags parsed and before any command's work: what fails before it is bad input.
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			started(cmd)
+			return flags.check()
+		},
 	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return badInput(err) })
 	flags.Register(root.PersistentFlags())
 	root.AddCommand(newDiagnose(flags), newPlan(flags))
 	for _, c := range subcommands {
@@ -133,11 +137,19 @@ func newRoot() *cobra.Command {
 	return root
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := newRoot().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "remediator:", err)
-		os.Exit(1)
+// check refuses flags that name what is not there: a --host-root that is not a directory would otherwise be
+// reported as a node with nothing installed.
+func (f *NodeFlags) check() error {
+	st, err := os.Stat(f.HostRoot)
+	if err != nil {
+		return badInput(fmt.Errorf("--host-root: %w", err))
 	}
+	if !st.IsDir() {
+		return badInput(fmt.Errorf("--host-root: %s is not a directory", f.HostRoot))
+	}
+	return nil
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
 }

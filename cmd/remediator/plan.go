@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -24,12 +26,21 @@ func newPlan(flags *NodeFlags) *cobra.Command {
 		Long: `plan previews a repair on this node and changes nothing. With --signature it builds the plan as the manager
 would; with --plan it previews a given plan (the manager's dry run hands the executor pod its plan this way) and,
 with --termination-message-path, also reports the preview as an executor result (outcome NoChange, the changes it
-would make with their diffs) in the pod's termination message.`,
+would make with their diffs) in the pod's termination message. A plan that apply would refuse is refused here too, before anything is read.
+
+` + exitCodesHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkFormat(output); err != nil {
+				return err
+			}
 			if planFile != "" {
 				plan, _, err := readPlan(planFile, cmd.InOrStdin())
 				if err != nil {
+					if termination != "" {
+						res := v1alpha1.ExecutorResult{Outcome: v1alpha1.OutcomeFailed, Message: "nothing was changed on the node: " + err.Error()}
+						_ = os.WriteFile(termination, executor.TerminationMessage(res, executor.TerminationMessageLimit), 0o644)
+					}
 					return err
 				}
 				env := flags.Env()
@@ -42,24 +53,13 @@ would make with their diffs) in the pod's termination message.`,
 				}
 				return writeOutput(cmd.OutOrStdout(), output, p, func(w io.Writer) error { return resolve.WritePreviewText(w, p) })
 			}
-			if signature == "" {
-				return fmt.Errorf("give --signature or --plan")
+			req, err := planRequest(signature, action, params, repair)
+			if err != nil {
+				return badInput(err)
 			}
-			req := planner.Request{Signature: v1alpha1.SignatureID(signature), Action: v1alpha1.RepairAction(action)}
-			if params != "" {
-				if err := json.Unmarshal([]byte(params), &req.Params); err != nil {
-					return fmt.Errorf("--params: want a JSON object of strings: %w", err)
-				}
-			}
-			if repair != "" {
-				if err := json.Unmarshal([]byte(repair), &req.Repair); err != nil {
-					return fmt.Errorf("--policy-repair: want a RemediationPolicy spec.repair as JSON: %w", err)
-				}
-			}
-			req.Repair = planner.Defaulted(req.Repair)
 			plan, err := planner.Build(req)
 			if err != nil {
-				return err
+				return badInput(fmt.Errorf("--signature %s: %w", signature, err))
 			}
 			env := flags.Env()
 			env.CNISpecCeiling = specCeiling(cmd, flags)
@@ -76,6 +76,37 @@ would make with their diffs) in the pod's termination message.`,
 	cmd.Flags().StringVar(&termination, "termination-message-path", "", "with --plan: also write the preview as an executor result here (the pod's terminationMessagePath)")
 	cmd.MarkFlagsMutuallyExclusive("signature", "plan")
 	return cmd
+}
+
+// planRequest checks the flags that build a plan: a known signature (or an --action for a custom one), JSON
+// that decodes, and enum values the RemediationPolicy CRD would accept.
+func planRequest(signature, action, params, repair string) (planner.Request, error) {
+	req := planner.Request{Signature: v1alpha1.SignatureID(signature), Action: v1alpha1.RepairAction(action)}
+	if signature == "" {
+		return req, fmt.Errorf("give --signature or --plan")
+	}
+	if action == "" && !slices.Contains(v1alpha1.BuiltinSignatures, req.Signature) {
+		return req, fmt.Errorf("--signature: unknown signature %q (a custom signature needs --action)", signature)
+	}
+	if params != "" {
+		if err := json.Unmarshal([]byte(params), &req.Params); err != nil {
+			return req, fmt.Errorf("--params: want a JSON object of strings: %w", err)
+		}
+	}
+	if repair != "" {
+		dec := json.NewDecoder(strings.NewReader(repair))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req.Repair); err != nil {
+			return req, fmt.Errorf("--policy-repair: want a RemediationPolicy spec.repair as JSON: %w", err)
+		}
+	}
+	switch s := req.Repair.VersionStrategy; s {
+	case "", v1alpha1.VersionRepairRewriteConfig, v1alpha1.VersionRepairUpgradePlugins:
+	default:
+		return req, fmt.Errorf("--policy-repair: versionStrategy %q: want %s or %s", s, v1alpha1.VersionRepairRewriteConfig, v1alpha1.VersionRepairUpgradePlugins)
+	}
+	req.Repair = planner.Defaulted(req.Repair)
+	return req, nil
 }
 
 // previewResult reports a preview as the executor's typed result: nothing changed, and what would.
