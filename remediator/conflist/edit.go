@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strings"
 
 	"github.com/pmezard/go-difflib/difflib"
 )
@@ -202,7 +203,8 @@ func decodeNumbers(raw []byte, v any) error {
 }
 
 // UnifiedDiff is a unified diff of a text file's change, with the host path in its headers; empty when nothing
-// changes.
+// changes. It applies with patch(1) to the file as it is: a side without a final newline is marked as GNU diff
+// marks it.
 func UnifiedDiff(path string, before, after []byte) string {
 	if bytes.Equal(before, after) {
 		return ""
@@ -221,10 +223,22 @@ func UnifiedDiff(path string, before, after []byte) string {
 	return s
 }
 
-// lines splits text for the diff; an empty or absent file has no lines (not one empty line).
+// noNewline is GNU diff's marker after a last line that has no newline.
+const noNewline = "\\ No newline at end of file\n"
+
+// lines splits text for the diff, each line with its "\n"; an empty or absent file has no lines. A last line without
+// one carries the marker on a line of its own, so that difflib writes it right after that line, on whichever side
+// it is, and such a line never equals the same text with a newline. (difflib.SplitLines would add a newline to
+// the last line, and an empty line after a final one.)
 func lines(b []byte) []string {
 	if len(b) == 0 {
 		return nil
 	}
-	return difflib.SplitLines(string(b))
+	out := strings.SplitAfter(string(b), "\n")
+	if last := len(out) - 1; out[last] == "" {
+		out = out[:last]
+	} else {
+		out[last] += "\n" + noNewline
+	}
+	return out
 }
