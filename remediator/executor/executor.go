@@ -122,8 +122,8 @@ func (e *Executor) critical() []string {
 // stopped if it can start it; when it cannot, the result says so (Outcome Failed).
 func (e *Executor) Run(ctx context.Context, id string, plan v1alpha1.Plan) v1alpha1.ExecutorResult {
 	res := v1alpha1.ExecutorResult{RemediationID: id}
-	if err := Validate(plan); err != nil {
-		return e.failEarly(ctx, res, err)
+	if err := Validate(plan, e.critical()); err != nil {
+		return e.failEarly(ctx, res, fmt.Errorf("nothing was changed: %w", err))
 	}
 	j, release, busy := e.claim(ctx, res, journal.ReadResult, fmt.Sprintf("another run of remediation %s is in progress", id))
 	if busy != nil {
@@ -226,6 +226,10 @@ func (e *Executor) Recover(ctx context.Context, id, reason string) v1alpha1.Exec
 		// Without a plan nothing was started; the units are all there is to fix.
 		return e.failEarly(ctx, res, err)
 	}
+	if err := Validate(plan, e.critical()); err != nil {
+		// A run refuses such a plan before it touches anything: a journal holding one was not written by it.
+		return e.failEarly(ctx, res, fmt.Errorf("the journal's plan is refused, nothing is rolled back: %w", err))
+	}
 	r := &run{e: e, j: j, plan: plan, res: res, env: e.env()}
 	sum := journal.Summarize(j.Records())
 	stored, _ := j.Result()
@@ -269,6 +273,9 @@ func (e *Executor) Undo(ctx context.Context, id, reason string) v1alpha1.Executo
 	plan, err := j.LoadPlan()
 	if err != nil {
 		return e.failEarly(ctx, res, err)
+	}
+	if err := Validate(plan, e.critical()); err != nil {
+		return e.failEarly(ctx, res, fmt.Errorf("the journal's plan is refused, nothing is rolled back: %w", err))
 	}
 	stored, _ := j.Result()
 	r := &run{e: e, j: j, plan: plan, res: res, env: e.env()}
@@ -319,6 +326,12 @@ func (e *Executor) ensureCritical(ctx context.Context, res *v1alpha1.ExecutorRes
 	cctx, cancel := e.cleanupContext(ctx)
 	defer cancel()
 	for _, u := range e.critical() {
+		if _, err := units.NewAllowlist(u); err != nil {
+			// Not a kubelet or runtime unit: a configuration that names another unit starts nothing.
+			res.Outcome = v1alpha1.OutcomeFailed
+			res.Message = joinMsg(res.Message, "not started: "+err.Error())
+			continue
+		}
 		tr, err := e.Units.Start(cctx, u)
 		if err != nil {
 			res.Outcome = v1alpha1.OutcomeFailed
@@ -339,22 +352,50 @@ func (e *Executor) cleanupContext(ctx context.Context) (context.Context, context
 	return context.WithTimeout(context.WithoutCancel(ctx), d)
 }
 
-// Validate checks a plan's shape before anything runs: units named where needed, no unknown step types.
-func Validate(plan v1alpha1.Plan) error {
+// Validate checks a plan before anything runs, the same way wherever it runs (apply in the pod, the host-side
+// run, rollback, and plan --plan's preview): its shape (steps, known types, names that are plain names) and the
+// static half of the node's own allowlist (../shared/design.md, "Trust rules"): StopUnit and StartUnit only on
+// nodeUnits, which must be the kubelet and runtime units of a layout cnimedic knows, and containerd settings only
+// under the known CNI and containerd roots. The other half, the files each step resolves to, is checked against
+// step.Paths before each write and in the preview. Each error names the step and what it refuses.
+func Validate(plan v1alpha1.Plan, nodeUnits []string) error {
 	if len(plan.Steps) == 0 {
 		return errors.New("the plan has no steps")
 	}
+	allowed, err := units.NewAllowlist(nodeUnits...)
+	if err != nil {
+		return fmt.Errorf("the node's units: %w", err)
+	}
 	for i, s := range plan.Steps {
-		switch s.Type {
-		case v1alpha1.StepStopUnit, v1alpha1.StepStartUnit:
-			if s.Unit == "" || strings.ContainsAny(s.Unit, "/ \t\n") {
-				return fmt.Errorf("step %d (%s): invalid unit %q", i+1, s.Type, s.Unit)
-			}
-		case v1alpha1.StepVerifyNode, v1alpha1.StepSetCNIVersion, v1alpha1.StepInstallReferencePlugins,
-			v1alpha1.StepRepairRuntimeCNIConfig, v1alpha1.StepFixConfFileModes, v1alpha1.StepRestoreConfList,
-			v1alpha1.StepReclaimIPAM, v1alpha1.StepRemoveStaleNetns, v1alpha1.StepDeleteLink, v1alpha1.StepRemoveStaleCNIResults:
-		default:
-			return fmt.Errorf("step %d: unknown type %q", i+1, s.Type)
+		if err := validateStep(s, allowed); err != nil {
+			return fmt.Errorf("step %d (%s): %w", i+1, s.Type, err)
+		}
+	}
+	return nil
+}
+
+func validateStep(s v1alpha1.PlanStep, allowed units.Allowlist) error {
+	switch s.Type {
+	case v1alpha1.StepStopUnit, v1alpha1.StepStartUnit:
+		return allowed.Check(s.Unit)
+	case v1alpha1.StepRepairRuntimeCNIConfig:
+		return step.CheckRuntimeSpec(s.Runtime)
+	case v1alpha1.StepVerifyNode, v1alpha1.StepSetCNIVersion, v1alpha1.StepInstallReferencePlugins,
+		v1alpha1.StepFixConfFileModes, v1alpha1.StepRestoreConfList,
+		v1alpha1.StepReclaimIPAM, v1alpha1.StepRemoveStaleNetns, v1alpha1.StepDeleteLink, v1alpha1.StepRemoveStaleCNIResults:
+	default:
+		return errors.New("unknown step type")
+	}
+	names := []struct{ what, name string }{{"confList", s.ConfList}, {"network", s.Network}, {"link", s.Link}}
+	for _, p := range s.Plugins {
+		names = append(names, struct{ what, name string }{"plugin", p})
+	}
+	for _, n := range names {
+		if n.name == "" {
+			continue
+		}
+		if err := step.CheckName(n.what, n.name); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -422,8 +463,13 @@ func (r *run) execute(ctx context.Context) v1alpha1.ExecutorResult {
 // first repair step cannot even be resolved, the run stops here, before any disruption: nothing before it
 // changes files, so it would fail the same way with kubelet stopped. Later steps may depend on earlier edits, so
 // their errors here mean nothing yet.
+//
+// Every file a resolution names is checked against the node's allowlist here too (step.Paths): a plan that
+// would write outside it, or through a symlink leading out of it, is refused before anything is touched,
+// whichever step it is.
 func (r *run) preflight(ctx context.Context) (stop bool, msg string) {
 	repairs, unchanged := 0, 0
+	firstErr := ""
 	for i, s := range r.plan.Steps {
 		if !isRepair(s.Type) {
 			continue
@@ -433,16 +479,32 @@ func (r *run) preflight(ctx context.Context) (stop bool, msg string) {
 		if resolve == nil {
 			return true, fmt.Sprintf("step %d (%s): this remediator has no resolver for it; nothing was changed", i+1, s.Type)
 		}
-		res, err := resolve(ctx, r.stepEnv(), s)
+		env := r.stepEnv()
+		paths, err := step.NewPaths(env)
+		if err != nil {
+			return true, fmt.Sprintf("step %d (%s): this node's paths are refused, so nothing was stopped or changed: %v", i+1, s.Type, err)
+		}
+		res, err := resolve(ctx, env, s)
 		if err != nil {
 			if repairs == 1 {
 				return true, fmt.Sprintf("step %d (%s) cannot be resolved on this node, so nothing was stopped or changed: %v", i+1, s.Type, err)
 			}
-			return false, ""
+			if firstErr == "" {
+				firstErr = err.Error()
+			}
+			continue
+		}
+		for _, ed := range res.Edits {
+			if _, err := paths.Resolve(ed.Path); err != nil {
+				return true, fmt.Sprintf("step %d (%s) is refused, so nothing was stopped or changed: %v", i+1, s.Type, err)
+			}
 		}
 		if res.NoChange() {
 			unchanged++
 		}
+	}
+	if firstErr != "" {
+		return false, ""
 	}
 	if repairs > 0 && unchanged == repairs {
 		r.noChange = true
@@ -514,7 +576,7 @@ func (r *run) resume(ctx context.Context, sum journal.Summary) (int, error) {
 	// The interrupted step's files go back to what they were before it, so it can be resolved and done afresh.
 	bs := sum.StepBackups(from)
 	for k := len(bs) - 1; k >= 0; k-- {
-		if err := r.j.Restore(bs[k]); err != nil {
+		if err := r.restore(bs[k]); err != nil {
 			return 0, err
 		}
 	}
@@ -572,7 +634,12 @@ func (r *run) do(ctx context.Context, i int, s v1alpha1.PlanStep) (outcome, msg 
 	if resolve == nil {
 		return "", "", fmt.Errorf("this remediator has no resolver for %s", s.Type)
 	}
-	res, err := resolve(ctx, r.stepEnv(), s)
+	env := r.stepEnv()
+	paths, err := step.NewPaths(env)
+	if err != nil {
+		return "", "", err
+	}
+	res, err := resolve(ctx, env, s)
 	if err != nil {
 		return "", "", err
 	}
@@ -581,7 +648,7 @@ func (r *run) do(ctx context.Context, i int, s v1alpha1.PlanStep) (outcome, msg 
 	}
 	msgs := []string{res.Message}
 	for _, ed := range res.Edits {
-		m, err := r.edit(i, ed)
+		m, err := r.edit(i, paths, ed)
 		if err != nil {
 			return "", "", err
 		}
@@ -644,13 +711,14 @@ func (r *run) startUnit(ctx context.Context, i int, unit string) (units.Transiti
 	return tr, nil
 }
 
-// edit applies one file edit: resolve symlinks inside the host root, create missing parent directories (each
-// journaled first), back the file up, then replace or remove it atomically.
-func (r *run) edit(i int, ed step.Edit) (string, error) {
+// edit applies one file edit: check it against the node's allowlist and resolve its symlinks inside the host
+// root (step.Paths.Resolve: a link leading out of the allowed dirs is refused), create missing parent
+// directories (each journaled first), back the file up, then replace or remove it atomically.
+func (r *run) edit(i int, paths step.Paths, ed step.Edit) (string, error) {
 	root := r.env.Root
-	local, err := root.Resolve(ed.Path)
+	local, err := paths.Resolve(ed.Path)
 	if err != nil {
-		return "", fmt.Errorf("resolve %s: %w", ed.Path, err)
+		return "", err
 	}
 	hostPath := root.HostPath(local)
 	if !ed.Remove {

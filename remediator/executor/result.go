@@ -17,6 +17,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/journal"
+	"github.com/cnimedic/cnimedic/remediator/step"
 )
 
 // rollback undoes everything the journal says the run changed: it stops again the units the plan had stopped
@@ -40,7 +41,7 @@ func (r *run) rollback(ctx context.Context, reason string) {
 		}
 	}
 	for k := len(sum.Backups) - 1; k >= 0; k-- {
-		if err := r.j.Restore(sum.Backups[k]); err != nil {
+		if err := r.restore(sum.Backups[k]); err != nil {
 			problems = append(problems, err.Error())
 			continue
 		}
@@ -69,6 +70,15 @@ func (r *run) rollback(ctx context.Context, reason string) {
 	}
 	_, _ = r.j.Append(journal.Record{Kind: journal.KindRollbackDone, Outcome: outcome, Message: joinMsg(problems...)})
 	r.e.hook(PointRollbackEnded)
+}
+
+// restore puts a backed-up file back, unless its path now leads elsewhere through a symlink
+// (step.CheckUnmoved): a link planted since the backup is not written through.
+func (r *run) restore(b journal.Backup) error {
+	if err := step.CheckUnmoved(r.env.Root, b.Path); err != nil {
+		return err
+	}
+	return r.j.Restore(b)
 }
 
 // finish builds the result from the journal (so that a resumed run reports the steps of the run before it too),

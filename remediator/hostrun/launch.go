@@ -76,6 +76,15 @@ func (l *Launcher) stateDir() string {
 	return l.StateDir
 }
 
+// criticalUnits are the node's kubelet and runtime units the run is configured with: the only units its plan may
+// stop and start (executor.Validate).
+func (l *Launcher) criticalUnits() []string {
+	if l.Config.CriticalUnits == nil {
+		return executor.DefaultCriticalUnits
+	}
+	return l.Config.CriticalUnits
+}
+
 func orDefault(d, def time.Duration) time.Duration {
 	if d <= 0 {
 		return def
@@ -87,7 +96,7 @@ func orDefault(d, def time.Duration) time.Duration {
 // still going is followed, a finished one reports its stored result; neither starts anything new. Errors before
 // the launch leave the node untouched (Outcome Failed, saying so).
 func (l *Launcher) Apply(ctx context.Context, id string, plan v1alpha1.Plan) v1alpha1.ExecutorResult {
-	if err := executor.Validate(plan); err != nil {
+	if err := executor.Validate(plan, l.criticalUnits()); err != nil {
 		return nothingChanged(id, err)
 	}
 	return l.drive(ctx, id, hostJob{

@@ -49,9 +49,13 @@ type FileChange struct {
 	Binary string `json:"binary,omitempty"`
 }
 
-// Preview resolves every step of a plan against the node without changing anything.
+// Preview resolves every step of a plan against the node without changing anything. Each file a step would
+// change is checked against the node's allowlist as the executor checks it before writing (step.Paths): a step
+// that would be refused there shows the refusal here, and a file behind a symlink is read only where the link
+// may be followed. The plan itself is checked by executor.Validate before it is previewed.
 func Preview(ctx context.Context, env step.Env, plan v1alpha1.Plan) PlanPreview {
 	p := PlanPreview{Plan: plan}
+	paths, pathsErr := step.NewPaths(env)
 	for i, s := range plan.Steps {
 		sp := StepPreview{Index: i + 1, Type: s.Type, Unit: s.Unit}
 		r, ok := For(s.Type)
@@ -60,16 +64,21 @@ func Preview(ctx context.Context, env step.Env, plan v1alpha1.Plan) PlanPreview 
 			p.Steps = append(p.Steps, sp)
 			continue
 		}
+		if pathsErr != nil {
+			sp.Error = "this node's paths are refused: " + pathsErr.Error()
+			p.Steps = append(p.Steps, sp)
+			continue
+		}
 		res, err := r(ctx, env, s)
+		if err == nil {
+			sp.Changes, err = describeAll(paths, res.Edits)
+		}
 		if err != nil {
 			sp.Error = err.Error()
 			p.Steps = append(p.Steps, sp)
 			continue
 		}
 		sp.Message = res.Message
-		for _, e := range res.Edits {
-			sp.Changes = append(sp.Changes, describe(env, e))
-		}
 		for _, a := range res.Actions {
 			sp.Actions = append(sp.Actions, a.Describe())
 		}
@@ -90,14 +99,28 @@ func executedDirectly(s v1alpha1.PlanStep) string {
 	return "no resolver for this step type"
 }
 
-// describe turns an edit into what a person reviews: the exact diff of a text file.
-func describe(env step.Env, e step.Edit) FileChange {
+// describeAll describes each edit, or says why the executor would refuse one.
+func describeAll(paths step.Paths, edits []step.Edit) ([]FileChange, error) {
+	var out []FileChange
+	for _, e := range edits {
+		local, err := paths.Resolve(e.Path)
+		if err != nil {
+			return nil, fmt.Errorf("refused: %w", err)
+		}
+		out = append(out, describe(local, e))
+	}
+	return out, nil
+}
+
+// describe turns an edit into what a person reviews: the exact diff of a text file. local is where the file is,
+// its symlinks resolved inside the host root.
+func describe(local string, e step.Edit) FileChange {
 	fc := FileChange{Path: e.Path, Why: e.Why, Remove: e.Remove, Mode: e.Mode}
-	old, err := os.ReadFile(env.Root.Path(e.Path))
+	old, err := os.ReadFile(local)
 	if err != nil {
 		old = nil
 	}
-	if st, err := os.Stat(env.Root.Path(e.Path)); err == nil {
+	if st, err := os.Stat(local); err == nil {
 		fc.OldMode = st.Mode().Perm()
 	}
 	newContent := e.Content
