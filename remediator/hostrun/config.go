@@ -24,6 +24,8 @@ type Config struct {
 	ContainerdConfig string   `json:"containerdConfig"`
 	IPAMDataDir      string   `json:"ipamDataDir"`
 	NetnsDir         string   `json:"netnsDir"`
+	// FlannelSubnetEnv is flanneld's subnet.env (see step.Env.FlannelSubnetEnv).
+	FlannelSubnetEnv string `json:"flannelSubnetEnv,omitempty"`
 	// BundleDir is the host directory of the staged plugin bundle ("" when none was staged).
 	BundleDir   string `json:"bundleDir,omitempty"`
 	CRIEndpoint string `json:"criEndpoint"`
@@ -54,6 +56,7 @@ func (c Config) Env(root host.Root) step.Env {
 		ContainerdConfig: c.ContainerdConfig,
 		IPAMDataDir:      c.IPAMDataDir,
 		NetnsDir:         c.NetnsDir,
+		FlannelSubnetEnv: c.FlannelSubnetEnv,
 		BundleDir:        c.BundleDir,
 		CRIEndpoint:      c.CRIEndpoint,
 		CNISpecCeiling:   c.CNISpecCeiling,
@@ -69,6 +72,7 @@ func EnvConfig(env step.Env) Config {
 		ContainerdConfig: env.ContainerdConfig,
 		IPAMDataDir:      env.IPAMDataDir,
 		NetnsDir:         env.NetnsDir,
+		FlannelSubnetEnv: env.FlannelSubnetEnv,
 		BundleDir:        env.BundleDir,
 		CRIEndpoint:      env.CRIEndpoint,
 		CNISpecCeiling:   env.CNISpecCeiling,

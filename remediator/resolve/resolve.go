@@ -6,6 +6,7 @@ package resolve
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -493,10 +494,21 @@ func swapRun(p string) string {
 // never deleted.
 var deletableLinkTypes = map[string]bool{"bridge": true, "vxlan": true}
 
-// DeleteLink deletes a CNI-made link (such as cni0 holding a stale address) so that its plugin recreates it.
+// DeleteLink deletes a CNI-made link (such as cni0 holding a stale address) so that its plugin recreates it. Only
+// a link the node's own CNI configuration makes is deleted (ownedLinks): a name that comes only from a message
+// (a storage bridge, docker0, a management VXLAN) is refused, and so is any link that is not a bridge or VXLAN
+// device or that carries the default route.
 func DeleteLink(_ context.Context, env step.Env, s v1alpha1.PlanStep) (step.Resolution, error) {
 	if s.Link == "" {
 		return step.Resolution{}, fmt.Errorf("DeleteLink needs the link's name")
+	}
+	owned, err := ownedLinks(env)
+	if err != nil {
+		return step.Resolution{}, err
+	}
+	owner, ok := owned[s.Link]
+	if !ok {
+		return step.Resolution{}, fmt.Errorf("link %s is not made by this node's CNI configuration (%s); refusing to delete it", s.Link, ownedWords(owned))
 	}
 	h, err := netstate.Open(env.NetNS)
 	if err != nil {
@@ -519,6 +531,82 @@ func DeleteLink(_ context.Context, env step.Env, s v1alpha1.PlanStep) (step.Reso
 	}
 	return step.Resolution{
 		Actions: []step.HostAction{netstate.DeleteLink{Name: s.Link, NetNS: env.NetNS}},
-		Message: fmt.Sprintf("delete %s (%s, addresses %s) so that the plugin recreates it", s.Link, l.Type, strings.Join(l.Addresses, " ")),
+		Message: fmt.Sprintf("delete %s (%s, addresses %s; %s) so that the plugin recreates it", s.Link, l.Type, strings.Join(l.Addresses, " "), owner),
 	}, nil
+}
+
+// defaultBridge is the bridge plugin's default bridge name, and flannel's for the bridge it delegates to.
+const defaultBridge = "cni0"
+
+// ownedLinks are the links the node's own CNI configuration makes, each with what makes it: the bridge of every
+// bridge plugin in the configurations of the conf dir the runtime loads (its "bridge" member, cni0 when unset),
+// the bridge flannel's plugin delegates to (its delegate's "bridge", cni0 when unset), and flannel's VXLAN device
+// flannel.1 while flanneld's subnet.env exists.
+func ownedLinks(env step.Env) (map[string]string, error) {
+	files, err := conflist.List(env.Root, confDir(env))
+	if err != nil {
+		return nil, err
+	}
+	owned := map[string]string{}
+	for _, f := range files {
+		list, err := conflist.Parse(f.Path, f.Raw())
+		if err != nil {
+			continue
+		}
+		for _, p := range list.Plugins {
+			if name, ok := bridgeOf(p.Network.Type, p.Bytes); ok {
+				owned[name] = fmt.Sprintf("the %s plugin of %s makes it", p.Network.Type, f.Path)
+			}
+		}
+	}
+	subnetEnv := env.FlannelSubnetEnv
+	if subnetEnv == "" {
+		subnetEnv = "/run/flannel/subnet.env"
+	}
+	if _, err := os.Stat(env.Root.Path(subnetEnv)); err == nil {
+		owned["flannel.1"] = "flanneld's VXLAN device (" + subnetEnv + " exists)"
+	}
+	return owned, nil
+}
+
+// bridgeOf is the bridge a plugin configuration makes: a bridge plugin's own, or the one flannel delegates to.
+func bridgeOf(pluginType string, conf []byte) (string, bool) {
+	var c struct {
+		Bridge   string `json:"bridge"`
+		Delegate struct {
+			Type   string `json:"type"`
+			Bridge string `json:"bridge"`
+		} `json:"delegate"`
+	}
+	switch pluginType {
+	case "bridge":
+		_ = json.Unmarshal(conf, &c)
+		return orDefault(c.Bridge, defaultBridge), true
+	case "flannel":
+		_ = json.Unmarshal(conf, &c)
+		if c.Delegate.Type != "" && c.Delegate.Type != "bridge" {
+			return "", false
+		}
+		return orDefault(c.Delegate.Bridge, defaultBridge), true
+	}
+	return "", false
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func ownedWords(owned map[string]string) string {
+	if len(owned) == 0 {
+		return "it makes none"
+	}
+	names := make([]string, 0, len(owned))
+	for n := range owned {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return "it makes " + strings.Join(names, ", ")
 }

@@ -331,6 +331,10 @@ func TestDeleteLinkOnlyDeletesCNIMadeLinks(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// The node's conflist names both, so that only the link's kind decides here (see
+	// TestALinkTheNodesCNIConfigurationDoesNotMakeIsNeverDeleted for the names it does not make).
+	nodetest.Write(t, root, "/etc/cni/net.d/10-net.conflist", []byte(seedConflist("1.0.0", "cni0", "/var/lib/cni/networks")), 0o644)
+	nodetest.Write(t, root, "/etc/cni/net.d/20-eth9.conflist", []byte(seedConflist("1.0.0", "eth9", "/var/lib/cni/networks")), 0o644)
 	env := step.Env{Root: host.Root(root), NetNS: ns}
 	if _, err := DeleteLink(context.Background(), env, v1alpha1.PlanStep{Link: "eth9"}); err == nil || !strings.Contains(err.Error(), "refusing") {
 		t.Fatalf("a non-CNI link must be refused: %v", err)

@@ -40,6 +40,9 @@ type Env struct {
 	// NetNS is the network namespace (a path in this process's view) whose links DeleteLink works on; empty is
 	// this process's own, which in the executor pod (hostNetwork) is the host's. Tests point it elsewhere.
 	NetNS string
+	// FlannelSubnetEnv is flanneld's subnet.env (host path; /run/flannel/subnet.env when empty): while it exists,
+	// flannel's VXLAN device flannel.1 is the node's own, which DeleteLink may delete.
+	FlannelSubnetEnv string
 	// ProcDir is the /proc scanned for processes still inside a network namespace before RemoveStaleNetns calls
 	// it stale (the executor runs in the host's PID namespace); empty skips that check.
 	ProcDir string
