@@ -80,7 +80,7 @@ Running apply again with the same --remediation-id follows the run still going o
 
 // readPlan reads and checks a plan file (bad input when it does not read, decode or validate), as apply, plan
 // --plan and the tests all do.
-func readPlan(name string, stdin io.Reader) (v1alpha1.Plan, []byte, error) {
+func readPlan(name string, stdin io.Reader, nodeUnits []string) (v1alpha1.Plan, []byte, error) {
 	var plan v1alpha1.Plan
 	var raw []byte
 	var err error
@@ -97,7 +97,7 @@ func readPlan(name string, stdin io.Reader) (v1alpha1.Plan, []byte, error) {
 	if err := dec.Decode(&plan); err != nil {
 		return plan, nil, badInput(fmt.Errorf("--plan %s: %w", name, err))
 	}
-	if err := validatePlan(plan); err != nil {
+	if err := validatePlan(plan, nodeUnits); err != nil {
 		return plan, nil, badInput(fmt.Errorf("--plan %s: %w", name, err))
 	}
 	canonical, err := json.Marshal(plan)
@@ -105,10 +105,11 @@ func readPlan(name string, stdin io.Reader) (v1alpha1.Plan, []byte, error) {
 }
 
 // validatePlan is the one check of a plan's shape that apply and plan --plan share, so that a preview never
-// accepts a plan apply refuses: step types and units (executor.Validate, which the host-side run repeats) and the
-// names steps join onto directories (step.ValidatePlanNames).
-func validatePlan(plan v1alpha1.Plan) error {
-	if err := executor.Validate(plan); err != nil {
+// accepts a plan apply refuses: step types, the node's own units and the known roots of containerd's settings
+// (executor.Validate, which the host-side run repeats) and the names steps join onto directories
+// (step.ValidatePlanNames).
+func validatePlan(plan v1alpha1.Plan, nodeUnits []string) error {
+	if err := executor.Validate(plan, nodeUnits); err != nil {
 		return err
 	}
 	return step.ValidatePlanNames(plan)
@@ -116,7 +117,10 @@ func validatePlan(plan v1alpha1.Plan) error {
 
 func runApply(cmd *cobra.Command, flags *NodeFlags, o applyOptions) error {
 	ctx := cmd.Context()
-	plan, canonical, err := readPlan(o.planFile, cmd.InOrStdin())
+	if err := flags.checkAllowlist(); err != nil {
+		return err
+	}
+	plan, canonical, err := readPlan(o.planFile, cmd.InOrStdin(), flags.nodeUnits())
 	if err != nil {
 		return err
 	}
@@ -223,6 +227,9 @@ is left) goes to stdout and, shortened, to --termination-message-path. Asking ag
 ` + exitCodesHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := flags.checkAllowlist(); err != nil {
+				return err
+			}
 			var res v1alpha1.ExecutorResult
 			if inProcess {
 				m, err := units.Connect(cmd.Context(), flags.DBusAddress)

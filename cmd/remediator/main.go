@@ -84,6 +84,7 @@ func (f *NodeFlags) Env() step.Env {
 		ContainerdConfig: f.ContainerdConfig,
 		IPAMDataDir:      f.IPAMDir,
 		NetnsDir:         f.NetnsDir,
+		FlannelSubnetEnv: f.FlannelSubnetEnv,
 		BundleDir:        f.BundleDir,
 		CRIEndpoint:      f.CRISocket,
 		NetNS:            f.LinkNetNS,

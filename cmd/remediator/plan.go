@@ -35,7 +35,10 @@ would make with their diffs) in the pod's termination message. A plan that apply
 				return err
 			}
 			if planFile != "" {
-				plan, _, err := readPlan(planFile, cmd.InOrStdin())
+				plan, _, err := readPlan(planFile, cmd.InOrStdin(), flags.nodeUnits())
+				if err == nil {
+					err = flags.checkAllowlist()
+				}
 				if err != nil {
 					if termination != "" {
 						res := v1alpha1.ExecutorResult{Outcome: v1alpha1.OutcomeFailed, Message: "nothing was changed on the node: " + err.Error()}

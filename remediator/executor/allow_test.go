@@ -67,16 +67,16 @@ func TestAPlanThatStopsSshdIsRefusedBeforeAnythingIsTouched(t *testing.T) {
 		{"sshd", withStep(0, v1alpha1.PlanStep{Type: v1alpha1.StepStopUnit, Unit: "sshd.service"}), "step 1 (StopUnit): unit sshd.service is not this node's"},
 		{"sshd without its type", withStep(0, v1alpha1.PlanStep{Type: v1alpha1.StepStopUnit, Unit: "sshd"}), "step 1 (StopUnit): unit sshd is not this node's"},
 		{"auditd", withStep(4, v1alpha1.PlanStep{Type: v1alpha1.StepStartUnit, Unit: "auditd.service"}), "step 5 (StartUnit): unit auditd.service is not this node's"},
-		{"a path", withStep(1, v1alpha1.PlanStep{Type: v1alpha1.StepStopUnit, Unit: "../x"}), `step 2 (StopUnit): invalid unit name "../x"`},
-		{"dot", withStep(1, v1alpha1.PlanStep{Type: v1alpha1.StepStopUnit, Unit: "."}), `step 2 (StopUnit): invalid unit name "."`},
-		{"dot dot", withStep(1, v1alpha1.PlanStep{Type: v1alpha1.StepStopUnit, Unit: ".."}), `step 2 (StopUnit): invalid unit name ".."`},
+		{"a path", withStep(1, v1alpha1.PlanStep{Type: v1alpha1.StepStopUnit, Unit: "../x"}), `step 2 (StopUnit): invalid unit "../x"`},
+		{"dot", withStep(1, v1alpha1.PlanStep{Type: v1alpha1.StepStopUnit, Unit: "."}), `step 2 (StopUnit): unit: "." names a directory`},
+		{"dot dot", withStep(1, v1alpha1.PlanStep{Type: v1alpha1.StepStopUnit, Unit: ".."}), `step 2 (StopUnit): unit: ".." names a directory`},
 		{"cron bin_dir", withStep(2, v1alpha1.PlanStep{Type: v1alpha1.StepRepairRuntimeCNIConfig,
 			Runtime: &v1alpha1.ContainerdCNISpec{BinDir: "/etc/cron.d", ConfDir: "/etc/cni/net.d"}}), "step 3 (RepairRuntimeCNIConfig): bin_dir: /etc/cron.d is not under a CNI directory"},
 		{"cron conf_dir", withStep(2, v1alpha1.PlanStep{Type: v1alpha1.StepRepairRuntimeCNIConfig,
 			Runtime: &v1alpha1.ContainerdCNISpec{ConfDir: "/etc/cron.d"}}), "step 3 (RepairRuntimeCNIConfig): conf_dir: /etc/cron.d is not under a CNI directory"},
 		{"cron config path", withStep(2, v1alpha1.PlanStep{Type: v1alpha1.StepRepairRuntimeCNIConfig,
 			Runtime: &v1alpha1.ContainerdCNISpec{ConfigPath: "/etc/cron.d/cnimedic"}}), "step 3 (RepairRuntimeCNIConfig): configPath: /etc/cron.d/cnimedic is not a file under a containerd config directory"},
-		{"conflist dot dot", withStep(2, v1alpha1.PlanStep{Type: v1alpha1.StepSetCNIVersion, ConfList: "..", CNIVersion: "0.4.0"}), `step 3 (SetCNIVersion): confList ".." must be a plain name`},
+		{"conflist dot dot", withStep(2, v1alpha1.PlanStep{Type: v1alpha1.StepSetCNIVersion, ConfList: "..", CNIVersion: "0.4.0"}), `step 3 (SetCNIVersion): confList: ".." names a directory`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

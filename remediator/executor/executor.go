@@ -353,7 +353,8 @@ func (e *Executor) cleanupContext(ctx context.Context) (context.Context, context
 }
 
 // Validate checks a plan before anything runs, the same way wherever it runs (apply in the pod, the host-side
-// run, rollback, and plan --plan's preview): its shape (steps, known types, names that are plain names) and the
+// run, rollback, and plan --plan's preview): its shape (steps, known types, names that are plain names:
+// step.ValidateNames) and the
 // static half of the node's own allowlist (../shared/design.md, "Trust rules"): StopUnit and StartUnit only on
 // nodeUnits, which must be the kubelet and runtime units of a layout cnimedic knows, and containerd settings only
 // under the known CNI and containerd roots. The other half, the files each step resolves to, is checked against
@@ -367,6 +368,9 @@ func Validate(plan v1alpha1.Plan, nodeUnits []string) error {
 		return fmt.Errorf("the node's units: %w", err)
 	}
 	for i, s := range plan.Steps {
+		if !knownStep(s.Type) {
+			return fmt.Errorf("step %d: unknown type %q", i+1, s.Type)
+		}
 		if err := validateStep(s, allowed); err != nil {
 			return fmt.Errorf("step %d (%s): %w", i+1, s.Type, err)
 		}
@@ -374,29 +378,32 @@ func Validate(plan v1alpha1.Plan, nodeUnits []string) error {
 	return nil
 }
 
+func knownStep(t v1alpha1.StepType) bool {
+	switch t {
+	case v1alpha1.StepStopUnit, v1alpha1.StepStartUnit, v1alpha1.StepVerifyNode, v1alpha1.StepSetCNIVersion,
+		v1alpha1.StepInstallReferencePlugins, v1alpha1.StepRepairRuntimeCNIConfig, v1alpha1.StepFixConfFileModes,
+		v1alpha1.StepRestoreConfList, v1alpha1.StepReclaimIPAM, v1alpha1.StepRemoveStaleNetns, v1alpha1.StepDeleteLink,
+		v1alpha1.StepRemoveStaleCNIResults:
+		return true
+	}
+	return false
+}
+
+// validateStep checks one step of a known type: a unit step's unit is named, a plain name, and one of the node's;
+// containerd settings lie under the known roots; every name is one directory entry.
 func validateStep(s v1alpha1.PlanStep, allowed units.Allowlist) error {
-	switch s.Type {
-	case v1alpha1.StepStopUnit, v1alpha1.StepStartUnit:
+	unitStep := s.Type == v1alpha1.StepStopUnit || s.Type == v1alpha1.StepStartUnit
+	if unitStep && (s.Unit == "" || strings.ContainsAny(s.Unit, "/ \t\n")) {
+		return fmt.Errorf("invalid unit %q", s.Unit)
+	}
+	if err := step.ValidateNames(s); err != nil {
+		return err
+	}
+	if unitStep {
 		return allowed.Check(s.Unit)
-	case v1alpha1.StepRepairRuntimeCNIConfig:
+	}
+	if s.Type == v1alpha1.StepRepairRuntimeCNIConfig {
 		return step.CheckRuntimeSpec(s.Runtime)
-	case v1alpha1.StepVerifyNode, v1alpha1.StepSetCNIVersion, v1alpha1.StepInstallReferencePlugins,
-		v1alpha1.StepFixConfFileModes, v1alpha1.StepRestoreConfList,
-		v1alpha1.StepReclaimIPAM, v1alpha1.StepRemoveStaleNetns, v1alpha1.StepDeleteLink, v1alpha1.StepRemoveStaleCNIResults:
-	default:
-		return errors.New("unknown step type")
-	}
-	names := []struct{ what, name string }{{"confList", s.ConfList}, {"network", s.Network}, {"link", s.Link}}
-	for _, p := range s.Plugins {
-		names = append(names, struct{ what, name string }{"plugin", p})
-	}
-	for _, n := range names {
-		if n.name == "" {
-			continue
-		}
-		if err := step.CheckName(n.what, n.name); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -105,15 +105,6 @@ func CheckRuntimeSpec(r *v1alpha1.ContainerdCNISpec) error {
 // localName reports whether a relative path stays below its base (no "..", not empty).
 func localName(p string) bool { return filepath.IsLocal(p) }
 
-// CheckName refuses a name that must be one entry of a directory (a conflist file, a host-local network, a link,
-// a plugin) but is empty-looking, "." or "..", or has a slash.
-func CheckName(what, name string) error {
-	if name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
-		return fmt.Errorf("%s %q must be a plain name", what, name)
-	}
-	return nil
-}
-
 // Paths is the file allowlist of one node: the files under its CNI conf and bin dirs (and the distributions'
 // plugin homes their links lead to), its IPAM data dir, libcni's result cache and containerd's config file, each
 // as configured and as its symlinks resolve inside the host root.
