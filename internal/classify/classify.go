@@ -11,6 +11,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/internal/signature"
+	"github.com/cnimedic/cnimedic/internal/termsafe"
 )
 
 // Classified is a record with what the matcher made of it.
@@ -146,7 +147,7 @@ func WriteTable(w io.Writer, cs []Classified) error {
 		if c.NodeCondition {
 			reason = "(node condition)"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", i+1, dash(c.Node), dash(reason), sig, action, abbreviate(c.Message, messageWidth))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", i+1, cell(c.Node), cell(reason), cell(sig), action, cell(abbreviate(c.Message, messageWidth)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -165,16 +166,20 @@ func WriteTable(w io.Writer, cs []Classified) error {
 		if s.Preferred != "" {
 			action += " (" + string(s.Preferred) + " when the policy allows it)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", s.Node, s.Signature, s.Events, s.Occurrences, s.Pods, action)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", cell(s.Node), cell(s.Signature), s.Events, s.Occurrences, s.Pods, action)
 	}
 	return tw.Flush()
 }
 
-func dash(s string) string {
+// cell is a table cell of text from the input (event messages, node names, a custom signature's name): "-" when
+// empty, and a terminal escape in it shown instead of obeyed (internal/termsafe), as are the tab and newline that
+// would break the table's columns.
+func cell(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	s = strings.NewReplacer("\t", `\t`, "\n", `\n`).Replace(s)
+	return termsafe.String(s)
 }
 
 // abbreviate fits a message on one table line.

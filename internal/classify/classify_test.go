@@ -2,6 +2,7 @@ package classify
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -194,4 +195,32 @@ func TestRunRejectsBadOptions(t *testing.T) {
 	if _, err := LoadPolicy("testdata/events.json"); err == nil {
 		t.Error("an EventList loaded as a policy")
 	}
+}
+
+// An event message is written by whoever can create events: ESC [2J in one (clear the screen) comes out of the
+// table as visible text that a terminal does not obey, and the JSONL output keeps the message as it was.
+func TestAnEscapeInAnEventMessageComesOutOfTheTableVisibleAndInert(t *testing.T) {
+	msg := "Failed to create pod sandbox: \x1b[2J\x1b[Hplugin type=\"bridge\" failed (add): incompatible CNI versions"
+	in := `{"reason":"FailedCreatePodSandBox","node":"worker-\u001b]0;owned\u0007","message":` + jsonQuote(msg) + "}\n"
+	var out, errOut bytes.Buffer
+	if err := Run(strings.NewReader(in), &out, &errOut, Options{Output: OutputTable}); err != nil {
+		t.Fatal(err)
+	}
+	table := out.String()
+	if strings.ContainsAny(table, "\x1b\a") {
+		t.Fatalf("the table holds raw escapes:\n%q", table)
+	}
+	for _, want := range []string{`\x1b[2J\x1b[H`, `worker-\x1b]0;owned\x07`, "cni-version-incompatible"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("the table does not show %q:\n%s", want, table)
+		}
+	}
+}
+
+func jsonQuote(s string) string {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)
+	return strings.TrimSpace(b.String())
 }
