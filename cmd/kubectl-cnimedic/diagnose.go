@@ -20,6 +20,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/internal/diagnosepod"
+	"github.com/cnimedic/cnimedic/internal/termsafe"
 )
 
 // diagnose runs the remediator's read-only diagnosis on a node through a short-lived pod shaped like the executor
@@ -103,7 +104,12 @@ func newDiagnoseCommand(c *cluster) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = c.streams.Out.Write(report)
+			// The text report is written on the node, from what the node holds (file names, runtime messages).
+			out := c.streams.Out
+			if s.Output != outputJSON {
+				out = termsafe.NewWriter(out)
+			}
+			_, err = out.Write(report)
 			return err
 		},
 	}

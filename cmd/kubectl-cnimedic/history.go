@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/termsafe"
 )
 
 const historyExample = `  # Every incident cnimedic recorded on a node, oldest first
@@ -74,6 +75,8 @@ func newHistoryCommand(c *cluster) *cobra.Command {
 }
 
 func writeHistory(out io.Writer, items []v1alpha1.NodeRemediation, now time.Time, wide bool) error {
+	// Status messages come from the cluster: a terminal escape in one is shown, not obeyed.
+	out = termsafe.NewWriter(out)
 	tw := printers.GetNewTabWriter(out)
 	header := "NAME\tSIGNATURE\tACTION\tPHASE\tREASON\tCREATED\tTOOK"
 	if wide {
@@ -91,7 +94,7 @@ func writeHistory(out io.Writer, items []v1alpha1.NodeRemediation, now time.Time
 		} else if !nr.Status.Phase.IsTerminal() {
 			took = "open"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s", nr.Name, nr.Spec.Signature, orNone(string(nr.Spec.Action)),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s", nr.Name, nr.Spec.Signature, orNone(string(nr.Status.Action)),
 			displayPhase(nr.Status.Phase), orNone(nr.Status.Reason), nr.CreationTimestamp.UTC().Format(time.RFC3339)+" ("+age(now, nr.CreationTimestamp.Time)+")", took)
 		if wide {
 			approval := "-"

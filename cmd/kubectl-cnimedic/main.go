@@ -7,6 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/cnimedic/cnimedic/internal/termsafe"
 )
 
 func main() {
@@ -29,6 +31,9 @@ func newRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		// A wrong flag deserves the usage; a failing command deserves only its error.
 		SilenceUsage: true,
 	}
+	// Everything on stderr is for a person (progress, warnings, errors that may quote the cluster's objects): a
+	// terminal escape in it is shown, never obeyed. Text outputs on stdout do the same (termsafe.NewWriter).
+	streams.ErrOut = termsafe.NewWriter(streams.ErrOut)
 	root.SetIn(streams.In)
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)

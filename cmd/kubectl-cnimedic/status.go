@@ -14,6 +14,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/internal/policy"
+	"github.com/cnimedic/cnimedic/internal/termsafe"
 )
 
 // StatusReport is what `kubectl cnimedic status` shows; -o json|yaml prints it as is.
@@ -163,6 +164,8 @@ var openPhases = []v1alpha1.Phase{"New", v1alpha1.PhaseDetected, v1alpha1.PhaseA
 	v1alpha1.PhaseDraining, v1alpha1.PhaseRepairing, v1alpha1.PhaseVerifying}
 
 func writeStatus(out io.Writer, rep StatusReport, now time.Time) error {
+	// Condition messages come from the cluster: a terminal escape in one is shown, not obeyed.
+	out = termsafe.NewWriter(out)
 	tw := printers.GetNewTabWriter(out)
 	fmt.Fprintln(tw, "POLICY\tAPPROVAL\tMAXCONCURRENT\tCOVERED\tACTIVE\tPENDING\tCONDITIONS")
 	for _, p := range rep.Policies {
