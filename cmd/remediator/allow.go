@@ -29,6 +29,9 @@ func (f *NodeFlags) checkAllowlist() error {
 			return badInput(fmt.Errorf("--bin-dir: %w", err))
 		}
 	}
+	if f.ContainerdConfig == "" {
+		return nil // containerd's default, runtimecfg.DefaultPath
+	}
 	if err := step.CheckRuntimeConfig(f.ContainerdConfig); err != nil {
 		return badInput(fmt.Errorf("--containerd-config: %w", err))
 	}

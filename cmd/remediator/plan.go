@@ -35,9 +35,10 @@ would make with their diffs) in the pod's termination message. A plan that apply
 				return err
 			}
 			if planFile != "" {
-				plan, _, err := readPlan(planFile, cmd.InOrStdin(), flags.nodeUnits())
+				var plan v1alpha1.Plan
+				err := flags.checkAllowlist()
 				if err == nil {
-					err = flags.checkAllowlist()
+					plan, _, err = readPlan(planFile, cmd.InOrStdin(), flags.nodeUnits())
 				}
 				if err != nil {
 					if termination != "" {
