@@ -4,11 +4,16 @@
 //   - Warning events of the reasons the signatures accept, one server-side filtered watch per reason
 //     (eventsource.go): the rest of a busy cluster's events never reach the manager;
 //   - Nodes, from the manager's cache (images and managed fields stripped), for their Ready condition;
-//   - pods only on demand, for one candidate node at a time, to check the stuck pods still are.
+//   - pods only on demand, for one candidate node at a time, to confirm the failure from their own status.
+//
+// An event is a hint; the node is the evidence (confirm.go). Whoever may write events (the built-in edit role may)
+// chooses an event's source, count, timestamps and the pod it names, so events only give the message and a count:
+// a node counts as failing through its own Ready condition, or through pods bound to it whose kubelet-written
+// status shows a sandbox that cannot be set up or torn down, and only those pods' events count.
 //
 // Evidence is aggregated per node and signature in memory (store.go) and counted the way the covering policy says:
-// occurrences and distinct pods inside the window, how long pods have been stuck, the boot grace, and expiry so
-// that stale evidence stops counting. A storm (too many covered nodes with one signature) opens nothing and sets
+// occurrences and distinct confirmed pods inside the window, how long the pods' status has shown the failure, the
+// boot grace, and expiry so that stale evidence stops counting. A storm (too many covered nodes with one signature) opens nothing and sets
 // the policy's StormActive condition (storm.go).
 package detection
 
@@ -148,11 +153,16 @@ func (r *Reconciler) observeEvent(ev *corev1.Event) {
 		return
 	}
 	at, count := eventTime(ev)
+	if now := r.Clock.Now(); at.After(now) {
+		at = now // a timestamp in the future would keep the evidence fresh for as long as its writer likes
+	}
+	// The pod the event names, by its own namespace and name (an events.k8s.io event may name a pod of another
+	// namespace than its own): confirm reads that pod, among those bound to the node, before anything counts.
 	var pod *v1alpha1.PodReference
 	if ev.InvolvedObject.Kind == "Pod" {
 		pod = &v1alpha1.PodReference{Namespace: ev.InvolvedObject.Namespace, Name: ev.InvolvedObject.Name}
 	}
-	r.store.observeEvent(nodeName, string(ev.UID), count, at, pod, res, ev.Message)
+	r.store.observeEvent(nodeName, string(ev.UID), count, at, pod, ev.InvolvedObject.UID, res, ev.Message)
 	evidenceObservedTotal.WithLabelValues(res.Signature, "event").Inc()
 	r.enqueue(nodeName)
 }
@@ -236,7 +246,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 
 	now := r.Clock.Now()
 	d := p.Spec.Detection
-	w := window{now: now, from: now.Add(-d.Window.Duration), minStuck: d.MinStuckDuration.Duration}
+	w := window{now: now, from: now.Add(-d.Window.Duration)}
 	graceEnd := bootTime(node).Add(d.BootGracePeriod.Duration)
 	if graceEnd.After(w.from) {
 		w.from = graceEnd
@@ -254,7 +264,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		nrs = r.readRemediations(ctx, node.Name)
 		defer nrs.cancel()
 	}
-	best, err := r.qualifying(ctx, p, node, cands, inGrace)
+	best, err := r.qualifying(ctx, p, node, cands, inGrace, now)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -303,7 +313,8 @@ func nextCount(cands []candidate, now, graceEnd time.Time, minStuck, periodic ti
 }
 
 // mayQualify reports whether one of the candidates may meet the policy's thresholds, before the node's pods are
-// read: the checks of qualifying that need no pods.
+// read: the checks of qualifying that need no pods (a snapshot's events and pods are upper bounds of the confirmed
+// ones).
 func mayQualify(p *v1alpha1.RemediationPolicy, cands []candidate, inGrace bool) bool {
 	d := p.Spec.Detection
 	for _, c := range cands {
@@ -313,44 +324,43 @@ func mayQualify(p *v1alpha1.RemediationPolicy, cands []candidate, inGrace bool) 
 		if c.condition != "" && !inGrace && c.conditionFor >= d.MinStuckDuration.Duration {
 			return true
 		}
-		if c.events >= d.MinOccurrences && int32(len(c.pods)) >= d.MinPods {
+		if c.events >= d.MinOccurrences && int32(len(c.pods)) >= max(d.MinPods, 1) {
 			return true
 		}
 	}
 	return false
 }
 
-// qualifying returns the candidate that meets the policy's thresholds, the most specific one when several do.
-func (r *Reconciler) qualifying(ctx context.Context, p *v1alpha1.RemediationPolicy, node *corev1.Node, cands []candidate, inGrace bool) (*candidate, error) {
+// qualifying returns the candidate that meets the policy's thresholds, the most specific one when several do. Each
+// candidate that may qualify is narrowed to what the node confirms (confirm): its pods to those bound to the node
+// whose status shows the failure for minStuckDuration, its occurrences to those pods' events. The candidates are
+// updated in place, so that the caller knows when a pod will have shown its failure long enough (ripens).
+func (r *Reconciler) qualifying(ctx context.Context, p *v1alpha1.RemediationPolicy, node *corev1.Node, cands []candidate, inGrace bool, now time.Time) (*candidate, error) {
 	d := p.Spec.Detection
+	minPods := max(d.MinPods, 1)
 	var ok []candidate
 	var livePods map[v1alpha1.PodReference]*corev1.Pod
-	for _, c := range cands {
+	read := false
+	for i := range cands {
+		c := &cands[i]
 		if !c.custom && !policy.EnablesSignature(p, v1alpha1.SignatureID(c.signature)) {
 			continue
 		}
-		if c.condition != "" && !inGrace && c.conditionFor >= d.MinStuckDuration.Duration {
-			ok = append(ok, c) // a node condition proves the failure on its own
+		// A node condition, written by the node's kubelet, proves the failure on its own.
+		byCondition := c.condition != "" && !inGrace && c.conditionFor >= d.MinStuckDuration.Duration
+		if !byCondition && (c.events < d.MinOccurrences || int32(len(c.pods)) < minPods) {
 			continue
 		}
-		if c.events < d.MinOccurrences || int32(len(c.pods)) < d.MinPods {
-			continue
-		}
-		if livePods == nil {
+		if len(c.pods) > 0 && !read {
 			var err error
 			if livePods, err = r.podsOn(ctx, node.Name); err != nil {
 				return nil, err
 			}
+			read = true
 		}
-		var stuck []v1alpha1.PodReference
-		for _, ref := range c.pods {
-			if pod := livePods[ref]; pod != nil && isStuck(pod) {
-				stuck = append(stuck, ref)
-			}
-		}
-		if int32(len(stuck)) >= d.MinPods {
-			c.pods = stuck
-			ok = append(ok, c)
+		c.confirm(livePods, kubeletReporting(node), now, d.MinStuckDuration.Duration)
+		if byCondition || (c.events >= d.MinOccurrences && int32(len(c.pods)) >= minPods) {
+			ok = append(ok, *c)
 		}
 	}
 	if len(ok) == 0 {
@@ -382,8 +392,10 @@ func precedence(p *v1alpha1.RemediationPolicy) func(string) int {
 // podsOn reads the node's pods from the API server: pods are not cached (a copy of every pod in a large cluster
 // would cost more memory than all the rest of the manager). ResourceVersion "0" lets the API server answer from its
 // watch cache at once instead of first catching up with etcd (a consistent read, several times slower under load:
-// make bench, detection latency). A pod that started a moment ago may still read as Pending; that is harmless, the
-// workflow reads every pod of the evidence live again before it touches the node (remediation/revalidate.go).
+// make bench, detection latency). The answer may lag the latest writes by a moment: a pod that just recovered may
+// still read as failing; that is harmless, the workflow reads every pod of the evidence live again before it
+// touches the node (remediation/revalidate.go). A lagging read cannot make a failure up: every status it shows was
+// written by the node's kubelet, or by someone allowed to write pods/status (confirm.go).
 func (r *Reconciler) podsOn(ctx context.Context, node string) (map[v1alpha1.PodReference]*corev1.Pod, error) {
 	list := &corev1.PodList{}
 	if err := r.APIReader.List(ctx, list, client.MatchingFields{"spec.nodeName": node},
@@ -396,14 +408,6 @@ func (r *Reconciler) podsOn(ctx context.Context, node string) (map[v1alpha1.PodR
 		out[v1alpha1.PodReference{Namespace: pod.Namespace, Name: pod.Name}] = pod
 	}
 	return out, nil
-}
-
-// isStuck: the pod still waits for its sandbox (Pending), or cannot be torn down (Terminating and not gone).
-func isStuck(pod *corev1.Pod) bool {
-	if pod.DeletionTimestamp != nil {
-		return true
-	}
-	return pod.Status.Phase == corev1.PodPending
 }
 
 // readyCondition is the node's Ready condition message and since when it holds, when it is not True.
@@ -457,7 +461,7 @@ func labelsOf(n *corev1.Node) []string {
 
 // nodeEvidence builds the NodeRemediation's evidence from a candidate.
 func nodeEvidence(c *candidate) v1alpha1.Evidence {
-	ev := v1alpha1.Evidence{EventCount: c.events, PodCount: int32(c.podsFailed), NodeCondition: truncate(c.condition, 1024)}
+	ev := v1alpha1.Evidence{EventCount: c.events, PodCount: int32(len(c.pods)), NodeCondition: truncate(c.condition, 1024)}
 	if len(c.pods) > 20 {
 		ev.Pods = c.pods[:20]
 	} else {

@@ -102,10 +102,7 @@ func TestPodsThatRecoveredOpenNothing(t *testing.T) {
 	node := h.node("w1", nil)
 	h.policy("p", nil)
 	pod := h.stuckPod("web", node.Name)
-	pod.Status.Phase = corev1.PodRunning
-	if err := h.c.Status().Update(h.ctx, pod); err != nil {
-		t.Fatal(err)
-	}
+	h.kubeletStatus(pod, running(time.Now()))
 	h.kubeletEvent(pod, "FailedCreatePodSandBox", msgIncompatible, 5, time.Now())
 	h.assertNone(node.Name, "the failing pod runs now")
 }

@@ -3,9 +3,6 @@ package detection
 import (
 	"testing"
 	"time"
-
-	"github.com/cnimedic/cnimedic/api/v1alpha1"
-	"github.com/cnimedic/cnimedic/internal/signature"
 )
 
 // A node below the thresholds is counted again as soon as time alone can change the answer, not only at the
@@ -31,22 +28,5 @@ func TestNextCountIsTheEarliestMomentTimeCanChangeTheAnswer(t *testing.T) {
 		if got := nextCount(c.cands, now, c.graceEnd, minStuck, periodic); got != c.want {
 			t.Errorf("%s: next count in %s, want %s", c.name, got, c.want)
 		}
-	}
-}
-
-// The store says when a failing pod will have been stuck long enough, so that the count can happen then.
-func TestSnapshotSaysWhenAPodRipens(t *testing.T) {
-	s := newStore(time.Hour)
-	t0 := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
-	res := signature.Result{Signature: "cni-version-incompatible"}
-	s.observeEvent("w1", "ev-a", 1, t0, &v1alpha1.PodReference{Namespace: "d", Name: "a"}, res, "m")
-	s.observeEvent("w1", "ev-b", 1, t0.Add(2*time.Second), &v1alpha1.PodReference{Namespace: "d", Name: "b"}, res, "m")
-	cands, _ := s.snapshot("w1", window{now: t0.Add(3 * time.Second), from: t0.Add(-time.Minute), minStuck: 10 * time.Second})
-	if len(cands) != 1 || len(cands[0].pods) != 0 || !cands[0].ripens.Equal(t0.Add(10*time.Second)) {
-		t.Fatalf("candidates %+v: want no pod stuck long enough yet, the first ripening at t0+10s", cands)
-	}
-	cands, _ = s.snapshot("w1", window{now: t0.Add(11 * time.Second), from: t0.Add(-time.Minute), minStuck: 10 * time.Second})
-	if len(cands) != 1 || len(cands[0].pods) != 1 || !cands[0].ripens.Equal(t0.Add(12*time.Second)) {
-		t.Fatalf("candidates %+v: want pod a counted and pod b ripening at t0+12s", cands)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/internal/signature"
 )
@@ -41,8 +43,15 @@ type hit struct {
 	n  int32
 }
 
+// podSeen is what the events said of one pod: each occurrence, oldest first, with the pod UID the event named (a
+// pod of the same name created again is another pod).
 type podSeen struct {
-	first, last time.Time
+	hits []podHit // in arrival order
+}
+
+type podHit struct {
+	hit
+	uid types.UID
 }
 
 const maxSamples = 5
@@ -73,8 +82,9 @@ func (s *store) entry(node string, res signature.Result) *sigEvidence {
 }
 
 // observeEvent records a classified event. key identifies the event (its UID) and count is its occurrence count;
-// only the occurrences not seen before are added.
-func (s *store) observeEvent(node, key string, count int32, at time.Time, pod *v1alpha1.PodReference, res signature.Result, message string) {
+// only the occurrences not seen before are added. pod and uid are the pod the event names, if any: none of it is
+// evidence yet, the reconciler counts a pod's occurrences only once the pod's own status confirms them.
+func (s *store) observeEvent(node, key string, count int32, at time.Time, pod *v1alpha1.PodReference, uid types.UID, res signature.Result, message string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if count < 1 {
@@ -90,15 +100,10 @@ func (s *store) observeEvent(node, key string, count int32, at time.Time, pod *v
 	if pod != nil {
 		ps := e.pods[*pod]
 		if ps == nil {
-			ps = &podSeen{first: at}
+			ps = &podSeen{}
 			e.pods[*pod] = ps
 		}
-		if at.After(ps.last) {
-			ps.last = at
-		}
-		if at.Before(ps.first) {
-			ps.first = at
-		}
+		ps.hits = append(ps.hits, podHit{hit: hit{at: at, n: n}, uid: uid})
 	}
 	e.addSample(message)
 }
@@ -155,21 +160,28 @@ func (s *store) forgetEvent(key string) {
 
 // candidate is a snapshot of one signature's evidence on a node, counted as a policy counts it.
 type candidate struct {
-	signature  string
-	custom     bool
-	action     v1alpha1.RepairAction
-	alt        v1alpha1.RepairAction
-	params     map[string]string
-	samples    []string
-	events     int32
-	pods       []v1alpha1.PodReference // pods seen failing inside the window, stuck long enough
-	podsFailed int                     // pods seen failing inside the window
-	condition  string
+	signature string
+	custom    bool
+	action    v1alpha1.RepairAction
+	alt       v1alpha1.RepairAction
+	params    map[string]string
+	samples   []string
+	// events and pods are, in a snapshot, every occurrence and every pod the events named inside the window: an
+	// upper bound, since events prove nothing. confirm narrows them to the pods whose own status confirms the
+	// failure on the node, and to those pods' occurrences.
+	events    int32
+	pods      []v1alpha1.PodReference
+	condition string
 	// conditionFor is how long the node condition has carried the signature.
 	conditionFor time.Duration
 	first, last  time.Time
-	// ripens is the next moment a pod of the window becomes stuck long enough to count (zero: none will).
+	// ripens is the next moment a pod of the window will have shown its failure long enough to count (zero: none
+	// will); set by confirm.
 	ripens time.Time
+	// named is the window's occurrences per pod named, for confirm.
+	named map[v1alpha1.PodReference][]podHit
+	// conditionFirst is when the node condition began to carry the signature (zero: it does not).
+	conditionFirst time.Time
 }
 
 // window is how a policy counts.
@@ -177,8 +189,6 @@ type window struct {
 	now time.Time
 	// from is the start of the counting window (now - window, or the end of the boot grace if later).
 	from time.Time
-	// minStuck is how long a pod must have been failing.
-	minStuck time.Duration
 }
 
 // snapshot returns the node's candidates under w and prunes what no policy can count any more. stale reports how
@@ -202,22 +212,26 @@ func (s *store) snapshot(node string, w window) (cands []candidate, stale int) {
 			}
 		}
 		for ref, ps := range e.pods {
-			if ps.last.Before(w.from) {
+			var in []podHit
+			for _, h := range ps.hits {
+				if !h.at.Before(w.from) {
+					in = append(in, h)
+				}
+			}
+			if len(in) == 0 {
 				continue
 			}
-			c.podsFailed++
-			if w.now.Sub(ps.first) >= w.minStuck {
-				c.pods = append(c.pods, ref)
-			} else if at := ps.first.Add(w.minStuck); c.ripens.IsZero() || at.Before(c.ripens) {
-				c.ripens = at
+			if c.named == nil {
+				c.named = map[v1alpha1.PodReference][]podHit{}
 			}
+			c.named[ref] = in
+			c.pods = append(c.pods, ref)
 		}
-		sort.Slice(c.pods, func(i, j int) bool {
-			return c.pods[i].Namespace+"/"+c.pods[i].Name < c.pods[j].Namespace+"/"+c.pods[j].Name
-		})
+		sortPods(c.pods)
 		if e.condition != "" {
 			c.condition = e.condition
 			c.conditionFor = w.now.Sub(e.conditionSince)
+			c.conditionFirst = e.conditionSince
 			if c.last.Before(w.now) {
 				c.last = w.now
 			}
@@ -249,11 +263,23 @@ func (e *sigEvidence) prune(cutoff time.Time) int {
 	}
 	e.hits = e.hits[i:]
 	for ref, ps := range e.pods {
-		if ps.last.Before(cutoff) {
+		kept := ps.hits[:0]
+		for _, h := range ps.hits {
+			if !h.at.Before(cutoff) {
+				kept = append(kept, h)
+			}
+		}
+		if ps.hits = kept; len(ps.hits) == 0 {
 			delete(e.pods, ref)
 		}
 	}
 	return dropped
+}
+
+func sortPods(pods []v1alpha1.PodReference) {
+	sort.Slice(pods, func(i, j int) bool {
+		return pods[i].Namespace+"/"+pods[i].Name < pods[j].Namespace+"/"+pods[j].Name
+	})
 }
 
 // nodesWith returns the nodes that showed the signature since from.

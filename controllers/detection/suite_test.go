@@ -26,9 +26,10 @@ import (
 	"github.com/cnimedic/cnimedic/internal/testenv"
 )
 
-// These suites run the detection against a real kube-apiserver and etcd (envtest). The tests post events and node
-// conditions through the API exactly as a kubelet posts them (core/v1 Events with the node as source host, the
-// Ready condition's message), with the messages measured on a real node in ../shared/notes.
+// These suites run the detection against a real kube-apiserver and etcd (envtest). The tests post events, pod
+// statuses and node conditions through the API exactly as a kubelet posts them (core/v1 Events with the node as
+// source host, PodReadyToStartContainers, the Ready condition's message), with the messages measured on a real node
+// in ../shared/notes. envtest runs no kubelet: the tests write what it would, with the admin's credentials.
 
 var (
 	env  *testenv.Env
@@ -147,18 +148,72 @@ func (h *harness) policy(name string, mutate func(*v1alpha1.RemediationPolicySpe
 	return p
 }
 
-// stuckPod creates a pod on the node stuck in ContainerCreating (Pending).
+// stuckPod creates a pod on the node stuck in ContainerCreating, with the status the node's kubelet writes for a pod
+// whose sandbox fails to start: Pending, PodReadyToStartContainers False (since now). There is no kubelet in envtest,
+// so the test writes it with the admin's credentials (a tenant cannot: pods/status is not in the edit role).
 func (h *harness) stuckPod(name, node string) *corev1.Pod {
 	h.t.Helper()
+	pod := h.podOn(h.c, h.ns, name, node)
+	h.kubeletStatus(pod, sandboxNotReady(time.Now()))
+	return pod
+}
+
+// podOn creates a pod bound to the node through the given client (spec only: its status is kubelet's to write).
+func (h *harness) podOn(c client.Client, ns, name, node string) *corev1.Pod {
+	h.t.Helper()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: h.ns},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: corev1.PodSpec{NodeName: node, AutomountServiceAccountToken: ptr.To(false),
 			Containers: []corev1.Container{{Name: "app", Image: "workload:test"}}},
 	}
-	if err := h.c.Create(h.ctx, pod); err != nil {
+	if err := c.Create(h.ctx, pod); err != nil {
 		h.t.Fatal(err)
 	}
 	return pod
+}
+
+// kubeletStatus writes the pod's status as the node's kubelet would, with the admin's credentials.
+func (h *harness) kubeletStatus(pod *corev1.Pod, status corev1.PodStatus) {
+	h.t.Helper()
+	pod.Status = status
+	if err := h.c.Status().Update(h.ctx, pod); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// sandboxNotReady is the status kubelet writes for a pod whose sandbox it cannot create (CNI ADD fails), since.
+func sandboxNotReady(since time.Time) corev1.PodStatus {
+	at := metav1.NewTime(since)
+	return corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{
+		{Type: corev1.PodReadyToStartContainers, Status: corev1.ConditionFalse, LastTransitionTime: at},
+		{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: at},
+		{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady", LastTransitionTime: at},
+		{Type: corev1.ContainersReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady", LastTransitionTime: at},
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: at},
+	}, ContainerStatuses: []corev1.ContainerStatus{{Name: "app", Image: "workload:test",
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}}}}
+}
+
+// sandboxReadyImageNotPulled is the status kubelet writes on a healthy node for a pod whose sandbox and network are
+// up but whose image never pulls: Pending, PodReadyToStartContainers True.
+func sandboxReadyImageNotPulled(since time.Time) corev1.PodStatus {
+	st := sandboxNotReady(since)
+	st.Conditions[0].Status = corev1.ConditionTrue
+	st.PodIP, st.PodIPs = "10.244.1.7", []corev1.PodIP{{IP: "10.244.1.7"}}
+	st.ContainerStatuses[0].State.Waiting = &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: `Back-off pulling image "workload:test"`}
+	return st
+}
+
+// running is the status kubelet writes for a pod that runs.
+func running(since time.Time) corev1.PodStatus {
+	at := metav1.NewTime(since)
+	st := corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.1.8", PodIPs: []corev1.PodIP{{IP: "10.244.1.8"}}}
+	for _, t := range []corev1.PodConditionType{corev1.PodReadyToStartContainers, corev1.PodInitialized, corev1.PodReady, corev1.ContainersReady, corev1.PodScheduled} {
+		st.Conditions = append(st.Conditions, corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: at})
+	}
+	st.ContainerStatuses = []corev1.ContainerStatus{{Name: "app", Image: "workload:test", Ready: true, Started: ptr.To(true),
+		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: at}}}}
+	return st
 }
 
 // kubeletEvent posts a Warning event about the pod as kubelet does: source host = the node.
