@@ -354,11 +354,11 @@ func (e *Executor) cleanupContext(ctx context.Context) (context.Context, context
 
 // Validate checks a plan before anything runs, the same way wherever it runs (apply in the pod, the host-side
 // run, rollback, and plan --plan's preview): its shape (steps, known types, names that are plain names:
-// step.ValidateNames) and the
-// static half of the node's own allowlist (../shared/design.md, "Trust rules"): StopUnit and StartUnit only on
-// nodeUnits, which must be the kubelet and runtime units of a layout cnimedic knows, and containerd settings only
-// under the known CNI and containerd roots. The other half, the files each step resolves to, is checked against
-// step.Paths before each write and in the preview. Each error names the step and what it refuses.
+// step.ValidateNames) and the static half of the node's own allowlist: StopUnit and StartUnit only on nodeUnits,
+// which must be the kubelet and runtime units of a layout cnimedic knows (units.Allowlist), and containerd
+// settings only under the known CNI and containerd roots (step.CheckRuntimeSpec). The other half, the files each
+// step resolves to, is checked against step.Paths before each write and in the preview. Each error names the step
+// and what it refuses.
 func Validate(plan v1alpha1.Plan, nodeUnits []string) error {
 	if len(plan.Steps) == 0 {
 		return errors.New("the plan has no steps")
@@ -476,7 +476,7 @@ func (r *run) execute(ctx context.Context) v1alpha1.ExecutorResult {
 // whichever step it is.
 func (r *run) preflight(ctx context.Context) (stop bool, msg string) {
 	repairs, unchanged := 0, 0
-	firstErr := ""
+	laterErr := false
 	for i, s := range r.plan.Steps {
 		if !isRepair(s.Type) {
 			continue
@@ -496,9 +496,7 @@ func (r *run) preflight(ctx context.Context) (stop bool, msg string) {
 			if repairs == 1 {
 				return true, fmt.Sprintf("step %d (%s) cannot be resolved on this node, so nothing was stopped or changed: %v", i+1, s.Type, err)
 			}
-			if firstErr == "" {
-				firstErr = err.Error()
-			}
+			laterErr = true
 			continue
 		}
 		for _, ed := range res.Edits {
@@ -510,7 +508,7 @@ func (r *run) preflight(ctx context.Context) (stop bool, msg string) {
 			unchanged++
 		}
 	}
-	if firstErr != "" {
+	if laterErr {
 		return false, ""
 	}
 	if repairs > 0 && unchanged == repairs {

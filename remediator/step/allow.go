@@ -14,8 +14,8 @@ import (
 	"github.com/cnimedic/cnimedic/remediator/runtimecfg"
 )
 
-// The directories under which the remediator may ever change a file, whatever a plan, a policy or a flag says
-// (../shared/design.md, "Trust rules": the remediator keeps its own allowlist on the node). The dirs a node is
+// The directories under which the remediator may ever change a file, whatever a plan, a policy or a flag says:
+// the file half of the remediator's own allowlist on the node (the unit half is units.Allowlist). The dirs a node is
 // configured with (its CNI conf and bin dirs, containerd's config) must lie under these; the files a repair
 // writes, chmods, backs up, restores or removes must then lie under the node's configured dirs.
 var (

@@ -7,9 +7,9 @@ import (
 	"strings"
 )
 
-// The units a remediation may stop and start, whatever a plan or a policy says (docs: ../shared/design.md,
-// "Trust rules": the remediator's allowlist holds the kubelet and runtime units of the node's layout). Each is
-// the unit name the node layout's own installer gives it.
+// The units a remediation may stop and start, whatever a plan or a policy says: the unit half of the remediator's
+// own allowlist on the node (the file half is step.Paths). Each is the unit name the node layout's own installer
+// gives it.
 var (
 	// KubeletUnits run kubelet: kubeadm and distribution packages (kubelet.service), and the single-binary
 	// distributions whose one unit runs kubelet and containerd together (k3s: k3s.service on servers,
