@@ -2,8 +2,10 @@ package v1alpha1
 
 import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-// NodeRemediationSpec records one incident on one node: what was seen and what cnimedic plans to do about it.
-// The detection controller creates it; a person may also create one by hand to ask for a repair.
+// NodeRemediationSpec is a request: one incident on one node and what was seen of it. The detection controller
+// creates it; a person may also create one by hand to ask for a repair (node, policy, signature: the admission
+// policy lets only the manager write parameters and evidence). What will run on the node (the action, the plan,
+// the executor image) is decided by the manager alone and recorded in the status, where approval binds its digest.
 type NodeRemediationSpec struct {
 	// NodeName is the node with the failure.
 	// +required
@@ -27,10 +29,6 @@ type NodeRemediationSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="signature is immutable: open a new NodeRemediation for another failure"
 	Signature string `json:"signature"`
 
-	// Action is what cnimedic does about the signature; unset, the catalog's action for the signature.
-	// +optional
-	Action RepairAction `json:"action,omitempty"`
-
 	// Parameters extracted from the evidence: configVersion, supportedVersions, plugin, pluginType, path, network,
 	// range, sandboxID, link...
 	// +optional
@@ -40,10 +38,6 @@ type NodeRemediationSpec struct {
 	// Evidence is what the detection saw.
 	// +optional
 	Evidence Evidence `json:"evidence,omitempty"`
-
-	// Plan is the executor's typed plan, filled in before approval so that the approver sees what will run.
-	// +optional
-	Plan *Plan `json:"plan,omitempty"`
 }
 
 // Evidence is what the detection saw on the node.
@@ -151,6 +145,9 @@ type ApprovalRecord struct {
 	Mode ApprovalMode `json:"mode"`
 	// Source says where it came from: the annotation, the policy, or the expiry.
 	Source string `json:"source"`
+	// Digest is the status.digest the decision was taken on: an approval holds only while it is unchanged.
+	// +optional
+	Digest string `json:"digest,omitempty"`
 	// Reason given with a rejection.
 	// +optional
 	Reason string `json:"reason,omitempty"`
@@ -211,6 +208,23 @@ type NodeRemediationStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=50
 	History []PhaseTransition `json:"history,omitempty"`
+	// Action is what cnimedic does about the signature, decided once by the manager.
+	// +optional
+	Action RepairAction `json:"action,omitempty"`
+	// Plan is the executor's typed plan, built by the manager before approval so that the approver sees what will
+	// run.
+	// +optional
+	Plan *Plan `json:"plan,omitempty"`
+	// ExecutorImage is the image the executor pod will run.
+	// +optional
+	ExecutorImage string `json:"executorImage,omitempty"`
+	// PolicyGeneration is the generation of the policy the action and plan were decided under.
+	// +optional
+	PolicyGeneration int64 `json:"policyGeneration,omitempty"`
+	// Digest binds what will run: node, policy and its generation, action, plan and executor image (RunDigest).
+	// An approval holds only while it is unchanged.
+	// +optional
+	Digest string `json:"digest,omitempty"`
 	// Approval records when and how approval arrived.
 	// +optional
 	Approval *ApprovalRecord `json:"approval,omitempty"`
@@ -248,6 +262,7 @@ type NodeRemediationStatus struct {
 // +kubebuilder:resource:scope=Cluster,shortName=nrem,categories=cnimedic
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.nodeName`
 // +kubebuilder:printcolumn:name="Signature",type=string,JSONPath=`.spec.signature`
+// +kubebuilder:printcolumn:name="Action",type=string,JSONPath=`.status.action`,priority=1
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.reason`,priority=1
 // +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.spec.policyName`,priority=1

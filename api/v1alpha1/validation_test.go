@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
@@ -130,10 +131,27 @@ var badCreates = []struct {
 		"spec.nodeName: Required value"},
 	{"remediation with a bad signature name", remediation("bad-sig", "nodeName: worker-1\npolicyName: default\nsignature: Bad_Sig"),
 		"spec.signature in body should match"},
-	{"remediation with an unknown action", remediation("bad-act", "nodeName: worker-1\npolicyName: default\nsignature: ipam-exhausted\naction: Reboot"),
-		`spec.action: Unsupported value: "Reboot"`},
-	{"remediation plan with an unknown step", remediation("bad-step", "nodeName: worker-1\npolicyName: default\nsignature: ipam-exhausted\nplan:\n  steps:\n  - type: RunShell"),
-		`spec.plan.steps[0].type: Unsupported value: "RunShell"`},
+}
+
+// A NodeRemediation a person writes is a request: the action and the plan are the manager's (status), so a spec
+// that names them keeps neither (the API server prunes fields the schema does not have).
+func TestARequestCannotCarryItsOwnActionOrPlan(t *testing.T) {
+	ctx := context.Background()
+	obj := object(t, remediation("carries-plan", "nodeName: worker-1\npolicyName: default\nsignature: ipam-exhausted\naction: SetCNIVersion\nplan:\n  steps:\n  - type: StopUnit\n    unit: sshd.service"))
+	if err := env.Client.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = env.Client.Delete(ctx, obj) }()
+	got := &unstructured.Unstructured{}
+	got.SetGroupVersionKind(obj.GroupVersionKind())
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), got); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"action", "plan"} {
+		if _, found, _ := unstructured.NestedFieldNoCopy(got.Object, "spec", f); found {
+			t.Errorf("spec.%s was kept: a request must not choose what runs", f)
+		}
+	}
 }
 
 func TestBadObjectsAreRejected(t *testing.T) {

@@ -102,10 +102,9 @@ func (f *fixture) remediation(name, node, pol string, phase v1alpha1.Phase, in t
 	f.t.Helper()
 	nr := &v1alpha1.NodeRemediation{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{v1alpha1.LabelNode: node, v1alpha1.LabelPolicy: pol}},
-		Spec: v1alpha1.NodeRemediationSpec{NodeName: node, PolicyName: pol, Signature: string(v1alpha1.SignatureCNIVersionIncompatible),
-			Action: v1alpha1.ActionSetCNIVersion},
+		Spec:       v1alpha1.NodeRemediationSpec{NodeName: node, PolicyName: pol, Signature: string(v1alpha1.SignatureCNIVersionIncompatible)},
 	}
-	status := v1alpha1.NodeRemediationStatus{Phase: phase, Reason: string(phase), Message: "test", History: []v1alpha1.PhaseTransition{
+	status := v1alpha1.NodeRemediationStatus{Phase: phase, Action: v1alpha1.ActionSetCNIVersion, Reason: string(phase), Message: "test", History: []v1alpha1.PhaseTransition{
 		{Phase: v1alpha1.PhaseDetected, Time: f.ago(in + time.Minute), Reason: "Detected"},
 	}}
 	if phase != v1alpha1.PhaseDetected {

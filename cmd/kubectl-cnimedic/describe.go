@@ -133,7 +133,7 @@ func writeDescription(out io.Writer, d *Description, now time.Time) error {
 	p.kv(0, "Node", nr.Spec.NodeName)
 	p.kv(0, "Signature", nr.Spec.Signature)
 	p.kv(0, "Policy", nr.Spec.PolicyName)
-	p.kv(0, "Action", orNone(string(nr.Spec.Action)))
+	p.kv(0, "Action", orNone(string(nr.Status.Action)))
 	p.kv(0, "Phase", fmt.Sprintf("%s (%s)", displayPhase(nr.Status.Phase), orNone(nr.Status.Reason)))
 	if nr.Status.Message != "" {
 		p.kv(0, "Message", nr.Status.Message)
@@ -204,10 +204,10 @@ func writeDescription(out io.Writer, d *Description, now time.Time) error {
 	}
 
 	p.line(0, "Plan:")
-	if nr.Spec.Plan == nil || len(nr.Spec.Plan.Steps) == 0 {
+	if nr.Status.Plan == nil || len(nr.Status.Plan.Steps) == 0 {
 		p.line(1, "<none> (no node action)")
 	} else {
-		for i, s := range nr.Spec.Plan.Steps {
+		for i, s := range nr.Status.Plan.Steps {
 			p.line(1, fmt.Sprintf("%d. %s", i+1, planStep(s)))
 		}
 	}

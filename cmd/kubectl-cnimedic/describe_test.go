@@ -37,7 +37,7 @@ func TestDescribeTellsTheStoryOfARepair(t *testing.T) {
 		nr.Spec.Evidence = v1alpha1.Evidence{EventCount: 14, PodCount: 3, FirstSeen: ptrTime(at(0)), LastSeen: ptrTime(at(time.Minute)),
 			Pods:           []v1alpha1.PodReference{{Namespace: "default", Name: "web-1"}},
 			SampleMessages: []string{`incompatible CNI versions; config is "1.0.0", plugin supports ["0.1.0" "0.2.0" "0.3.0" "0.3.1" "0.4.0"]`}}
-		nr.Spec.Plan = &v1alpha1.Plan{Steps: []v1alpha1.PlanStep{
+		nr.Status.Plan = &v1alpha1.Plan{Steps: []v1alpha1.PlanStep{
 			{Type: v1alpha1.StepStopUnit, Unit: "kubelet.service"},
 			{Type: v1alpha1.StepSetCNIVersion, ConfList: "10-flannel.conflist"},
 			{Type: v1alpha1.StepStartUnit, Unit: "kubelet.service"},

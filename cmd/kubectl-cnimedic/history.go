@@ -94,7 +94,7 @@ func writeHistory(out io.Writer, items []v1alpha1.NodeRemediation, now time.Time
 		} else if !nr.Status.Phase.IsTerminal() {
 			took = "open"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s", nr.Name, nr.Spec.Signature, orNone(string(nr.Spec.Action)),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s", nr.Name, nr.Spec.Signature, orNone(string(nr.Status.Action)),
 			displayPhase(nr.Status.Phase), orNone(nr.Status.Reason), nr.CreationTimestamp.UTC().Format(time.RFC3339)+" ("+age(now, nr.CreationTimestamp.Time)+")", took)
 		if wide {
 			approval := "-"

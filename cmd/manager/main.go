@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,6 +48,7 @@ type options struct {
 	leaderElectionNS       string
 	namespace              string
 	executorImage          string
+	allowedExecutorImages  string
 	canaryImage            string
 	executorServiceAccount string
 	enableHTTP2            bool
@@ -67,6 +69,7 @@ func main() {
 	flag.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election lease (default: the manager's namespace).")
 	flag.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace where executor and canary pods run (default: $POD_NAMESPACE).")
 	flag.StringVar(&o.executorImage, "executor-image", "", "Image of the node-side executor (the remediator and the bundled CNI plugins), unless a policy names one.")
+	flag.StringVar(&o.allowedExecutorImages, "allowed-executor-images", "", "Comma-separated executor images a policy may name in spec.executor.image besides --executor-image; a policy naming any other image repairs nothing.")
 	flag.StringVar(&o.canaryImage, "canary-image", "", "Image of the verification canary pod, unless a policy names one.")
 	flag.StringVar(&o.executorServiceAccount, "executor-service-account", "cnimedic-executor", "ServiceAccount of executor pods (bound to no role; its token is never mounted).")
 	flag.BoolVar(&o.enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the metrics endpoint (off: CVE-2023-44487 and CVE-2023-39325).")
@@ -130,6 +133,7 @@ func run(o options) error {
 		Config: remediationctrl.Config{
 			Namespace:              o.namespace,
 			ExecutorImage:          o.executorImage,
+			AllowedExecutorImages:  splitList(o.allowedExecutorImages),
 			CanaryImage:            o.canaryImage,
 			ExecutorServiceAccount: o.executorServiceAccount,
 		},
@@ -196,4 +200,15 @@ func stripNode(obj any) (any, error) {
 		Spec:   n.Spec,
 		Status: corev1.NodeStatus{Conditions: n.Status.Conditions, Phase: n.Status.Phase},
 	}, nil
+}
+
+// splitList is a comma-separated flag's values, blanks dropped.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }

@@ -31,6 +31,7 @@ func init() {
 
 type applyOptions struct {
 	planFile         string
+	planDigest       string
 	id               string
 	termination      string
 	stateDir         string
@@ -64,6 +65,7 @@ Running apply again with the same --remediation-id follows the run still going o
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.planFile, "plan", "", `the plan as JSON (a v1alpha1.Plan); "-" reads stdin`)
+	f.StringVar(&o.planDigest, "plan-digest", "", "the approved plan's digest (sha256:..., v1alpha1.PlanDigest): a plan file with another digest is refused and nothing is done; the manager always sets it")
 	f.StringVar(&o.id, "remediation-id", "", "the NodeRemediation this run belongs to; names its journal (default: derived from the plan's content)")
 	f.StringVar(&o.termination, "termination-message-path", "", "also write the result, shortened to 4096 bytes, here (the pod's terminationMessagePath)")
 	f.StringVar(&o.stateDir, "state-dir", hostrun.DefaultStateDir, "host directory of the remediator's binaries, bundles and journals")
@@ -123,6 +125,11 @@ func runApply(cmd *cobra.Command, flags *NodeFlags, o applyOptions) error {
 	plan, canonical, err := readPlan(o.planFile, cmd.InOrStdin(), flags.nodeUnits())
 	if err != nil {
 		return err
+	}
+	// The plan file comes from the pod's annotation, which can change after the pod was created; the digest is an
+	// argument, which cannot: what runs is the plan that was approved.
+	if got := v1alpha1.PlanDigest(plan); o.planDigest != "" && got != o.planDigest {
+		return badInput(fmt.Errorf("--plan %s: its digest is %s, not the approved %s (--plan-digest): refusing to run it; nothing was changed", o.planFile, got, o.planDigest))
 	}
 	if o.id == "" {
 		sum := sha256.Sum256(canonical)

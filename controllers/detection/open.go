@@ -86,7 +86,7 @@ func (r *Reconciler) openOrFeed(ctx context.Context, p *v1alpha1.RemediationPoli
 		},
 		Spec: v1alpha1.NodeRemediationSpec{
 			NodeName: node.Name, PolicyName: p.Name, Signature: c.signature,
-			Action: actionFor(p, c), Parameters: params, Evidence: nodeEvidence(c),
+			Parameters: params, Evidence: nodeEvidence(c),
 		},
 	}
 	if err := r.Client.Create(ctx, nr); err != nil {
@@ -97,22 +97,6 @@ func (r *Reconciler) openOrFeed(ctx context.Context, p *v1alpha1.RemediationPoli
 		"events", c.events, "pods", len(c.pods), "condition", c.condition != "")
 	r.noteWrite(node.Name, now)
 	return nil
-}
-
-// actionFor is the candidate's action under the policy: the alternative (restart the CNI agent pod) when the policy
-// allows it, else the catalog's action. Leaving it empty lets the workflow apply the policy's repair strategy.
-func actionFor(p *v1alpha1.RemediationPolicy, c *candidate) v1alpha1.RepairAction {
-	if c.alt != "" {
-		for _, a := range p.Spec.AllowedActions {
-			if a == c.alt {
-				return c.alt
-			}
-		}
-	}
-	if c.custom || c.action == v1alpha1.ActionEscalate {
-		return c.action
-	}
-	return "" // the workflow picks the repair under the policy's repair settings
 }
 
 // holdOff says why no new remediation is opened after the node's last one, or "" to open one.

@@ -35,6 +35,9 @@ func (r *Reconciler) reconcileApproved(ctx context.Context, s *scope) (reconcile
 		s.transition(v1alpha1.PhaseRejected, ReasonPolicyNotFound, fmt.Sprintf("policy %s was deleted before the repair started", nr.Spec.PolicyName))
 		return reconcile.Result{}, nil
 	}
+	if ok, err := r.mayAct(ctx, s); !ok || err != nil {
+		return reconcile.Result{}, err
+	}
 	if p.Spec.Paused {
 		s.event(normal, ReasonPolicyPaused, actionWait, fmt.Sprintf("policy %s is paused: the approved repair waits", p.Name), "paused")
 		return reconcile.Result{RequeueAfter: r.poll()}, nil

@@ -53,7 +53,9 @@ type Config struct {
 	Namespace string
 	// ExecutorImage and CanaryImage are used unless the policy names its own.
 	ExecutorImage string
-	CanaryImage   string
+	// AllowedExecutorImages are the other executor images a policy may name; any other image runs nothing.
+	AllowedExecutorImages []string
+	CanaryImage           string
 	// ExecutorServiceAccount is the executor pods' ServiceAccount (bound to nothing; its token is never mounted).
 	ExecutorServiceAccount string
 	// PollInterval is how often a phase that waits on the cluster (drain, executor, canary) looks again when no
@@ -92,12 +94,17 @@ type scope struct {
 	afterPatch []func()
 }
 
-// +kubebuilder:rbac:groups=cnimedic.io,resources=noderemediations,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=cnimedic.io,resources=noderemediations/status,verbs=get;update;patch
+// Least privilege: nodes and remediations are only ever patched; pods anywhere are only read and evicted (drain,
+// and the CNI agent pod's restart, go through the eviction API). The executor, diagnosis and canary pods are created
+// and deleted only in the manager's own namespace, by the Role in config/rbac/pods_role.yaml (markers would make
+// controller-gen write it into role.yaml, which the Helm chart reads as one ClusterRole).
+//
+// +kubebuilder:rbac:groups=cnimedic.io,resources=noderemediations,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=cnimedic.io,resources=noderemediations/status,verbs=get;patch
 // +kubebuilder:rbac:groups=cnimedic.io,resources=noderemediations/finalizers,verbs=update
 // +kubebuilder:rbac:groups=cnimedic.io,resources=remediationpolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch;update
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups=apps,resources=daemonsets;replicasets;statefulsets,verbs=get;list
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch

@@ -18,12 +18,15 @@ import (
 func TestDiagnoseActionRecordsTheDiagnosisAndTouchesNothing(t *testing.T) {
 	h := newHarness(t, "diag")
 	node := h.node("w1")
-	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Approval.Mode = v1alpha1.ApprovalManual })
+	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) {
+		s.Approval.Mode = v1alpha1.ApprovalManual
+		s.CustomSignatures = vendorTimeoutDiagnosis
+	})
 	summary := "the diagnosis found 1 error(s) and 0 warning(s): error: /etc/cni/net.d/10-x.conflist asks for CNI version 1.0.0"
 	h.runKubelet(kubelet{outcome: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
 		return &v1alpha1.ExecutorResult{RemediationID: pod.Labels[v1alpha1.LabelRemediation], Outcome: v1alpha1.OutcomeNoChange, Message: summary}
 	}})
-	nr := h.remediation("nr", node.Name, p, "vendor-timeout", func(nr *v1alpha1.NodeRemediation) { nr.Spec.Action = v1alpha1.ActionDiagnose })
+	nr := h.remediation("nr", node.Name, p, "vendor-timeout")
 
 	done := h.waitPhase(nr.Name, v1alpha1.PhaseEscalated)
 	if got := phases(done); !slices.Equal(got, []v1alpha1.Phase{v1alpha1.PhaseDetected, v1alpha1.PhaseEscalated}) {
@@ -66,14 +69,17 @@ func TestDiagnoseActionRecordsTheDiagnosisAndTouchesNothing(t *testing.T) {
 func TestDiagnoseActionThatFailsEscalates(t *testing.T) {
 	h := newHarness(t, "diagfail")
 	node := h.node("w1")
-	p := h.policy("p", nil)
+	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.CustomSignatures = vendorTimeoutDiagnosis })
 	h.runKubelet(kubelet{outcome: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
 		return &v1alpha1.ExecutorResult{Outcome: v1alpha1.OutcomeFailed, Message: "open /host/run/dbus/system_bus_socket: no such file"}
 	}})
-	nr := h.remediation("nr", node.Name, p, "vendor-timeout", func(nr *v1alpha1.NodeRemediation) { nr.Spec.Action = v1alpha1.ActionDiagnose })
+	nr := h.remediation("nr", node.Name, p, "vendor-timeout")
 	done := h.waitPhase(nr.Name, v1alpha1.PhaseEscalated)
 	if done.Status.Reason != ReasonDiagnosisFailed || !strings.Contains(done.Status.Message, "system_bus_socket") ||
 		!strings.Contains(done.Status.Message, fmt.Sprintf("kubectl cnimedic diagnose %s", node.Name)) {
 		t.Errorf("status %s: %q", done.Status.Reason, done.Status.Message)
 	}
 }
+
+// vendorTimeoutDiagnosis is a policy's custom signature whose action is Diagnose.
+var vendorTimeoutDiagnosis = []v1alpha1.CustomSignature{{Name: "vendor-timeout", Pattern: "vendor plugin timed out", Action: v1alpha1.ActionDiagnose}}

@@ -26,9 +26,12 @@ import (
 // an accepted eviction counts as done.
 func (r *Reconciler) reconcileDraining(ctx context.Context, s *scope) (reconcile.Result, error) {
 	nr, p, node := s.nr, s.policy, s.node
-	if !nr.Spec.Action.IsNodeAction() {
+	if ok, err := r.mayAct(ctx, s); !ok || err != nil {
+		return reconcile.Result{}, err
+	}
+	if !nr.Status.Action.IsNodeAction() {
 		// Restarting the CNI agent pod changes nothing on the node itself: no drain.
-		s.transition(v1alpha1.PhaseRepairing, ReasonDrained, "no drain needed for "+string(nr.Spec.Action))
+		s.transition(v1alpha1.PhaseRepairing, ReasonDrained, "no drain needed for "+string(nr.Status.Action))
 		return reconcile.Result{Requeue: true}, nil
 	}
 	if nr.Status.Drain == nil || nr.Status.Drain.StartTime == nil {

@@ -69,17 +69,14 @@ func (r *Reconciler) executorPod(s *scope, name string, mode executorMode) (*cor
 	}
 	nr, p := s.nr, s.policy
 	plan := v1alpha1.Plan{}
-	if nr.Spec.Plan != nil {
-		plan = *nr.Spec.Plan
+	if nr.Status.Plan != nil {
+		plan = *nr.Status.Plan
 	}
 	planJSON, err := json.Marshal(plan)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("encoding the plan of %s: %w", nr.Name, err)
 	}
-	image := p.Spec.Executor.Image
-	if image == "" {
-		image = r.Config.ExecutorImage
-	}
+	image := nr.Status.ExecutorImage
 	units := p.Spec.Repair.Units
 	cd := p.Spec.Repair.Containerd
 	args := []string{
@@ -91,7 +88,9 @@ func (r *Reconciler) executorPod(s *scope, name string, mode executorMode) (*cor
 	}
 	switch mode {
 	case modeApply:
-		args = append([]string{"apply", "--plan=" + planDir + "/" + planFile, "--remediation-id=" + nr.Name,
+		// The plan's digest is an argument, which cannot change once the pod exists (its annotations can): apply
+		// refuses a plan file that is not the approved plan.
+		args = append([]string{"apply", "--plan=" + planDir + "/" + planFile, "--plan-digest=" + v1alpha1.PlanDigest(plan), "--remediation-id=" + nr.Name,
 			"--termination-message-path=" + terminationPath, "--run-timeout=" + p.Spec.Executor.Timeout.Duration.String()}, args...)
 	case modeRollback:
 		args = append([]string{"rollback", "--remediation-id=" + nr.Name, "--termination-message-path=" + terminationPath}, args...)
@@ -183,7 +182,7 @@ func (r *Reconciler) executorPod(s *scope, name string, mode executorMode) (*cor
 // termination message as an executor result.
 func (r *Reconciler) diagnosisPod(s *scope, name string) (*corev1.Pod, error) {
 	nr, p := s.nr, s.policy
-	image := p.Spec.Executor.Image
+	image := nr.Status.ExecutorImage
 	if image == "" {
 		image = r.Config.ExecutorImage
 	}

@@ -2,7 +2,6 @@ package remediation
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -15,63 +14,42 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/internal/policy"
-	"github.com/cnimedic/cnimedic/remediator/planner"
 )
 
-// reconcileNew fills in what the detection (or a person creating the remediation by hand) left out: the labels that
-// index it, the action and the typed plan the approver will see. Then it enters Detected.
+// reconcileNew takes a new remediation, whether the detection opened it or a person asked for it: it labels it,
+// checks that its policy covers its node, decides what will run (recorded in the status, with its digest), then
+// enters Detected.
 func (r *Reconciler) reconcileNew(ctx context.Context, s *scope) (reconcile.Result, error) {
-	var planErr error
 	err := r.patchMeta(ctx, s, func(nr *v1alpha1.NodeRemediation) {
 		if nr.Labels == nil {
 			nr.Labels = map[string]string{}
 		}
 		nr.Labels[v1alpha1.LabelNode] = nr.Spec.NodeName
 		nr.Labels[v1alpha1.LabelPolicy] = nr.Spec.PolicyName
-		if nr.Spec.Action == "" {
-			nr.Spec.Action = actionOf(s.policy, nr)
-		}
-		if nr.Spec.Plan == nil && nr.Spec.Action.IsNodeAction() {
-			plan, err := planner.Build(planner.Request{
-				Signature: v1alpha1.SignatureID(nr.Spec.Signature), Action: nr.Spec.Action,
-				Params: nr.Spec.Parameters, Repair: s.policy.Spec.Repair,
-			})
-			if err == nil {
-				nr.Spec.Plan = &plan
-			}
-			planErr = err
-		}
 	})
 	if err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("labelling new remediation %s: %w", s.nr.Name, err)
 	}
 	nr := s.nr
+	d := r.decide(s)
 	s.transition(v1alpha1.PhaseDetected, ReasonDetected, detectedMessage(nr))
 	s.nodeEvent(warning, ReasonDetected, actionDetect, detectedMessage(nr))
-	if planErr != nil {
-		switch {
-		case errors.Is(planErr, planner.ErrVendorPlugin):
-			s.transition(v1alpha1.PhaseEscalated, ReasonEscalated, fmt.Sprintf("%v: cnimedic never installs or replaces a network provider's own plugin; check the provider's DaemonSet on node %s", planErr, nr.Spec.NodeName))
-		default:
-			s.transition(v1alpha1.PhaseEscalated, ReasonPlanFailed, fmt.Sprintf("no repair plan for %s: %v", nr.Spec.Signature, planErr))
-		}
+	if s.policyMissing {
+		s.transition(v1alpha1.PhaseRejected, ReasonPolicyNotFound, fmt.Sprintf("policy %s does not exist", nr.Spec.PolicyName))
+		return reconcile.Result{}, nil
+	}
+	if ok, why := covered(s); !ok {
+		s.transition(v1alpha1.PhaseRejected, ReasonNotCovered, why+": nothing was changed on the node")
+		return reconcile.Result{}, nil
+	}
+	if d.escalateReason != "" {
+		s.transition(v1alpha1.PhaseEscalated, d.escalateReason, d.escalateMessage)
 		return reconcile.Result{}, nil
 	}
 	// Detected goes on at once, in this reconcile: the two transitions are one status write, not two writes and a
 	// reconcile in between (when a fleet breaks at once, those writes compete with the detection of the next nodes:
 	// make bench, detection latency). The history still records both.
 	return r.reconcileDetected(ctx, s)
-}
-
-// actionOf is the action for the remediation's signature: the custom signature's, or the catalog's under the
-// policy's repair settings.
-func actionOf(p *v1alpha1.RemediationPolicy, nr *v1alpha1.NodeRemediation) v1alpha1.RepairAction {
-	for _, c := range p.Spec.CustomSignatures {
-		if c.Name == nr.Spec.Signature {
-			return c.Action
-		}
-	}
-	return planner.ActionFor(v1alpha1.SignatureID(nr.Spec.Signature), p.Spec.Repair)
 }
 
 func detectedMessage(nr *v1alpha1.NodeRemediation) string {
@@ -82,7 +60,7 @@ func detectedMessage(nr *v1alpha1.NodeRemediation) string {
 	} else if len(ev.SampleMessages) > 0 {
 		msg += "; e.g. " + ev.SampleMessages[0]
 	}
-	return msg + fmt.Sprintf("; planned action: %s", nr.Spec.Action)
+	return msg + fmt.Sprintf("; planned action: %s", nr.Status.Action)
 }
 
 // reconcileDetected decides what happens to a new incident: escalate what cnimedic may not or cannot repair, then
@@ -93,7 +71,7 @@ func (r *Reconciler) reconcileDetected(ctx context.Context, s *scope) (reconcile
 		s.transition(v1alpha1.PhaseRejected, ReasonPolicyNotFound, fmt.Sprintf("policy %s does not exist", nr.Spec.PolicyName))
 		return reconcile.Result{}, nil
 	}
-	action := nr.Spec.Action
+	action := nr.Status.Action
 	switch {
 	case action == v1alpha1.ActionEscalate:
 		s.transition(v1alpha1.PhaseEscalated, ReasonEscalated, escalationMessage(nr))
@@ -107,7 +85,7 @@ func (r *Reconciler) reconcileDetected(ctx context.Context, s *scope) (reconcile
 	}
 	failed, err := r.failedAttempts(ctx, nr)
 	if err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("counting the failed repairs of node %s: %w", nr.Spec.NodeName, err)
 	}
 	if int32(failed) >= p.Spec.Retry.MaxAttempts {
 		s.transition(v1alpha1.PhaseEscalated, ReasonRetryLimitReached, fmt.Sprintf("%d repairs of node %s failed already (retry.maxAttempts %d): cnimedic takes no further action on this node; look at the failed NodeRemediations (kubectl get noderemediations -l %s=%s)",
@@ -169,8 +147,10 @@ func (r *Reconciler) reconcileAwaitingApproval(_ context.Context, s *scope) (rec
 		s.transition(v1alpha1.PhaseRejected, ReasonRejected, fmt.Sprintf("rejected by annotation: %s", reason))
 		return reconcile.Result{}, nil
 	}
-	if nr.Annotations[v1alpha1.AnnotationApprove] == "true" {
+	if ok, why := annotationApproves(nr); ok {
 		return r.approve(s, "annotation "+v1alpha1.AnnotationApprove)
+	} else if why != "" {
+		s.event(warning, ReasonApprovalMismatch, actionWait, why, nr.Status.Digest)
 	}
 	expiry := since.Add(p.Spec.Approval.Expiry.Duration)
 	if !s.now.Before(expiry) {
@@ -182,6 +162,8 @@ func (r *Reconciler) reconcileAwaitingApproval(_ context.Context, s *scope) (rec
 	}
 	if p.Spec.Approval.Mode == v1alpha1.ApprovalAutomatic {
 		switch {
+		case requestedByHand(nr):
+			s.event(normal, ReasonAwaitingApproval, actionWait, fmt.Sprintf("a repair asked for by hand, without the detection's evidence, is never approved by policy %s: an approver must approve it", p.Name), "by-hand")
 		case p.Spec.Paused:
 			s.event(normal, ReasonPolicyPaused, actionWait, fmt.Sprintf("policy %s is paused: the repair waits (or approve it by hand)", p.Name))
 		case meta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.PolicyStormActive):
@@ -195,10 +177,17 @@ func (r *Reconciler) reconcileAwaitingApproval(_ context.Context, s *scope) (rec
 
 func (r *Reconciler) approve(s *scope, source string) (reconcile.Result, error) {
 	s.nr.Status.Approval = &v1alpha1.ApprovalRecord{Decision: v1alpha1.DecisionApproved, Mode: s.policy.Spec.Approval.Mode,
-		Source: source, Time: metav1.NewTime(s.now)}
+		Source: source, Digest: s.nr.Status.Digest, Time: metav1.NewTime(s.now)}
 	s.setCondition(v1alpha1.RemediationApproved, metav1.ConditionTrue, ReasonApproved, "approved by "+source)
-	s.transition(v1alpha1.PhaseApproved, ReasonApproved, "approved by "+source)
+	s.transition(v1alpha1.PhaseApproved, ReasonApproved, fmt.Sprintf("approved by %s (digest %s)", source, short(s.nr.Status.Digest)))
 	return reconcile.Result{Requeue: true}, nil
+}
+
+// requestedByHand: the remediation carries none of the detection's evidence (the admission policy lets only the
+// manager write it), so it is a person's request.
+func requestedByHand(nr *v1alpha1.NodeRemediation) bool {
+	ev := nr.Spec.Evidence
+	return ev.EventCount == 0 && ev.NodeCondition == "" && len(ev.Pods) == 0
 }
 
 // phaseSince is when the remediation last entered the phase (now when the history does not say).

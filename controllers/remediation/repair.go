@@ -16,16 +16,22 @@ import (
 func (r *Reconciler) reconcileRepairing(ctx context.Context, s *scope) (reconcile.Result, error) {
 	nr, p := s.nr, s.policy
 	dry := p.Spec.DryRun
-	if nr.Spec.Action == v1alpha1.ActionRestartCNIAgentPod {
+	if nr.Status.ExecutorPod == "" {
+		// Right before anything runs on the node (or the agent pod is restarted): still covered, still approved.
+		if ok, err := r.mayAct(ctx, s); !ok || err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	if nr.Status.Action == v1alpha1.ActionRestartCNIAgentPod {
 		if dry {
 			s.transition(v1alpha1.PhaseSucceeded, ReasonDryRun, "dry run: would delete the node's CNI agent pod of "+nr.Spec.Parameters[ParamAgentDaemonSet])
 			return reconcile.Result{}, nil
 		}
 		return r.restartAgentPod(ctx, s)
 	}
-	if nr.Spec.Plan == nil || len(nr.Spec.Plan.Steps) == 0 {
+	if nr.Status.Plan == nil || len(nr.Status.Plan.Steps) == 0 {
 		// A remediation whose plan could not be built escalates before approval; this guards hand-made objects.
-		s.transition(v1alpha1.PhaseEscalated, ReasonPlanFailed, "no repair plan to run for "+string(nr.Spec.Action))
+		s.transition(v1alpha1.PhaseEscalated, ReasonPlanFailed, "no repair plan to run for "+string(nr.Status.Action))
 		return reconcile.Result{}, r.release(ctx, s, true)
 	}
 	mode := modeApply

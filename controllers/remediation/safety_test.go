@@ -468,7 +468,6 @@ func TestAgentPodRestartWhenAllowed(t *testing.T) {
 	})
 	h.runKubelet(kubelet{})
 	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureAPIServerAccess, func(nr *v1alpha1.NodeRemediation) {
-		nr.Spec.Action = v1alpha1.ActionRestartCNIAgentPod
 		nr.Spec.Parameters = map[string]string{"pluginType": "calico", ParamAgentDaemonSet: "default/" + h.name("calico-node")}
 	})
 	done := h.waitPhase(nr.Name, v1alpha1.PhaseSucceeded)
@@ -490,9 +489,7 @@ func TestAgentPodRestartNotAllowedEscalates(t *testing.T) {
 	h := newHarness(t, "agent-no")
 	node := h.node("w1")
 	p := h.policy("p", nil) // the default allowedActions leave RestartCNIAgentPod out
-	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureAPIServerAccess, func(nr *v1alpha1.NodeRemediation) {
-		nr.Spec.Action = v1alpha1.ActionRestartCNIAgentPod
-	})
+	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureAPIServerAccess)
 	done := h.waitPhase(nr.Name, v1alpha1.PhaseEscalated)
 	if done.Status.Reason != ReasonActionNotAllowed {
 		t.Fatalf("reason %s", done.Status.Reason)

@@ -27,7 +27,7 @@ func TestManualApprovalRepairsAndUncordons(t *testing.T) {
 	if !strings.Contains(pending.Status.Message, fmt.Sprintf("kubectl annotate noderemediation/%s cnimedic.io/approve=true", nr.Name)) {
 		t.Errorf("the pending message must say how to approve; got %q", pending.Status.Message)
 	}
-	if pending.Spec.Plan == nil || len(pending.Spec.Plan.Steps) == 0 {
+	if pending.Status.Plan == nil || len(pending.Status.Plan.Steps) == 0 {
 		t.Fatal("the plan must be filled in before approval, so the approver sees what will run")
 	}
 	if h.getNode(node.Name).Spec.Unschedulable {

@@ -1,6 +1,7 @@
 package signature
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
@@ -361,6 +362,18 @@ var catalog = []Definition{
 // Definitions returns the built-in signatures in precedence order. The result is a copy.
 func Definitions() []Definition {
 	return append([]Definition(nil), catalog...)
+}
+
+// ActionFor is the signature's action for what its evidence carried: Action refined by the parameters (a vendor
+// plugin escalates), or Alternative when the policy's allowed actions include it.
+func (d Definition) ActionFor(params map[string]string, allowed []v1alpha1.RepairAction) v1alpha1.RepairAction {
+	if d.Alternative != "" && slices.Contains(allowed, d.Alternative) {
+		return d.Alternative
+	}
+	if d.decide != nil {
+		return d.decide(params)
+	}
+	return d.Action
 }
 
 // Lookup returns the built-in signature with the given id.
