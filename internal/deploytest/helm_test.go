@@ -114,7 +114,7 @@ func TestChartInstallsOnARealAPIServer(t *testing.T) {
 		}
 	}
 	for kind, want := range map[string]int{"CustomResourceDefinition": 2, "Deployment": 1, "ServiceAccount": 2, "PriorityClass": 1,
-		"RemediationPolicy": 1, "ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1, "ConfigMap": 1, "Service": 1} {
+		"RemediationPolicy": 1, "ValidatingAdmissionPolicy": 2, "ValidatingAdmissionPolicyBinding": 2, "ConfigMap": 1, "Service": 1, "Role": 2} {
 		if kinds[kind] != want {
 			t.Errorf("the chart renders %d %s, want %d", kinds[kind], kind, want)
 		}

@@ -38,6 +38,29 @@ func lintRules(role string, rules []rbacv1.PolicyRule) []string {
 	return problems
 }
 
+// lintClusterWide reports what a role granted in every namespace must not hold: writing pods (the manager creates
+// and deletes its pods only in its own namespace, through a Role; elsewhere it reads and evicts) and updating
+// nodes whole (it only patches them: a stale copy written back whole would undo another writer's change).
+func lintClusterWide(role string, rules []rbacv1.PolicyRule) []string {
+	var problems []string
+	for _, r := range rules {
+		if !slices.Contains(r.APIGroups, "") {
+			continue
+		}
+		for _, res := range r.Resources {
+			for _, v := range r.Verbs {
+				switch {
+				case res == "pods" && slices.Contains([]string{"create", "delete", "deletecollection", "update", "patch"}, v):
+					problems = append(problems, role+": "+v+" pods in every namespace (only its own namespace's Role may)")
+				case res == "nodes" && v == "update":
+					problems = append(problems, role+": update nodes (patch only)")
+				}
+			}
+		}
+	}
+	return problems
+}
+
 // TestGeneratedRoleIsLeastPrivilege reads the ClusterRole controller-gen writes from the +kubebuilder:rbac markers
 // and fails on any wildcard or any Secrets access.
 func TestGeneratedRoleIsLeastPrivilege(t *testing.T) {
@@ -60,7 +83,7 @@ func TestGeneratedRoleIsLeastPrivilege(t *testing.T) {
 		if len(role.Rules) == 0 {
 			t.Errorf("%s has no rules: was it generated?", role.Name)
 		}
-		for _, p := range lintRules(role.Name, role.Rules) {
+		for _, p := range append(lintRules(role.Name, role.Rules), lintClusterWide(role.Name, role.Rules)...) {
 			t.Error(p)
 		}
 	}
@@ -88,6 +111,13 @@ func TestEveryShippedRoleIsLeastPrivilege(t *testing.T) {
 			}
 			for _, p := range lintRules(o.GetKind()+" "+role.Name, role.Rules) {
 				t.Error(p)
+			}
+			if o.GetKind() == "ClusterRole" {
+				for _, p := range lintClusterWide(role.Name, role.Rules) {
+					t.Error(p)
+				}
+			} else if o.GetNamespace() != "cnimedic-system" {
+				t.Errorf("Role %s is in namespace %q, not the install's", role.Name, o.GetNamespace())
 			}
 		case "ClusterRoleBinding", "RoleBinding":
 			b := &rbacv1.RoleBinding{}
@@ -126,6 +156,18 @@ func TestLintRulesCatchesWhatItMust(t *testing.T) {
 		if len(lintRules("test", []rbacv1.PolicyRule{r})) == 0 {
 			t.Errorf("%+v passed the linter", r)
 		}
+	}
+	for _, r := range []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"delete"}},
+		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"update"}},
+	} {
+		if len(lintClusterWide("test", []rbacv1.PolicyRule{r})) == 0 {
+			t.Errorf("%+v passed the cluster-wide linter", r)
+		}
+	}
+	if p := lintClusterWide("test", []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods", "pods/eviction", "nodes"}, Verbs: []string{"get", "list", "patch"}}}); len(p) != 1 {
+		t.Errorf("only patching pods in every namespace should be reported, got %v", p)
 	}
 	if p := lintRules("test", []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods", "pods/eviction"}, Verbs: []string{"get", "create"}}}); len(p) != 0 {
 		t.Errorf("a narrow rule was reported: %v", p)
