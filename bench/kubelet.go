@@ -12,10 +12,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// What a kubelet whose node's CNI is broken posts: its pods stay Pending (ContainerCreating) and each sandbox
-// attempt fails with a Warning event about the pod, from the node (source host), as containerd words it. A new
-// sandbox id makes each attempt's message differ, so kubelet creates an event per attempt; once its correlator
-// aggregates them it patches the count of one instead. Both are used.
+// What a kubelet whose node's CNI is broken posts: its pods stay Pending (ContainerCreating, PodReadyToStartContainers
+// False in their status) and each sandbox attempt fails with a Warning event about the pod, from the node (source
+// host), as containerd words it. A new sandbox id makes each attempt's message differ, so kubelet creates an event
+// per attempt; once its correlator aggregates them it patches the count of one instead. Both are used.
 
 // SandboxMessage is containerd's message for a cni-version-incompatible failure (seed 1) with a fresh sandbox id.
 func SandboxMessage(attempt string) string {
@@ -24,13 +24,25 @@ func SandboxMessage(attempt string) string {
 		digest(attempt))
 }
 
-// CreateStuckPod creates a Deployment's pod bound to the node that never gets its sandbox: it stays Pending.
+// CreateStuckPod creates a Deployment's pod bound to the node that never gets its sandbox: it stays Pending, and the
+// node's kubelet reports so in its status (StuckStatus), which is what detection counts a pod's events by.
 func (cp *ControlPlane) CreateStuckPod(ctx context.Context, ns, name, node string, i int) (*corev1.Pod, error) {
 	pod := NewPod(ns, name, node, i)
 	var out *corev1.Pod
 	err := retry(ctx, func() error {
 		var err error
 		out, err = cp.Kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+		return err
+	})
+	if err != nil {
+		return out, err
+	}
+	out.Status = StuckStatus(out, time.Now())
+	err = retry(ctx, func() error {
+		updated, err := cp.Kube.CoreV1().Pods(ns).UpdateStatus(ctx, out, metav1.UpdateOptions{})
+		if err == nil {
+			out = updated
+		}
 		return err
 	})
 	return out, err

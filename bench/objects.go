@@ -198,6 +198,36 @@ func NewPod(ns, name, node string, i int) *corev1.Pod {
 	}
 }
 
+// StuckStatus is the status kubelet reports for a pod whose sandbox it cannot create (the CNI ADD fails): Pending,
+// PodReadyToStartContainers False since the first attempt, the containers waiting in ContainerCreating. Detection
+// counts a pod's failure events only once this status, which only the node (or a holder of pods/status) can write,
+// confirms them.
+func StuckStatus(pod *corev1.Pod, since time.Time) corev1.PodStatus {
+	at := metav1.NewTime(since)
+	cond := func(t corev1.PodConditionType, s corev1.ConditionStatus, reason string) corev1.PodCondition {
+		return corev1.PodCondition{Type: t, Status: s, Reason: reason, LastTransitionTime: at}
+	}
+	st := corev1.PodStatus{
+		Phase: corev1.PodPending, HostIP: "10.0.0.1", HostIPs: []corev1.HostIP{{IP: "10.0.0.1"}}, StartTime: &at,
+		QOSClass: corev1.PodQOSBurstable,
+		Conditions: []corev1.PodCondition{cond("PodReadyToStartContainers", corev1.ConditionFalse, ""),
+			cond(corev1.PodInitialized, corev1.ConditionFalse, "ContainersNotInitialized"),
+			cond(corev1.PodReady, corev1.ConditionFalse, "ContainersNotReady"),
+			cond(corev1.ContainersReady, corev1.ConditionFalse, "ContainersNotReady"), cond(corev1.PodScheduled, corev1.ConditionTrue, "")},
+	}
+	waiting := func(c corev1.Container, reason string) corev1.ContainerStatus {
+		return corev1.ContainerStatus{Name: c.Name, Image: c.Image,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason}}}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		st.InitContainerStatuses = append(st.InitContainerStatuses, waiting(c, "PodInitializing"))
+	}
+	for _, c := range pod.Spec.Containers {
+		st.ContainerStatuses = append(st.ContainerStatuses, waiting(c, "PodInitializing"))
+	}
+	return st
+}
+
 // RunningStatus is the status kubelet reports for the pod once it runs.
 func RunningStatus(pod *corev1.Pod, i int) corev1.PodStatus {
 	start := metav1.NewTime(time.Now().Add(-time.Duration(1+i%72) * time.Hour))
