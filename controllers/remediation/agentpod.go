@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -16,7 +17,7 @@ import (
 // ParamAgentDaemonSet names the CNI provider's DaemonSet (namespace/name); the detection records it.
 const ParamAgentDaemonSet = "agentDaemonSet"
 
-// restartAgentPod carries out RestartCNIAgentPod: it deletes the node's pod of the CNI provider's DaemonSet so
+// restartAgentPod carries out RestartCNIAgentPod: it evicts the node's pod of the CNI provider's DaemonSet so
 // that the DaemonSet recreates it with a fresh service account token (the cni-apiserver-access repair). The node is
 // neither drained nor touched by an executor; the verification that follows proves pods get their network again.
 func (r *Reconciler) restartAgentPod(ctx context.Context, s *scope) (reconcile.Result, error) {
@@ -39,11 +40,15 @@ func (r *Reconciler) restartAgentPod(ctx context.Context, s *scope) (reconcile.R
 			continue
 		}
 		if pod.DeletionTimestamp == nil {
-			if err := r.Client.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
-				return reconcile.Result{}, err
+			// Evicted, not deleted: the manager deletes pods only in its own namespace (least privilege), and an
+			// eviction respects a budget someone set on the agent.
+			eviction := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
+				DeleteOptions: &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}}}
+			if err := r.Kube.PolicyV1().Evictions(pod.Namespace).Evict(ctx, eviction); client.IgnoreNotFound(err) != nil {
+				return reconcile.Result{}, fmt.Errorf("evicting CNI agent pod %s/%s: %w", pod.Namespace, pod.Name, err)
 			}
 		}
-		s.event(normal, ReasonAgentPodRestarted, actionRepair, fmt.Sprintf("deleted CNI agent pod %s/%s on node %s; DaemonSet %s/%s recreates it",
+		s.event(normal, ReasonAgentPodRestarted, actionRepair, fmt.Sprintf("evicted CNI agent pod %s/%s on node %s; DaemonSet %s/%s recreates it",
 			pod.Namespace, pod.Name, nr.Spec.NodeName, ns, name))
 		s.setCondition(v1alpha1.RemediationRepaired, metav1.ConditionTrue, ReasonAgentPodRestarted, "CNI agent pod restarted")
 		s.transition(v1alpha1.PhaseVerifying, ReasonVerifying, fmt.Sprintf("verifying node %s after the CNI agent restart", nr.Spec.NodeName))
