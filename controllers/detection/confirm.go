@@ -86,13 +86,17 @@ func kubeletReporting(node *corev1.Node) bool {
 // confirm narrows a snapshot's candidate to what the node confirms: its pods to those bound to the node (live, from
 // podsOn) whose status has shown a sandbox failure (SandboxFailureSince) for at least minStuck, its occurrences to
 // the events of those pods that name them (an event naming another UID was about an earlier pod of the same name),
-// and first/last to those events and the node condition. ripens becomes the earliest moment a failing pod of the
+// its parameters and sample messages to those the node condition and the confirmed pods' events gave, and
+// first/last to those events and the node condition. ripens becomes the earliest moment a failing pod of the
 // window will have failed for minStuck. The node condition is left as it is: kubelet wrote it.
 func (c *candidate) confirm(live map[v1alpha1.PodReference]*corev1.Pod, reporting bool, now time.Time, minStuck time.Duration) {
 	var confirmed []v1alpha1.PodReference
 	var events int32
 	var first, last time.Time
 	c.ripens = time.Time{}
+	if c.params == nil {
+		c.params = map[string]string{}
+	}
 	for _, ref := range c.pods {
 		pod := live[ref]
 		if pod == nil || !reporting {
@@ -109,7 +113,7 @@ func (c *candidate) confirm(live map[v1alpha1.PodReference]*corev1.Pod, reportin
 			continue
 		}
 		var n int32
-		for _, h := range c.named[ref] {
+		for _, h := range c.named[ref].hits {
 			if h.uid != "" && h.uid != pod.UID {
 				continue
 			}
@@ -126,6 +130,14 @@ func (c *candidate) confirm(live map[v1alpha1.PodReference]*corev1.Pod, reportin
 		}
 		confirmed = append(confirmed, ref)
 		events += n
+		// The message's parameters and the samples come from the confirmed pods' events only (in pod order, so the
+		// same evidence gives the same parameters): what an unconfirmed event said is not even a hint.
+		for k, v := range c.named[ref].params {
+			c.params[k] = v
+		}
+		for _, m := range c.named[ref].samples {
+			c.samples = addSample(c.samples, m)
+		}
 	}
 	c.pods, c.events = confirmed, events
 	if c.condition != "" {

@@ -52,19 +52,23 @@ func TestOnlyTheKubeletWrittenStatusSaysASandboxFails(t *testing.T) {
 }
 
 // A snapshot's events and pods are what the events claim; confirm keeps the pods bound to the node whose status has
-// shown the failure for minStuck, and only their occurrences, and says when the next one will have.
+// shown the failure for minStuck, and only their occurrences, parameters and messages, and says when the next one
+// will have.
 func TestOnlyConfirmedPodsAndTheirEventsCount(t *testing.T) {
 	t0 := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	const minStuck = time.Minute
 	s := newStore(time.Hour)
 	res := signature.Result{Signature: "cni-version-incompatible"}
 	ref := func(ns, name string) *v1alpha1.PodReference { return &v1alpha1.PodReference{Namespace: ns, Name: name} }
-	s.observeEvent("w1", "ev-stuck", 4, t0.Add(-time.Minute), ref("a", "stuck"), "uid-stuck", res, "m")
-	s.observeEvent("w1", "ev-old-incarnation", 7, t0.Add(-time.Minute), ref("a", "stuck"), "uid-before", res, "m")
-	s.observeEvent("w1", "ev-fresh", 2, t0, ref("a", "fresh"), "", res, "m")
-	s.observeEvent("w1", "ev-healthy", 50, t0, ref("a", "healthy"), "", res, "m")
-	s.observeEvent("w1", "ev-elsewhere", 50, t0, ref("b", "elsewhere"), "", res, "m")
-	s.observeEvent("w1", "ev-nopod", 50, t0, nil, "", res, "m")
+	said := func(k, v string) signature.Result {
+		return signature.Result{Signature: res.Signature, Params: map[string]string{k: v}}
+	}
+	s.observeEvent("w1", "ev-stuck", 4, t0.Add(-time.Minute), ref("a", "stuck"), "uid-stuck", said("configVersion", "1.0.0"), "stuck says")
+	s.observeEvent("w1", "ev-old-incarnation", 7, t0.Add(-time.Minute), ref("a", "stuck"), "uid-before", res, "stuck says")
+	s.observeEvent("w1", "ev-fresh", 2, t0, ref("a", "fresh"), "", said("network", "fresh"), "fresh says")
+	s.observeEvent("w1", "ev-healthy", 50, t0, ref("a", "healthy"), "", said("bridge", "docker0"), "healthy says")
+	s.observeEvent("w1", "ev-elsewhere", 50, t0, ref("b", "elsewhere"), "", said("network", "elsewhere"), "elsewhere says")
+	s.observeEvent("w1", "ev-nopod", 50, t0, nil, "", said("link", "eth0"), "nobody says")
 	cands, _ := s.snapshot("w1", window{now: t0, from: t0.Add(-10 * time.Minute)})
 	if len(cands) != 1 || cands[0].events != 4+7+2+50+50+50 || len(cands[0].pods) != 4 {
 		t.Fatalf("snapshot %+v: want every claim as an upper bound", cands)
@@ -84,6 +88,9 @@ func TestOnlyConfirmedPodsAndTheirEventsCount(t *testing.T) {
 	if len(c.pods) != 1 || c.pods[0] != *ref("a", "stuck") || c.events != 4 {
 		t.Fatalf("confirmed pods %v, events %d: want a/stuck and its own 4 occurrences", c.pods, c.events)
 	}
+	if len(c.params) != 1 || c.params["configVersion"] != "1.0.0" || len(c.samples) != 1 || c.samples[0] != "stuck says" {
+		t.Errorf("params %v, samples %q: want only what a/stuck's events said", c.params, c.samples)
+	}
 	if !c.ripens.Equal(t0.Add(40 * time.Second)) {
 		t.Errorf("ripens %s, want when a/fresh has shown the failure for minStuck (t0+40s)", c.ripens)
 	}
@@ -92,6 +99,7 @@ func TestOnlyConfirmedPodsAndTheirEventsCount(t *testing.T) {
 	}
 
 	// A node whose kubelet stopped reporting (Ready Unknown) confirms nothing through its pods' last status.
+	cands, _ = s.snapshot("w1", window{now: t0, from: t0.Add(-10 * time.Minute)})
 	c = cands[0]
 	c.confirm(live, false, t0, minStuck)
 	if len(c.pods) != 0 || c.events != 0 {

@@ -29,13 +29,13 @@ type sigEvidence struct {
 	custom    bool
 	action    v1alpha1.RepairAction
 	alt       v1alpha1.RepairAction
-	params    map[string]string
-	samples   []string
 	hits      []hit // occurrences, oldest first
 	pods      map[v1alpha1.PodReference]*podSeen
-	// condition is the node's Ready condition message when it carries the signature, since conditionSince.
-	condition      string
-	conditionSince time.Time
+	// condition is the node's Ready condition message when it carries the signature, since conditionSince, and
+	// conditionParams the parameters it gave.
+	condition       string
+	conditionSince  time.Time
+	conditionParams map[string]string
 }
 
 type hit struct {
@@ -47,6 +47,9 @@ type hit struct {
 // pod of the same name created again is another pod).
 type podSeen struct {
 	hits []podHit // in arrival order
+	// params and samples are what the pod's events said: hints, taken only when the pod is confirmed.
+	params  map[string]string
+	samples []string
 }
 
 type podHit struct {
@@ -72,12 +75,6 @@ func (s *store) entry(node string, res signature.Result) *sigEvidence {
 		sigs[res.Signature] = e
 	}
 	e.custom, e.action, e.alt = res.Custom, res.Action, res.Alternative
-	if e.params == nil {
-		e.params = map[string]string{}
-	}
-	for k, v := range res.Params {
-		e.params[k] = v
-	}
 	return e
 }
 
@@ -104,23 +101,31 @@ func (s *store) observeEvent(node, key string, count int32, at time.Time, pod *v
 			e.pods[*pod] = ps
 		}
 		ps.hits = append(ps.hits, podHit{hit: hit{at: at, n: n}, uid: uid})
+		if ps.params == nil {
+			ps.params = map[string]string{}
+		}
+		for k, v := range res.Params {
+			ps.params[k] = v
+		}
+		ps.samples = addSample(ps.samples, message)
 	}
-	e.addSample(message)
+	// An event that names no pod counts for nothing and gives nothing: no pod of it can be confirmed.
 }
 
-func (e *sigEvidence) addSample(msg string) {
+// addSample adds a message to samples, once, keeping the newest maxSamples.
+func addSample(samples []string, msg string) []string {
 	if len(msg) > 2048 {
 		msg = msg[:2048]
 	}
-	for _, s := range e.samples {
+	for _, s := range samples {
 		if s == msg {
-			return
+			return samples
 		}
 	}
-	if len(e.samples) == maxSamples {
-		e.samples = e.samples[1:]
+	if len(samples) == maxSamples {
+		samples = samples[1:]
 	}
-	e.samples = append(e.samples, msg)
+	return append(samples, msg)
 }
 
 // observeCondition records the node's Ready condition: res is its classification (ok false when it carries no
@@ -141,7 +146,7 @@ func (s *store) observeCondition(node string, res signature.Result, ok bool, mes
 		e.conditionSince = since
 	}
 	e.condition = message
-	e.addSample(message)
+	e.conditionParams = copyMap(res.Params)
 }
 
 // forget drops everything known of a node (deleted).
@@ -178,10 +183,17 @@ type candidate struct {
 	// ripens is the next moment a pod of the window will have shown its failure long enough to count (zero: none
 	// will); set by confirm.
 	ripens time.Time
-	// named is the window's occurrences per pod named, for confirm.
-	named map[v1alpha1.PodReference][]podHit
+	// named is, per pod named, the window's occurrences and what its events said, for confirm.
+	named map[v1alpha1.PodReference]podWindow
 	// conditionFirst is when the node condition began to carry the signature (zero: it does not).
 	conditionFirst time.Time
+}
+
+// podWindow is what the events said of one pod inside the window.
+type podWindow struct {
+	hits    []podHit
+	params  map[string]string
+	samples []string
 }
 
 // window is how a policy counts.
@@ -198,8 +210,7 @@ func (s *store) snapshot(node string, w window) (cands []candidate, stale int) {
 	defer s.mu.Unlock()
 	for sig, e := range s.nodes[node] {
 		stale += e.prune(w.now.Add(-s.retention))
-		c := candidate{signature: e.signature, custom: e.custom, action: e.action, alt: e.alt, params: copyMap(e.params),
-			samples: append([]string(nil), e.samples...)}
+		c := candidate{signature: e.signature, custom: e.custom, action: e.action, alt: e.alt, params: map[string]string{}}
 		for _, h := range e.hits {
 			if !h.at.Before(w.from) {
 				c.events += h.n
@@ -222,14 +233,16 @@ func (s *store) snapshot(node string, w window) (cands []candidate, stale int) {
 				continue
 			}
 			if c.named == nil {
-				c.named = map[v1alpha1.PodReference][]podHit{}
+				c.named = map[v1alpha1.PodReference]podWindow{}
 			}
-			c.named[ref] = in
+			c.named[ref] = podWindow{hits: in, params: copyMap(ps.params), samples: append([]string(nil), ps.samples...)}
 			c.pods = append(c.pods, ref)
 		}
 		sortPods(c.pods)
 		if e.condition != "" {
 			c.condition = e.condition
+			c.params = copyMap(e.conditionParams)
+			c.samples = addSample(nil, e.condition)
 			c.conditionFor = w.now.Sub(e.conditionSince)
 			c.conditionFirst = e.conditionSince
 			if c.last.Before(w.now) {
