@@ -177,7 +177,7 @@ func TestATenantWithEditCannotWritePodStatus(t *testing.T) {
 // where a healthy node's kubelet leaves them (its bait pod's sandbox is up, the image never pulls; a pod it deletes
 // while a finalizer holds it is torn down and terminal) and the pod of another namespace runs; no event it writes,
 // whatever its source, count or timestamps, opens a NodeRemediation. Before this rule the same events opened one
-// within a reconcile.
+// inside the three seconds the test waits.
 func TestForgedEventsFromATenantOpenNothing(t *testing.T) {
 	h := newHarness(t, "forged")
 	node := h.node("w1", nil)
@@ -211,7 +211,7 @@ func TestForgedEventsFromATenantOpenNothing(t *testing.T) {
 	}
 	tn.forge(t, "FailedKillPod", msgVersionMissing, held, victim)
 
-	// Several recounts (200ms each) and event deliveries: the old detection opened one within a second.
+	// Many recounts (200ms each) and event deliveries: the detection that believed events opened one in this time.
 	time.Sleep(3 * time.Second)
 	if items := h.remediationsOf(node.Name); len(items) > 0 {
 		t.Fatalf("forged events opened %s (%s, evidence %+v)", items[0].Name, items[0].Spec.Signature, items[0].Spec.Evidence)
