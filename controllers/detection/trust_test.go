@@ -263,3 +263,36 @@ func TestTheSameEventsOpenOneRemediationOnceKubeletShowsTheSandboxNotReady(t *te
 		t.Fatalf("%d remediations for the node, want exactly one:%s", len(items), names)
 	}
 }
+
+// TestAPodKubeletCannotTearDownOpensOneRemediation: the teardown path. A pod deleted past its grace period whose
+// status kubelet still reports Running (it writes the terminal phase only once the sandbox is torn down) confirms
+// kubelet's FailedKillPod events, and one NodeRemediation opens for the signature they carry.
+func TestAPodKubeletCannotTearDownOpensOneRemediation(t *testing.T) {
+	h := newHarness(t, "teardown")
+	node := h.node("w1", nil)
+	h.policy("p", nil)
+	pod := &corev1.Pod{
+		// The finalizer stands in for kubelet, which would never let the pod go while its sandbox stays.
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: h.ns, Finalizers: []string{"test.cnimedic.io/hold"}},
+		Spec: corev1.PodSpec{NodeName: node.Name, AutomountServiceAccountToken: ptr.To(false), TerminationGracePeriodSeconds: ptr.To(int64(0)),
+			Containers: []corev1.Container{{Name: "app", Image: "workload:test"}}},
+	}
+	if err := h.c.Create(h.ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = h.c.Patch(context.Background(), pod, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
+	})
+	h.kubeletStatus(pod, running(time.Now().Add(-time.Hour)))
+	if err := h.c.Delete(h.ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.c.Get(h.ctx, client.ObjectKeyFromObject(pod), pod); err != nil || pod.DeletionTimestamp == nil {
+		t.Fatalf("the pod is not being deleted: %v", err)
+	}
+	h.kubeletEvent(pod, "FailedKillPod", msgVersionMissing, 3, time.Now())
+	nr := h.waitRemediation(node.Name)
+	if nr.Spec.Signature != string(v1alpha1.SignatureCNIVersionMissing) || len(nr.Spec.Evidence.Pods) != 1 || nr.Spec.Evidence.EventCount != 3 {
+		t.Fatalf("signature %s, evidence %+v", nr.Spec.Signature, nr.Spec.Evidence)
+	}
+}
