@@ -93,7 +93,7 @@ func (c *candidate) confirm(live map[v1alpha1.PodReference]*corev1.Pod, reportin
 	var confirmed []v1alpha1.PodReference
 	var events int32
 	var first, last time.Time
-	c.ripens = time.Time{}
+	c.ripens, c.failingSince = time.Time{}, time.Time{}
 	if c.params == nil {
 		c.params = map[string]string{}
 	}
@@ -130,6 +130,9 @@ func (c *candidate) confirm(live map[v1alpha1.PodReference]*corev1.Pod, reportin
 		}
 		confirmed = append(confirmed, ref)
 		events += n
+		if c.failingSince.IsZero() || since.Before(c.failingSince) {
+			c.failingSince = since
+		}
 		// The message's parameters and the samples come from the confirmed pods' events only (in pod order, so the
 		// same evidence gives the same parameters): what an unconfirmed event said is not even a hint.
 		for k, v := range c.named[ref].params {

@@ -130,6 +130,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesRawSource(source.Channel(r.wake, &handler.EnqueueRequestForObject{})).
 		Watches(&corev1.Node{}, r.nodeMembership()).
 		Watches(&v1alpha1.RemediationPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyChanged), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A remediation that ends consumes its evidence; the node is counted again (another signature may wait).
+		Watches(&v1alpha1.NodeRemediation{}, handler.EnqueueRequestsFromMapFunc(r.remediationEnded)).
 		Complete(r)
 }
 
@@ -219,6 +221,20 @@ func (r *Reconciler) policyChanged(_ context.Context, o client.Object) []reconci
 	return reqs
 }
 
+// remediationEnded marks what a finished remediation consumed (store.consume: every occurrence of its signature on
+// its node up to its end) and counts the node again. The manager's cache lists every finished remediation when it
+// starts, so evidence listed again after a restart is consumed as well.
+func (r *Reconciler) remediationEnded(_ context.Context, o client.Object) []reconcile.Request {
+	nr, ok := o.(*v1alpha1.NodeRemediation)
+	if !ok || !nr.Status.Phase.IsTerminal() || nr.Spec.NodeName == "" {
+		return nil
+	}
+	if !r.store.consume(nr.Spec.NodeName, nr.Spec.Signature, endOf(nr)) {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: nr.Spec.NodeName}}}
+}
+
 // Reconcile counts one node's evidence under its policy and opens (or feeds) its NodeRemediation.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("node", req.Name))
@@ -262,7 +278,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	var nrs *remediationsRead
 	if mayQualify(p, cands, inGrace) {
 		nrs = r.readRemediations(ctx, node.Name)
-		defer nrs.cancel()
 	}
 	best, err := r.qualifying(ctx, p, node, cands, inGrace, now)
 	if err != nil {
@@ -281,7 +296,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	if nrs == nil { // cannot happen: qualifying only returns what mayQualify lets through
 		nrs = r.readRemediations(ctx, node.Name)
-		defer nrs.cancel()
 	}
 	list, err := nrs.wait()
 	if err != nil {

@@ -2,6 +2,7 @@ package detection
 
 import (
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -14,7 +15,17 @@ const (
 	ReasonStormDetected = "StormDetected"
 	ReasonStormEnded    = "StormEnded"
 	ReasonEvidenceAdded = "EvidenceAdded"
+	// ReasonIncidentHeldOff says that a failure the node shows opens no remediation, and why (holdOff).
+	ReasonIncidentHeldOff = "IncidentHeldOff"
 )
+
+// heldOffEvent is published on the finished remediation that holds a new incident off, with the node as related
+// object: `kubectl events --for noderemediation/NAME` and the node's events say why nothing opened.
+func heldOffEvent(by *v1alpha1.NodeRemediation, node *corev1.Node, sig, why string) events.Event {
+	return events.Event{Regarding: by, Related: node, Type: corev1.EventTypeNormal, Reason: ReasonIncidentHeldOff, Action: "Detect",
+		Message:      fmt.Sprintf("node %s shows %s, but no remediation is opened: %s", node.Name, sig, why),
+		DedupeValues: []string{node.Name, sig, by.Name}, DedupeTimeout: 5 * time.Minute}
+}
 
 func stormEvent(p *v1alpha1.RemediationPolicy, sig string, nodes, covered int) events.Event {
 	return events.Event{Regarding: p, Type: corev1.EventTypeWarning, Reason: ReasonStormDetected, Action: "Detect",

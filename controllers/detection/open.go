@@ -16,11 +16,13 @@ import (
 
 // remediationsRead is a read of one node's NodeRemediations under way.
 type remediationsRead struct {
-	done   chan struct{}
-	cancel context.CancelFunc
-	list   *v1alpha1.NodeRemediationList
-	err    error
+	done chan struct{}
+	list *v1alpha1.NodeRemediationList
+	err  error
 }
+
+// remediationsReadTimeout bounds a live read of one node's remediations.
+const remediationsReadTimeout = 30 * time.Second
 
 // readRemediations starts reading the node's NodeRemediations. When the cache already shows one open, that is the
 // answer: it opens nothing, and only feeds the open one (a merge patch of its evidence) or leaves the node to it;
@@ -28,9 +30,13 @@ type remediationsRead struct {
 // Otherwise the answer comes live from the API server, so that a remediation created a moment ago and not yet in
 // the cache is never opened twice: whatever openOrFeed creates, it decided from a live read made after every
 // earlier reconcile of the node ended (the work queue never hands one node to two workers).
+//
+// The live read is never cancelled by the reconcile that started it, even when the count ends without needing
+// it (nothing qualified, or the pods' read failed): cancelling a request while client-go reads its response body
+// makes client-go log "Unexpected error when reading response body ... context canceled" as an error, for what is
+// only an answer nobody waits for any more. It ends on its own, bounded by remediationsReadTimeout.
 func (r *Reconciler) readRemediations(ctx context.Context, node string) *remediationsRead {
-	ctx, cancel := context.WithCancel(ctx)
-	rr := &remediationsRead{done: make(chan struct{}), cancel: cancel, list: &v1alpha1.NodeRemediationList{}}
+	rr := &remediationsRead{done: make(chan struct{}), list: &v1alpha1.NodeRemediationList{}}
 	cached := &v1alpha1.NodeRemediationList{}
 	if err := r.Client.List(ctx, cached, client.MatchingLabels{v1alpha1.LabelNode: node}); err == nil {
 		for i := range cached.Items {
@@ -41,9 +47,11 @@ func (r *Reconciler) readRemediations(ctx context.Context, node string) *remedia
 			}
 		}
 	}
+	readCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), remediationsReadTimeout)
 	go func() {
 		defer close(rr.done)
-		rr.err = r.APIReader.List(ctx, rr.list, client.MatchingLabels{v1alpha1.LabelNode: node})
+		defer cancel()
+		rr.err = r.APIReader.List(readCtx, rr.list, client.MatchingLabels{v1alpha1.LabelNode: node})
 	}()
 	return rr
 }
@@ -57,7 +65,8 @@ func (rr *remediationsRead) wait() (*v1alpha1.NodeRemediationList, error) {
 // openOrFeed opens the node's NodeRemediation, or adds the new evidence to the open one: at most one is open per
 // node. list is the node's remediations from readRemediations: live unless the cache already showed one open.
 func (r *Reconciler) openOrFeed(ctx context.Context, p *v1alpha1.RemediationPolicy, node *corev1.Node, c *candidate, list *v1alpha1.NodeRemediationList, now time.Time) error {
-	var latest *v1alpha1.NodeRemediation
+	var ended []*v1alpha1.NodeRemediation
+	consumed := false
 	for i := range list.Items {
 		nr := &list.Items[i]
 		if !nr.Status.Phase.IsTerminal() {
@@ -66,12 +75,19 @@ func (r *Reconciler) openOrFeed(ctx context.Context, p *v1alpha1.RemediationPoli
 			}
 			return nil // another incident is open on the node: it goes first
 		}
-		if latest == nil || nr.CreationTimestamp.After(latest.CreationTimestamp.Time) {
-			latest = nr
+		ended = append(ended, nr)
+		// The live read may show an end the watch has not delivered yet: what that remediation consumed must not
+		// make the next one. The candidate was counted before; the next count (at the requeue) counts without it.
+		if r.store.consume(nr.Spec.NodeName, nr.Spec.Signature, endOf(nr)) && nr.Spec.Signature == c.signature {
+			consumed = true
 		}
 	}
-	if why := holdOff(p, latest, now); why != "" {
-		log.FromContext(ctx).V(1).Info("not opening a remediation", "signature", c.signature, "why", why)
+	if consumed {
+		return nil
+	}
+	if h := holdOff(p, ended, c, now); h != nil {
+		log.FromContext(ctx).V(1).Info("not opening a remediation", "signature", c.signature, "heldBy", h.by.Name, "why", h.why)
+		r.Events.Publish(heldOffEvent(h.by, node, c.signature, h.why))
 		return nil
 	}
 	params := c.params
@@ -99,24 +115,87 @@ func (r *Reconciler) openOrFeed(ctx context.Context, p *v1alpha1.RemediationPoli
 	return nil
 }
 
-// holdOff says why no new remediation is opened after the node's last one, or "" to open one.
-//   - After the retry cap the workflow escalated: no further automatic action until a person deletes that one.
-//   - After an end that left the node to a person (failed, rolled back, escalated, rejected), nothing new is opened
-//     for retry.cooldown: the same evidence would only reopen what a person is looking at.
-func holdOff(p *v1alpha1.RemediationPolicy, latest *v1alpha1.NodeRemediation, now time.Time) string {
-	if latest == nil {
-		return ""
+// endOf is when a finished remediation ended: its completion time, or (for one written without it) the last
+// change of its history, or the last evidence it saw.
+func endOf(nr *v1alpha1.NodeRemediation) time.Time {
+	if t := nr.Status.CompletionTime; t != nil {
+		return t.Time
 	}
-	if latest.Status.Phase == v1alpha1.PhaseEscalated && latest.Status.Reason == "RetryLimitReached" {
-		return fmt.Sprintf("remediation %s reached the retry cap", latest.Name)
+	if n := len(nr.Status.History); n > 0 {
+		return nr.Status.History[n-1].Time.Time
 	}
-	switch latest.Status.Phase {
-	case v1alpha1.PhaseFailed, v1alpha1.PhaseRolledBack, v1alpha1.PhaseEscalated, v1alpha1.PhaseRejected:
-		if latest.Status.CompletionTime != nil && now.Before(latest.Status.CompletionTime.Add(p.Spec.Retry.Cooldown.Duration)) {
-			return fmt.Sprintf("remediation %s ended %s less than retry.cooldown ago", latest.Name, latest.Status.Phase)
+	if t := nr.Spec.Evidence.LastSeen; t != nil {
+		return t.Time
+	}
+	return nr.CreationTimestamp.Time
+}
+
+// reasonRetryLimitReached is the workflow's reason for the escalation after retry.maxAttempts failed repairs.
+const reasonRetryLimitReached = "RetryLimitReached"
+
+// hold is why a qualifying candidate opens nothing, and the finished remediation that holds it.
+type hold struct {
+	by  *v1alpha1.NodeRemediation
+	why string
+}
+
+// holdOff says why no new remediation is opened for the candidate after the node's finished ones (nil: open one).
+// What retry.cooldown means here and in the workflow (docs/operations.md, "Retry, cooldown and hold-off"):
+//
+//   - After the retry cap (Escalated, RetryLimitReached) nothing new opens on the node, whatever the signature,
+//     until a person deletes that remediation: cnimedic takes no further action on it.
+//   - After a repair that acted on the node and did not succeed (Failed, RolledBack) or a rejection, nothing new
+//     opens on the node for retry.cooldown after that end: the node was left to a person.
+//   - After an escalation, the same signature opens nothing again while its failure persists: while the node still
+//     shows a failure that began before the escalation ended (a confirmed pod failing since then, or the node
+//     condition carrying it since then), whatever retry.cooldown says. A failure that begins after the end opens a
+//     new remediation; another signature opens its own at once (an escalation touched nothing).
+//   - After a success nothing is held here: new evidence (after the end, see store.consume) opens a new incident at
+//     once, and the workflow makes its repair wait until retry.cooldown after the last repair that acted on the
+//     node (WaitingForCooldown).
+//
+// Each hold is published as an event (IncidentHeldOff) on the remediation that holds, naming the node.
+func holdOff(p *v1alpha1.RemediationPolicy, ended []*v1alpha1.NodeRemediation, c *candidate, now time.Time) *hold {
+	var latest, latestSame *v1alpha1.NodeRemediation
+	for _, nr := range ended {
+		if latest == nil || nr.CreationTimestamp.After(latest.CreationTimestamp.Time) {
+			latest = nr
+		}
+		if nr.Spec.Signature == c.signature && (latestSame == nil || nr.CreationTimestamp.After(latestSame.CreationTimestamp.Time)) {
+			latestSame = nr
 		}
 	}
-	return ""
+	if latest != nil {
+		if latest.Status.Phase == v1alpha1.PhaseEscalated && latest.Status.Reason == reasonRetryLimitReached {
+			return &hold{latest, fmt.Sprintf("remediation %s reached the retry cap (retry.maxAttempts): cnimedic opens nothing on node %s until a person deletes it",
+				latest.Name, latest.Spec.NodeName)}
+		}
+		switch latest.Status.Phase {
+		case v1alpha1.PhaseFailed, v1alpha1.PhaseRolledBack, v1alpha1.PhaseRejected:
+			if until := endOf(latest).Add(p.Spec.Retry.Cooldown.Duration); now.Before(until) {
+				return &hold{latest, fmt.Sprintf("remediation %s ended %s less than retry.cooldown (%s) ago: nothing new opens on node %s until %s",
+					latest.Name, latest.Status.Phase, p.Spec.Retry.Cooldown.Duration, latest.Spec.NodeName, until.UTC().Format(time.RFC3339))}
+			}
+		}
+	}
+	if latestSame != nil && latestSame.Status.Phase == v1alpha1.PhaseEscalated {
+		end := endOf(latestSame)
+		if began := c.began(); !began.IsZero() && !began.After(end) {
+			return &hold{latestSame, fmt.Sprintf("%s on node %s was escalated by remediation %s and still shows (failing since %s): it is not opened again while it persists; delete %s to ask again",
+				c.signature, latestSame.Spec.NodeName, latestSame.Name, began.UTC().Format(time.RFC3339), latestSame.Name)}
+		}
+	}
+	return nil
+}
+
+// began is when the failure the candidate shows began on the node, from what kubelet wrote: the earliest confirmed
+// pod's failure, or the node condition's (zero when neither is known).
+func (c *candidate) began() time.Time {
+	t := c.failingSince
+	if !c.conditionBegan.IsZero() && c.condition != "" && (t.IsZero() || c.conditionBegan.Before(t)) {
+		t = c.conditionBegan
+	}
+	return t
 }
 
 // feed adds new evidence to the open remediation, at most once per MinWriteInterval per node unless something a

@@ -21,6 +21,10 @@ type store struct {
 	counts map[string]int32
 	// retention bounds memory: occurrences older than this are dropped whatever the policies say.
 	retention time.Duration
+	// consumed is, per node and signature, the end of the node's last finished remediation of that signature:
+	// what happened up to then belonged to that incident (it was counted, quoted and acted on) and never counts
+	// again, not even when the events are listed again after a restart (consume).
+	consumed map[string]map[string]time.Time
 }
 
 // sigEvidence is what one node showed of one signature.
@@ -49,18 +53,28 @@ type podSeen struct {
 	hits []podHit // in arrival order
 	// params and samples are what the pod's events said: hints, taken only when the pod is confirmed.
 	params  map[string]string
-	samples []string
+	samples []sample
 }
 
 type podHit struct {
 	hit
 	uid types.UID
+	// params is what the occurrence's message gave (shared, never written), so that consume can rebuild a pod's
+	// parameters from the occurrences it keeps.
+	params map[string]string
+}
+
+// sample is a message and when it was said.
+type sample struct {
+	at  time.Time
+	msg string
 }
 
 const maxSamples = 5
 
 func newStore(retention time.Duration) *store {
-	return &store{nodes: map[string]map[string]*sigEvidence{}, counts: map[string]int32{}, retention: retention}
+	return &store{nodes: map[string]map[string]*sigEvidence{}, counts: map[string]int32{}, retention: retention,
+		consumed: map[string]map[string]time.Time{}}
 }
 
 func (s *store) entry(node string, res signature.Result) *sigEvidence {
@@ -92,6 +106,9 @@ func (s *store) observeEvent(node, key string, count int32, at time.Time, pod *v
 		return
 	}
 	s.counts[key] = count
+	if !at.After(s.consumed[node][res.Signature]) {
+		return // a finished remediation of the node consumed it (its count is remembered above)
+	}
 	e := s.entry(node, res)
 	e.hits = append(e.hits, hit{at: at, n: n})
 	if pod != nil {
@@ -100,14 +117,14 @@ func (s *store) observeEvent(node, key string, count int32, at time.Time, pod *v
 			ps = &podSeen{}
 			e.pods[*pod] = ps
 		}
-		ps.hits = append(ps.hits, podHit{hit: hit{at: at, n: n}, uid: uid})
+		ps.hits = append(ps.hits, podHit{hit: hit{at: at, n: n}, uid: uid, params: res.Params})
 		if ps.params == nil {
 			ps.params = map[string]string{}
 		}
 		for k, v := range res.Params {
 			ps.params[k] = v
 		}
-		ps.samples = addSample(ps.samples, message)
+		ps.samples = addTimedSample(ps.samples, sample{at: at, msg: message})
 	}
 	// An event that names no pod counts for nothing and gives nothing: no pod of it can be confirmed.
 }
@@ -126,6 +143,77 @@ func addSample(samples []string, msg string) []string {
 		samples = samples[1:]
 	}
 	return append(samples, msg)
+}
+
+// addTimedSample is addSample for samples that keep when they were said (the newest time of a repeated message).
+func addTimedSample(samples []sample, sm sample) []sample {
+	if len(sm.msg) > 2048 {
+		sm.msg = sm.msg[:2048]
+	}
+	for i := range samples {
+		if samples[i].msg == sm.msg {
+			if sm.at.After(samples[i].at) {
+				samples[i].at = sm.at
+			}
+			return samples
+		}
+	}
+	if len(samples) == maxSamples {
+		samples = samples[1:]
+	}
+	return append(samples, sm)
+}
+
+// consume records that a remediation of the node for the signature ended at end: every occurrence up to end, the
+// pods seen only then, their parameters and messages belonged to it, and are dropped; occurrences that arrive
+// later with a time up to end are ignored (observeEvent). The node condition, which kubelet keeps writing, stays,
+// but counts toward minStuckDuration only from end on (snapshot). It reports whether it moved the node's mark for
+// the signature (false: an end at or before one already consumed).
+func (s *store) consume(node, sig string, end time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if end.IsZero() || !end.After(s.consumed[node][sig]) {
+		return false
+	}
+	if s.consumed[node] == nil {
+		s.consumed[node] = map[string]time.Time{}
+	}
+	s.consumed[node][sig] = end
+	e := s.nodes[node][sig]
+	if e == nil {
+		return true
+	}
+	kept := e.hits[:0]
+	for _, h := range e.hits {
+		if h.at.After(end) {
+			kept = append(kept, h)
+		}
+	}
+	e.hits = kept
+	for ref, ps := range e.pods {
+		hits := ps.hits[:0]
+		params := map[string]string{}
+		for _, h := range ps.hits {
+			if h.at.After(end) {
+				hits = append(hits, h)
+				for k, v := range h.params {
+					params[k] = v
+				}
+			}
+		}
+		if len(hits) == 0 {
+			delete(e.pods, ref)
+			continue
+		}
+		samples := ps.samples[:0]
+		for _, sm := range ps.samples {
+			if sm.at.After(end) {
+				samples = append(samples, sm)
+			}
+		}
+		ps.hits, ps.params, ps.samples = hits, params, samples
+	}
+	return true
 }
 
 // observeCondition records the node's Ready condition: res is its classification (ok false when it carries no
@@ -154,6 +242,7 @@ func (s *store) forget(node string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.nodes, node)
+	delete(s.consumed, node)
 }
 
 // forgetEvent drops the count memory of a deleted event.
@@ -185,8 +274,13 @@ type candidate struct {
 	ripens time.Time
 	// named is, per pod named, the window's occurrences and what its events said, for confirm.
 	named map[v1alpha1.PodReference]podWindow
-	// conditionFirst is when the node condition began to carry the signature (zero: it does not).
+	// conditionFirst is when the node condition began to count: when it began to carry the signature, or the end
+	// of the last remediation that consumed the signature's evidence if later (zero: it does not carry it).
 	conditionFirst time.Time
+	// conditionBegan is when the node condition began to carry the signature, whatever was consumed since.
+	conditionBegan time.Time
+	// failingSince is when the earliest confirmed pod began to show its sandbox failing (set by confirm).
+	failingSince time.Time
 }
 
 // podWindow is what the events said of one pod inside the window.
@@ -235,7 +329,11 @@ func (s *store) snapshot(node string, w window) (cands []candidate, stale int) {
 			if c.named == nil {
 				c.named = map[v1alpha1.PodReference]podWindow{}
 			}
-			c.named[ref] = podWindow{hits: in, params: copyMap(ps.params), samples: append([]string(nil), ps.samples...)}
+			pw := podWindow{hits: in, params: copyMap(ps.params)}
+			for _, sm := range ps.samples {
+				pw.samples = append(pw.samples, sm.msg)
+			}
+			c.named[ref] = pw
 			c.pods = append(c.pods, ref)
 		}
 		sortPods(c.pods)
@@ -243,13 +341,20 @@ func (s *store) snapshot(node string, w window) (cands []candidate, stale int) {
 			c.condition = e.condition
 			c.params = copyMap(e.conditionParams)
 			c.samples = addSample(nil, e.condition)
-			c.conditionFor = w.now.Sub(e.conditionSince)
-			c.conditionFirst = e.conditionSince
+			// A condition that already carried the signature when a remediation of it ended counts from that end:
+			// the remediation consumed what came before.
+			from := e.conditionSince
+			if end := s.consumed[node][sig]; end.After(from) {
+				from = end
+			}
+			c.conditionFor = w.now.Sub(from)
+			c.conditionFirst = from
+			c.conditionBegan = e.conditionSince
 			if c.last.Before(w.now) {
 				c.last = w.now
 			}
-			if c.first.IsZero() || e.conditionSince.Before(c.first) {
-				c.first = e.conditionSince
+			if c.first.IsZero() || from.Before(c.first) {
+				c.first = from
 			}
 		}
 		if c.events == 0 && c.condition == "" {
