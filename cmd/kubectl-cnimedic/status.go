@@ -26,6 +26,9 @@ type StatusReport struct {
 	HeldNodes int `json:"heldNodes"`
 	// Open are the remediations that have not ended, oldest first, each with what it waits for.
 	Open []RepairSummary `json:"open"`
+	// HeldOff are the nodes on which no new repair opens after one ended, and why (docs/operations.md, "Retry,
+	// cooldown and hold-off"; detection publishes IncidentHeldOff when it holds a failure it sees).
+	HeldOff []HeldOff `json:"heldOff"`
 }
 
 // PolicySummary is one policy as the operator sees it.
@@ -115,7 +118,7 @@ func (c *cluster) loadWorld(ctx context.Context) (*world, error) {
 }
 
 func buildStatus(w *world) StatusReport {
-	rep := StatusReport{OpenByPhase: map[v1alpha1.Phase]int{}, HeldNodes: w.heldNodes(), Policies: []PolicySummary{}, Open: []RepairSummary{}}
+	rep := StatusReport{OpenByPhase: map[v1alpha1.Phase]int{}, HeldNodes: w.heldNodes(), Policies: []PolicySummary{}, Open: []RepairSummary{}, HeldOff: w.heldOff()}
 	names := make([]string, 0, len(w.policies))
 	for name := range w.policies {
 		names = append(names, name)
@@ -207,7 +210,7 @@ func writeStatus(out io.Writer, rep StatusReport, now time.Time) error {
 	}
 	if len(rep.Open) == 0 {
 		fmt.Fprintf(out, "Open repairs: none (nodes held: %d)\n", rep.HeldNodes)
-		return nil
+		return writeHeldOff(out, rep.HeldOff)
 	}
 	fmt.Fprintf(out, "Open repairs: %s (nodes held: %d)\n", strings.Join(counts, ", "), rep.HeldNodes)
 	tw = printers.GetNewTabWriter(out)
@@ -218,6 +221,23 @@ func writeStatus(out io.Writer, rep StatusReport, now time.Time) error {
 			waiting = fmt.Sprintf("%s: %s", r.Waiting.Kind, r.Waiting.Detail)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Node, r.Signature, r.Policy, r.Phase, age(now, r.PhaseSince.Time), waiting)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return writeHeldOff(out, rep.HeldOff)
+}
+
+// writeHeldOff lists the nodes on which no new repair opens, and why.
+func writeHeldOff(out io.Writer, held []HeldOff) error {
+	if len(held) == 0 {
+		return nil
+	}
+	fmt.Fprintf(out, "\nHeld off: %d (no new repair opens for these, see docs/operations.md, Retry, cooldown and hold-off)\n", len(held))
+	tw := printers.GetNewTabWriter(out)
+	fmt.Fprintln(tw, "NODE\tHELD BY\tKIND\tWHY")
+	for _, h := range held {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", h.Node, h.By, h.Kind, h.Detail)
 	}
 	return tw.Flush()
 }
