@@ -85,7 +85,8 @@ type kustomization struct {
 }
 
 // Install applies deploy/cnimedic.yaml as a user would (kubectl apply, server side), with the lab's one overlay,
-// and waits until the manager's Deployment is available.
+// waits for its CRDs, applies the default policy (deploy/cnimedic-policy.yaml), as docs/operations.md says, and
+// waits until the manager's Deployment is available.
 //
 // The overlay points the manager's in-cluster client at the API server's real address. In a cluster, kubelet gives
 // every container KUBERNETES_SERVICE_HOST/PORT = the kubernetes Service's cluster IP (10.96.0.1:443), and kube-proxy
@@ -134,16 +135,15 @@ func (l *Lab) Install(ctx context.Context) error {
 		if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), k, 0o644); err != nil {
 			return err
 		}
-		// A manifest with CRDs and objects of those CRDs (the installed default policy) cannot create those objects
-		// until the CRDs are established: apply, wait for them, and apply again, as a user would. The second apply
-		// must succeed and must have created every object of the manifest.
-		args := []string{"apply", "--server-side", "--force-conflicts", "--field-manager=cnimedic-lab", "-k", dir}
-		if _, err := l.Kubectl(ctx, args...); err != nil {
-			if _, werr := l.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/remediationpolicies.cnimedic.io", "crd/noderemediations.cnimedic.io"); werr != nil {
-				return fmt.Errorf("%w; and the CRDs: %v", err, werr)
-			}
+		// The install steps of docs/operations.md: the manifest (no object of its own CRDs in it, so it applies the
+		// first time), the CRDs established, then the default policy from its own file.
+		if _, err := l.Kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=cnimedic-lab", "-k", dir); err != nil {
+			return err
 		}
-		if _, err := l.Kubectl(ctx, args...); err != nil {
+		if _, err := l.Kubectl(ctx, "wait", "--for", "condition=established", "--timeout=60s", "crd/remediationpolicies.cnimedic.io", "crd/noderemediations.cnimedic.io"); err != nil {
+			return err
+		}
+		if _, err := l.Kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=cnimedic-lab", "-f", PolicyManifest(l.cfg.Deploy)); err != nil {
 			return err
 		}
 		l.st.Installed = true
@@ -168,6 +168,12 @@ func (l *Lab) Install(ctx context.Context) error {
 	})
 }
 
+// PolicyManifest is the default policy's file next to the install manifest (deploy/cnimedic-policy.yaml), applied
+// once the CRDs are established (docs/operations.md, Install).
+func PolicyManifest(deploy string) string {
+	return filepath.Join(filepath.Dir(deploy), "cnimedic-policy.yaml")
+}
+
 // LabPolicy is the policy the lab applies, over the installed default one: every worker, every built-in signature, automatic approval, one node
 // at a time, and short timings so that a repair takes seconds, not the production defaults' minutes.
 func LabPolicy() *v1alpha1.RemediationPolicy {
@@ -181,7 +187,7 @@ func LabPolicy() *v1alpha1.RemediationPolicy {
 	mc := intstr.FromInt32(1)
 	return &v1alpha1.RemediationPolicy{
 		TypeMeta: metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "RemediationPolicy"},
-		// The name of the policy deploy/cnimedic.yaml installs (Manual approval): the lab reconfigures it rather than
+		// The name of the policy deploy/cnimedic-policy.yaml installs (Manual approval): the lab reconfigures it rather than
 		// adding a second policy, since of two policies covering a node the first by name acts.
 		ObjectMeta: metav1.ObjectMeta{Name: "default"},
 		Spec: v1alpha1.RemediationPolicySpec{

@@ -78,13 +78,15 @@ containers with a real systemd, containerd, runc, CNI plugins and kubelet.
 
 	heading(2, "Install cnimedic the way a user does: kubectl apply deploy/cnimedic.yaml")
 	shell("kubectl apply --server-side -f deploy/cnimedic.yaml   # CRDs, RBAC, the manager Deployment")
+	shell("kubectl wait --for condition=established --timeout=60s crd/remediationpolicies.cnimedic.io crd/noderemediations.cnimedic.io")
+	shell("kubectl apply --server-side -f deploy/cnimedic-policy.yaml   # the default policy")
 	if err := l.Install(ctx); err != nil {
 		return err
 	}
 	kubectlOut(l.Kubectl(ctx, "get", "pods", "--namespace="+lab.Namespace, "--selector=app.kubernetes.io/component=manager", "-o", "wide"))
 
 	heading(3, "Tell cnimedic what it may repair: a RemediationPolicy")
-	say("   The install ships a policy named default that covers every worker and waits for a person to approve each")
+	say("   deploy/cnimedic-policy.yaml is a policy named default that covers every worker and waits for a person to approve each")
 	say("   repair (approval.mode: Manual: `kubectl annotate noderemediation/NAME cnimedic.io/approve=true`). For the")
 	say("   demo it is switched to Automatic, still one node at a time (maxConcurrent: 1):")
 	file, err := l.ApplyPolicy(ctx, lab.LabPolicy())
