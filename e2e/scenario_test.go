@@ -83,7 +83,7 @@ type run struct {
 
 // The reasons of a successful repair, as the workflow emits them.
 var succeededReasons = []string{
-	"Detected", "AwaitingApproval", "Approved", "Draining", "Cordoned", "Drained", "ExecutorStarted",
+	"Detected", "Diagnosing", "Confirmed", "AwaitingApproval", "Approved", "Draining", "Cordoned", "Drained", "ExecutorStarted",
 	"Repaired", "Verifying", "Verified", "Uncordoned", "Succeeded",
 }
 

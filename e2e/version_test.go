@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
@@ -57,25 +58,67 @@ func TestCNIVersionIncompatible(t *testing.T) {
 	}.run(t)
 }
 
-// The seed's exact variant: v0.9.1 plugins (`plugin supports ["0.1.0" ... "0.4.0"]`) under cniVersion 1.0.0,
-// repaired the first way the runbook names: the conflist rewritten to a version the old plugins support.
-func TestCNIVersionIncompatibleOldPluginsRewriteConfig(t *testing.T) {
+// The seed's exact variant as an independently built cluster had it (issue 17): every reference plugin at v0.9.1
+// (`plugin supports ["0.1.0" ... "0.4.0"]`), loopback included, under cniVersion 1.0.0. Under the default policy
+// (versionStrategy RewriteConfig) the node's diagnosis shows what a rewrite cannot fix (containerd asks loopback for
+// 1.0.0), so the plan installs the bundled plugins instead of rolling back after a useless rewrite.
+func TestCNIVersionIncompatibleOldPluginsUnderTheDefaultPolicy(t *testing.T) {
 	scenario{
 		fault:       lab.FaultCNIVersionOldPlugins,
 		wantPhase:   v1alpha1.PhaseSucceeded,
 		wantReasons: succeededReasons,
 		check: func(t *testing.T, r *run) {
-			if v := conflistVersion(t, r); v != "0.4.0" {
-				t.Errorf("repaired conflist has cniVersion %q, want 0.4.0 (the highest the v0.9.1 plugins support)", v)
+			if r.nr.Status.Action != v1alpha1.ActionInstallReferencePlugins {
+				t.Errorf("action %s: a rewrite cannot serve the old loopback plugin", r.nr.Status.Action)
+			}
+			if v := conflistVersion(t, r); v != "1.0.0" {
+				t.Errorf("conflist cniVersion %q: installing plugins must leave it at 1.0.0", v)
+			}
+			assertBundledPlugins(t, r, "bridge", "host-local", "portmap", "loopback")
+		},
+	}.run(t)
+}
+
+// The same failure under a policy that allows only rewriting the conflist: no plan can succeed, so the
+// remediation escalates saying what the policy would have to allow, and the node is never cordoned or drained.
+func TestCNIVersionIncompatibleOldPluginsEscalatesWhenOnlyARewriteIsAllowed(t *testing.T) {
+	scenario{
+		fault:       lab.FaultCNIVersionOldPlugins,
+		policy:      func(p *v1alpha1.RemediationPolicy) { p.Spec.Repair.InstallReferencePlugins = ptr.To(false) },
+		wantPhase:   v1alpha1.PhaseEscalated,
+		unrepaired:  true,
+		wantReasons: []string{"Detected", "Diagnosing", "PlanCannotSucceed"},
+		check: func(t *testing.T, r *run) {
+			if r.nr.Status.Reason != "PlanCannotSucceed" || !strings.Contains(r.nr.Status.Message, "InstallReferencePlugins") {
+				t.Errorf("ended %s: %s", r.nr.Status.Reason, r.nr.Status.Message)
+			}
+			for _, e := range r.events {
+				if e.Reason == "Cordoned" || e.Reason == "Draining" {
+					t.Errorf("the node was touched: %s %s", e.Reason, e.Message)
+				}
 			}
 		},
 	}.run(t)
 }
 
+// assertBundledPlugins fails unless each named plugin on the node is the bundled build.
+func assertBundledPlugins(t *testing.T, r *run, names ...string) {
+	t.Helper()
+	bundle := filepath.Join(lab.RepoRoot(), "bin", "cni-bundle")
+	for _, p := range names {
+		want, err := os.ReadFile(filepath.Join(bundle, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.nodeFile(filepath.Join(lab.NodePluginDir, p)); string(got) != string(want) {
+			t.Errorf("%s on the node is not the bundled plugin", p)
+		}
+	}
+}
+
 // The same failure repaired the runbook's other way: the reference plugins bundled in the executor image installed
 // over the old ones (their sha256 checked against the bundle's manifest), the conflist left as it was.
 func TestCNIVersionIncompatibleOldPluginsUpgradePlugins(t *testing.T) {
-	bundle := filepath.Join(lab.RepoRoot(), "bin", "cni-bundle")
 	scenario{
 		fault: lab.FaultCNIVersionOldPlugins,
 		policy: func(p *v1alpha1.RemediationPolicy) {
@@ -87,15 +130,7 @@ func TestCNIVersionIncompatibleOldPluginsUpgradePlugins(t *testing.T) {
 			if v := conflistVersion(t, r); v != "1.0.0" {
 				t.Errorf("conflist cniVersion %q: installing plugins must leave it at 1.0.0", v)
 			}
-			for _, p := range []string{"bridge", "host-local", "portmap"} {
-				want, err := os.ReadFile(filepath.Join(bundle, p))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got := r.nodeFile(filepath.Join(lab.NodePluginDir, p)); string(got) != string(want) {
-					t.Errorf("%s on the node is not the bundled v1.9.1 plugin", p)
-				}
-			}
+			assertBundledPlugins(t, r, "bridge", "host-local", "portmap", "loopback")
 		},
 	}.run(t)
 }

@@ -77,13 +77,16 @@ type PodReference struct {
 }
 
 // Phase is where a NodeRemediation is in its workflow.
-// +kubebuilder:validation:Enum=Detected;AwaitingApproval;Approved;Draining;Repairing;Verifying;Succeeded;Failed;RolledBack;Rejected;Escalated
+// +kubebuilder:validation:Enum=Detected;Diagnosing;AwaitingApproval;Approved;Draining;Repairing;Verifying;Succeeded;Failed;RolledBack;Rejected;Escalated;NotConfirmed
 type Phase string
 
-// The phases of the design: Detected → AwaitingApproval → Approved → Draining → Repairing → Verifying → Succeeded,
-// and the ends Failed, RolledBack, Rejected, Escalated.
+// The phases of the design: Detected → Diagnosing → AwaitingApproval → Approved → Draining → Repairing → Verifying
+// → Succeeded, and the ends Failed, RolledBack, Rejected, Escalated and NotConfirmed (the node's own diagnosis did
+// not confirm the evidence; nothing was touched).
 const (
 	PhaseDetected         Phase = "Detected"
+	PhaseDiagnosing       Phase = "Diagnosing"
+	PhaseNotConfirmed     Phase = "NotConfirmed"
 	PhaseAwaitingApproval Phase = "AwaitingApproval"
 	PhaseApproved         Phase = "Approved"
 	PhaseDraining         Phase = "Draining"
@@ -99,7 +102,7 @@ const (
 // IsTerminal reports whether the phase ends the workflow.
 func (p Phase) IsTerminal() bool {
 	switch p {
-	case PhaseSucceeded, PhaseFailed, PhaseRolledBack, PhaseRejected, PhaseEscalated:
+	case PhaseSucceeded, PhaseFailed, PhaseRolledBack, PhaseRejected, PhaseEscalated, PhaseNotConfirmed:
 		return true
 	}
 	return false
@@ -153,6 +156,24 @@ type ApprovalRecord struct {
 	Reason string `json:"reason,omitempty"`
 	// Time of the decision.
 	Time metav1.Time `json:"time"`
+}
+
+// Diagnosis is the node's own account of the failure: the events are a hint, the node is the evidence.
+type Diagnosis struct {
+	// Time the diagnosis ended.
+	Time metav1.Time `json:"time"`
+	// Confirmed is the signature the node's findings show: spec.signature when they confirm the hypothesis from the
+	// events, another one when they show a different repairable cause, empty when they show none.
+	// +optional
+	Confirmed string `json:"confirmed,omitempty"`
+	// Summary says in words what the diagnosis found.
+	// +optional
+	Summary string `json:"summary,omitempty"`
+	// Findings are the errors and warnings it reported (at most 20).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	Findings []Finding `json:"findings,omitempty"`
 }
 
 // PhaseTransition is one entry of a NodeRemediation's history.
@@ -225,6 +246,9 @@ type NodeRemediationStatus struct {
 	// An approval holds only while it is unchanged.
 	// +optional
 	Digest string `json:"digest,omitempty"`
+	// Diagnosis is what the read-only diagnosis on the node found before anyone was asked to approve.
+	// +optional
+	Diagnosis *Diagnosis `json:"diagnosis,omitempty"`
 	// Approval records when and how approval arrived.
 	// +optional
 	Approval *ApprovalRecord `json:"approval,omitempty"`

@@ -156,6 +156,43 @@ type ExecutorResult struct {
 	// +optional
 	// +listType=atomic
 	Changes []FileChange `json:"changes,omitempty"`
+	// Findings are what a diagnosis found (errors and warnings), for the manager to decide on.
+	// +optional
+	// +listType=atomic
+	Findings []Finding `json:"findings,omitempty"`
+}
+
+// FindingSeverity says how bad a finding is.
+// +kubebuilder:validation:Enum=error;warning;info
+type FindingSeverity string
+
+const (
+	// SeverityError: pods on the node fail because of it.
+	SeverityError FindingSeverity = "error"
+	// SeverityWarning: a latent problem, or one that makes a repair riskier.
+	SeverityWarning FindingSeverity = "warning"
+	// SeverityInfo: worth knowing.
+	SeverityInfo FindingSeverity = "info"
+)
+
+// Finding is one thing the read-only diagnosis found on the node, in words a cluster operator understands.
+type Finding struct {
+	Severity FindingSeverity `json:"severity"`
+	// Signature is the failure signature this finding supports, if any.
+	// +optional
+	Signature SignatureID `json:"signature,omitempty"`
+	// Summary says what is wrong and what pods see because of it.
+	Summary string `json:"summary"`
+	// Repair says in words what would fix it.
+	// +optional
+	Repair string `json:"repair,omitempty"`
+	// Fix is the one repair action that fixes it, when only one does (a loopback plugin too old for the runtime
+	// is fixed by InstallReferencePlugins, never by rewriting a conflist).
+	// +optional
+	Fix RepairAction `json:"fix,omitempty"`
+	// Path is the file or object concerned.
+	// +optional
+	Path string `json:"path,omitempty"`
 }
 
 // StepResult is how one step went.

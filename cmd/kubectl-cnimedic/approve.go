@@ -34,7 +34,7 @@ func newApproveCommand(c *cluster) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:     "approve NAME... | --all-pending",
-		Short:   "Approve pending repairs (sets cnimedic.io/approve=true)",
+		Short:   "Approve pending repairs (sets cnimedic.io/approve to the digest of the plan they show now)",
 		Example: approveExample,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output, outputText, outputName); err != nil {
@@ -60,7 +60,14 @@ func newApproveCommand(c *cluster) *cobra.Command {
 			}
 			var errs []error
 			for _, name := range names {
-				if err := annotate(ctx, cl, name, v1alpha1.AnnotationApprove, "true", dryRun); err != nil {
+				// The approval binds what the approver could see (kubectl cnimedic describe): the digest of the
+				// plan as it is now. If the manager decides anything else before it acts, this approves nothing.
+				value, err := approvalValue(ctx, cl, name)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				if err := annotate(ctx, cl, name, v1alpha1.AnnotationApprove, value, dryRun); err != nil {
 					errs = append(errs, err)
 					continue
 				}
@@ -73,6 +80,18 @@ func newApproveCommand(c *cluster) *cobra.Command {
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "send the change as a server-side dry run: checked by the API server and its admission, not stored")
 	cmd.Flags().StringVarP(&output, "output", "o", outputText, "output format: name (default: a sentence per object)")
 	return cmd
+}
+
+// approvalValue is the remediation's current digest, or "true" when the manager has recorded none.
+func approvalValue(ctx context.Context, cl client.Client, name string) (string, error) {
+	nr := &v1alpha1.NodeRemediation{}
+	if err := cl.Get(ctx, client.ObjectKey{Name: name}, nr); err != nil {
+		return "", fmt.Errorf("reading NodeRemediation %s: %w", name, err)
+	}
+	if nr.Status.Digest == "" {
+		return "true", nil
+	}
+	return nr.Status.Digest, nil
 }
 
 const rejectExample = `  # Reject a pending repair, saying why (the reason is kept in the remediation's status and events)

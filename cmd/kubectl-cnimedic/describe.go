@@ -134,6 +134,10 @@ func writeDescription(out io.Writer, d *Description, now time.Time) error {
 	p.kv(0, "Signature", nr.Spec.Signature)
 	p.kv(0, "Policy", nr.Spec.PolicyName)
 	p.kv(0, "Action", orNone(string(nr.Status.Action)))
+	if nr.Status.Digest != "" {
+		// What an approval binds: `kubectl cnimedic approve` approves this digest only.
+		p.kv(0, "Digest", nr.Status.Digest)
+	}
 	p.kv(0, "Phase", fmt.Sprintf("%s (%s)", displayPhase(nr.Status.Phase), orNone(nr.Status.Reason)))
 	if nr.Status.Message != "" {
 		p.kv(0, "Message", nr.Status.Message)
@@ -200,6 +204,23 @@ func writeDescription(out io.Writer, d *Description, now time.Time) error {
 		sort.Strings(keys)
 		for _, k := range keys {
 			p.kv(1, k, nr.Spec.Parameters[k])
+		}
+	}
+
+	if d := nr.Status.Diagnosis; d != nil {
+		p.line(0, "Diagnosis:")
+		p.kv(1, "Time", d.Time.UTC().Format(time.RFC3339))
+		if d.Confirmed != "" {
+			p.kv(1, "Confirmed", d.Confirmed)
+		} else {
+			p.kv(1, "Confirmed", "<nothing> (the node does not show the failure)")
+		}
+		for _, f := range d.Findings {
+			line := string(f.Severity) + ": " + f.Summary
+			if f.Signature != "" {
+				line = string(f.Severity) + " (" + string(f.Signature) + "): " + f.Summary
+			}
+			p.line(1, line)
 		}
 	}
 

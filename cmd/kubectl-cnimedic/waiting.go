@@ -28,6 +28,7 @@ const (
 	WaitAdmission     WaitKind = "Admission"       // approved, nothing holds it: admission is due
 	WaitDrain         WaitKind = "Drain"
 	WaitExecutor      WaitKind = "Executor"
+	WaitDiagnosis     WaitKind = "Diagnosis" // the read-only diagnosis on the node, before anyone is asked
 	WaitVerification  WaitKind = "Verification"
 	WaitPolicyMissing WaitKind = "PolicyMissing"
 )
@@ -90,6 +91,11 @@ func (w *world) waitOf(nr *v1alpha1.NodeRemediation) *Wait {
 	switch phase {
 	case "", v1alpha1.PhaseDetected:
 		return &Wait{WaitTriage, "the controller has not yet decided (plan, allowed actions, retry cap)"}
+	case v1alpha1.PhaseDiagnosing:
+		if nr.Status.ExecutorPod == "" {
+			return &Wait{WaitDiagnosis, "the read-only diagnosis of the node waits for its turn (at most a few run at once, and a node is not diagnosed back to back)"}
+		}
+		return &Wait{WaitDiagnosis, fmt.Sprintf("diagnosis pod %s: the node's findings decide whether anyone is asked to approve", nr.Status.ExecutorPod)}
 	case v1alpha1.PhaseAwaitingApproval:
 		return w.approvalWait(nr, p)
 	case v1alpha1.PhaseApproved:

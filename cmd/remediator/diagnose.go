@@ -23,9 +23,9 @@ func newDiagnose(flags *NodeFlags) *cobra.Command {
 		Short: "Report the node's CNI configuration, plugins, runtime, IPAM, namespaces, links and units, and what is wrong (read-only)",
 		Long: `diagnose reads the node and reports what is wrong, changing nothing.
 
-With --termination-message-path (and --remediation-id), it also writes a summary of its findings there as an
-executor result of that remediation (outcome NoChange), for the manager: the workflow of a custom signature whose
-action is Diagnose records it on the NodeRemediation. The full report still goes to stdout. A node with problems is
+With --termination-message-path (and --remediation-id), it also writes a summary and its error and warning
+findings there as an executor result of that remediation (outcome NoChange), for the manager: the workflow's
+Diagnosing phase decides on them, and a custom signature whose action is Diagnose records them. The full report still goes to stdout. A node with problems is
 still a diagnosis that was done: the exit code is 0 whenever the report was written.
 
 ` + exitCodesHelp,
@@ -36,7 +36,8 @@ still a diagnosis that was done: the exit code is 0 whenever the report was writ
 			}
 			r := diagnose.Run(cmd.Context(), flags.DiagnoseOptions())
 			if termination != "" {
-				res := v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeNoChange, Message: diagnose.Summary(r)}
+				res := v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeNoChange, Message: diagnose.Summary(r),
+					Findings: diagnose.Decisive(r)}
 				if err := os.WriteFile(termination, executor.TerminationMessage(res, executor.TerminationMessageLimit), 0o644); err != nil {
 					return fmt.Errorf("termination message: %w", err)
 				}

@@ -1,8 +1,8 @@
 // Package remediation is the workflow controller: it takes a NodeRemediation from Detected to an end, following the
 // phases and safety rules of the design:
 //
-//	Detected → AwaitingApproval → Approved → Draining → Repairing → Verifying → Succeeded
-//	ends: Failed, RolledBack, Rejected, Escalated
+//	Detected → Diagnosing → AwaitingApproval → Approved → Draining → Repairing → Verifying → Succeeded
+//	ends: Failed, RolledBack, Rejected, Escalated, NotConfirmed
 //
 // Each phase is a function of the scope (the remediation, its policy, its node, the time); the status is written
 // once per reconcile by a deferred patch with an optimistic lock, so two reconciles working from a stale cache can
@@ -55,7 +55,11 @@ type Config struct {
 	ExecutorImage string
 	// AllowedExecutorImages are the other executor images a policy may name; any other image runs nothing.
 	AllowedExecutorImages []string
-	CanaryImage           string
+	// MaxDiagnoses is how many diagnosis pods may run at once in the cluster (5 when 0).
+	MaxDiagnoses int
+	// DiagnosisInterval is the least time between two diagnoses of one node (30s when 0; negative: none).
+	DiagnosisInterval time.Duration
+	CanaryImage       string
 	// ExecutorServiceAccount is the executor pods' ServiceAccount (bound to nothing; its token is never mounted).
 	ExecutorServiceAccount string
 	// PollInterval is how often a phase that waits on the cluster (drain, executor, canary) looks again when no
@@ -77,6 +81,8 @@ type Reconciler struct {
 
 	// admitMu serialises admissions in this process (see admission.go).
 	admitMu sync.Mutex
+	// diagnoseMu serialises the start of diagnoses, so that their cluster-wide cap holds (diagnosing.go).
+	diagnoseMu sync.Mutex
 }
 
 // scope is everything one reconcile works with.
@@ -176,6 +182,8 @@ func (r *Reconciler) reconcilePhase(ctx context.Context, s *scope) (reconcile.Re
 		return r.reconcileNew(ctx, s)
 	case v1alpha1.PhaseDetected:
 		return r.reconcileDetected(ctx, s)
+	case v1alpha1.PhaseDiagnosing:
+		return r.reconcileDiagnosing(ctx, s)
 	case v1alpha1.PhaseAwaitingApproval:
 		return r.reconcileAwaitingApproval(ctx, s)
 	case v1alpha1.PhaseApproved:
@@ -226,7 +234,7 @@ func (s *scope) transition(to v1alpha1.Phase, reason, msg string) {
 		st.History = st.History[len(st.History)-historyLimit:]
 	}
 	typ := normal
-	if to == v1alpha1.PhaseFailed || to == v1alpha1.PhaseRolledBack || to == v1alpha1.PhaseEscalated || to == v1alpha1.PhaseRejected {
+	if to == v1alpha1.PhaseFailed || to == v1alpha1.PhaseRolledBack || to == v1alpha1.PhaseEscalated || to == v1alpha1.PhaseRejected || to == v1alpha1.PhaseNotConfirmed {
 		typ = warning
 	}
 	s.event(typ, reason, actionFor(to), msg)
@@ -242,6 +250,8 @@ func actionFor(p v1alpha1.Phase) string {
 	switch p {
 	case v1alpha1.PhaseDetected:
 		return actionDetect
+	case v1alpha1.PhaseDiagnosing, v1alpha1.PhaseNotConfirmed:
+		return actionDiagnose
 	case v1alpha1.PhaseAwaitingApproval, v1alpha1.PhaseApproved, v1alpha1.PhaseRejected:
 		return actionApprove
 	case v1alpha1.PhaseDraining:

@@ -26,11 +26,18 @@ type decision struct {
 	escalateReason, escalateMessage string
 }
 
-// decide records in the status what will run for the remediation under its policy as it is now.
+// decide records in the status what will run for the remediation under its policy as it is now: for the cause the
+// node's diagnosis confirmed, once there is one, and never an action that leaves one of the node's error findings of
+// that cause unrepaired (a finding whose Fix is another action: that one runs, or nothing does).
 func (r *Reconciler) decide(s *scope) decision {
 	nr, p := s.nr, s.policy
 	st := &nr.Status
-	st.Action = actionOf(p, nr)
+	cause := nr.DeepCopy()
+	if d := st.Diagnosis; d != nil && d.Confirmed != "" && d.Confirmed != nr.Spec.Signature {
+		// Re-aimed at what the node shows: the message's parameters were about another failure.
+		cause.Spec.Signature, cause.Spec.Parameters = d.Confirmed, nil
+	}
+	st.Action = actionOf(p, cause)
 	st.Plan = nil
 	st.PolicyGeneration = p.Generation
 	st.ExecutorImage = r.executorImage(p)
@@ -40,12 +47,19 @@ func (r *Reconciler) decide(s *scope) decision {
 		return decision{ReasonExecutorImageNotAllowed, fmt.Sprintf("policy %s asks for executor image %q, which this installation does not allow (the manager's --executor-image and --allowed-executor-images): nothing runs on node %s",
 			p.Name, st.ExecutorImage, nr.Spec.NodeName)}
 	}
+	if fix, f := fixTheNodeNeeds(st.Diagnosis, st.Action); fix != "" {
+		if !policy.Allows(p, fix) || (fix == v1alpha1.ActionInstallReferencePlugins && p.Spec.Repair.InstallReferencePlugins != nil && !*p.Spec.Repair.InstallReferencePlugins) {
+			return decision{ReasonPlanCannotSucceed, fmt.Sprintf("node %s shows %q, which only %s repairs (%s would leave it broken); policy %s does not allow %s: allow it in spec.allowedActions (and spec.repair.installReferencePlugins for InstallReferencePlugins), or repair the node by hand. Nothing was changed on the node",
+				nr.Spec.NodeName, f.Summary, fix, st.Action, p.Name, fix)}
+		}
+		st.Action = fix
+	}
 	if !st.Action.IsNodeAction() {
 		return decision{}
 	}
 	plan, err := planner.Build(planner.Request{
-		Signature: v1alpha1.SignatureID(nr.Spec.Signature), Action: st.Action,
-		Params: nr.Spec.Parameters, Repair: p.Spec.Repair,
+		Signature: v1alpha1.SignatureID(cause.Spec.Signature), Action: st.Action,
+		Params: cause.Spec.Parameters, Repair: p.Spec.Repair,
 	})
 	switch {
 	case errors.Is(err, planner.ErrVendorPlugin):
@@ -89,6 +103,19 @@ func (r *Reconciler) executorImage(p *v1alpha1.RemediationPolicy) string {
 // may pick. The executor runs as root with the host's D-Bus socket: which image runs is the installation's choice.
 func (r *Reconciler) imageAllowed(image string) bool {
 	return image == r.Config.ExecutorImage || slices.Contains(r.Config.AllowedExecutorImages, image)
+}
+
+// fixTheNodeNeeds is the action an error finding of the confirmed cause needs when the chosen one cannot repair it.
+func fixTheNodeNeeds(d *v1alpha1.Diagnosis, chosen v1alpha1.RepairAction) (v1alpha1.RepairAction, v1alpha1.Finding) {
+	if d == nil || d.Confirmed == "" || !chosen.IsNodeAction() {
+		return "", v1alpha1.Finding{}
+	}
+	for _, f := range d.Findings {
+		if f.Severity == v1alpha1.SeverityError && string(f.Signature) == d.Confirmed && f.Fix != "" && f.Fix != chosen {
+			return f.Fix, f
+		}
+	}
+	return "", v1alpha1.Finding{}
 }
 
 func runDigest(nr *v1alpha1.NodeRemediation) string {

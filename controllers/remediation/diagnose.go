@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
@@ -21,26 +19,16 @@ func (r *Reconciler) reconcileDiagnose(ctx context.Context, s *scope) (reconcile
 		s.event(normal, ReasonPolicyPaused, actionWait, fmt.Sprintf("policy %s is paused: the diagnosis waits", p.Name), "paused")
 		return reconcile.Result{RequeueAfter: r.poll()}, nil
 	}
-	res, pod, lost, err := r.runExecutor(ctx, s, modeDiagnose)
-	if err != nil {
-		return reconcile.Result{}, err
-	}
+	res, wait, failed, err := r.awaitExecutor(ctx, s, modeDiagnose, phaseSince(nr, v1alpha1.PhaseDetected, s.now))
 	rerun := fmt.Sprintf("run `kubectl cnimedic diagnose %s` for the node's report", nr.Spec.NodeName)
 	switch {
-	case lost != "":
-		s.transition(v1alpha1.PhaseEscalated, ReasonDiagnosisFailed, fmt.Sprintf("custom signature %s asks for a diagnosis: %s; %s", nr.Spec.Signature, lost, rerun))
+	case err != nil:
+		return reconcile.Result{}, err
+	case wait != nil:
+		return *wait, nil
+	case failed != nil:
+		s.transition(v1alpha1.PhaseEscalated, ReasonDiagnosisFailed, fmt.Sprintf("custom signature %s asks for a diagnosis: %s; %s", nr.Spec.Signature, failed.message, rerun))
 		return reconcile.Result{}, nil
-	case res == nil && pod == nil:
-		return reconcile.Result{RequeueAfter: r.poll()}, nil
-	case res == nil:
-		deadline := phaseSince(nr, v1alpha1.PhaseDetected, s.now).Add(p.Spec.Executor.Timeout.Duration)
-		if s.now.After(deadline) {
-			_ = r.Client.Delete(ctx, pod, client.PropagationPolicy(metav1.DeletePropagationBackground))
-			s.transition(v1alpha1.PhaseEscalated, ReasonDiagnosisFailed, fmt.Sprintf("custom signature %s asks for a diagnosis: pod %s/%s gave no result within %s (executor.timeout; pod phase %s); %s",
-				nr.Spec.Signature, pod.Namespace, pod.Name, p.Spec.Executor.Timeout.Duration, pod.Status.Phase, rerun))
-			return reconcile.Result{}, nil
-		}
-		return r.requeueAt(s, deadline), nil
 	}
 	nr.Status.Result = res
 	if res.Outcome == v1alpha1.OutcomeFailed {

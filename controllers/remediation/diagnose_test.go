@@ -23,7 +23,7 @@ func TestDiagnoseActionRecordsTheDiagnosisAndTouchesNothing(t *testing.T) {
 		s.CustomSignatures = vendorTimeoutDiagnosis
 	})
 	summary := "the diagnosis found 1 error(s) and 0 warning(s): error: /etc/cni/net.d/10-x.conflist asks for CNI version 1.0.0"
-	h.runKubelet(kubelet{outcome: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
+	h.runKubelet(kubelet{diagnosis: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
 		return &v1alpha1.ExecutorResult{RemediationID: pod.Labels[v1alpha1.LabelRemediation], Outcome: v1alpha1.OutcomeNoChange, Message: summary}
 	}})
 	nr := h.remediation("nr", node.Name, p, "vendor-timeout")
@@ -44,9 +44,12 @@ func TestDiagnoseActionRecordsTheDiagnosisAndTouchesNothing(t *testing.T) {
 		t.Errorf("a diagnosis cordoned the node: unschedulable=%v annotations=%v", n.Spec.Unschedulable, n.Annotations)
 	}
 
-	pods := h.executorPods(nr.Name)
+	if pods := h.executorPods(nr.Name); len(pods) != 0 {
+		t.Fatalf("%d executor pods ran for a diagnosis", len(pods))
+	}
+	pods := h.podsOf(nr.Name, componentDiagnosis)
 	if len(pods) != 1 {
-		t.Fatalf("%d executor pods, want the one diagnosis pod", len(pods))
+		t.Fatalf("%d diagnosis pods, want one", len(pods))
 	}
 	pod := pods[0]
 	c := pod.Spec.Containers[0]
@@ -70,7 +73,7 @@ func TestDiagnoseActionThatFailsEscalates(t *testing.T) {
 	h := newHarness(t, "diagfail")
 	node := h.node("w1")
 	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.CustomSignatures = vendorTimeoutDiagnosis })
-	h.runKubelet(kubelet{outcome: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
+	h.runKubelet(kubelet{diagnosis: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
 		return &v1alpha1.ExecutorResult{Outcome: v1alpha1.OutcomeFailed, Message: "open /host/run/dbus/system_bus_socket: no such file"}
 	}})
 	nr := h.remediation("nr", node.Name, p, "vendor-timeout")

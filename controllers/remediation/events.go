@@ -57,11 +57,19 @@ const (
 	ReasonApprovalVoided          = "ApprovalVoided"
 	ReasonApprovalMismatch        = "ApprovalMismatch"
 	ReasonExecutorImageNotAllowed = "ExecutorImageNotAllowed"
+	ReasonDiagnosing              = "Diagnosing"
+	ReasonDiagnosisQueued         = "DiagnosisQueued"
+	ReasonConfirmed               = "Confirmed"
+	ReasonReaimed                 = "Reaimed"
+	ReasonNoNodeRepair            = "NoNodeRepair"
+	ReasonNotConfirmed            = "NotConfirmed"
+	ReasonPlanCannotSucceed       = "PlanCannotSucceed"
 )
 
 // Event actions (events.k8s.io's "action": what cnimedic did).
 const (
 	actionDetect   = "Detect"
+	actionDiagnose = "Diagnose"
 	actionApprove  = "Approve"
 	actionWait     = "Wait"
 	actionCordon   = "Cordon"

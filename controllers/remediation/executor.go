@@ -29,6 +29,10 @@ import (
 // the pod and the kubelet and containerd restarts it causes. That is why the pod mounts only the remediator's state
 // dir, the system D-Bus socket and containerd's socket directory.
 
+// componentDiagnosis labels the read-only diagnosis pods (executor pods are "executor"): they are counted apart,
+// since they may run without approval and change nothing.
+const componentDiagnosis = "diagnosis"
+
 // executorMode is what an executor pod does.
 type executorMode string
 
@@ -191,7 +195,7 @@ func (r *Reconciler) diagnosisPod(s *scope, name string) (*corev1.Pod, error) {
 		Node: nr.Spec.NodeName, Namespace: r.Config.Namespace, Name: name,
 		Labels: map[string]string{
 			v1alpha1.LabelRemediation: nr.Name,
-			v1alpha1.LabelComponent:   "executor",
+			v1alpha1.LabelComponent:   componentDiagnosis,
 			v1alpha1.LabelNode:        nr.Spec.NodeName,
 		},
 		Image: image, ServiceAccount: r.Config.ExecutorServiceAccount, PriorityClass: p.Spec.Executor.PriorityClassName,
@@ -229,8 +233,13 @@ func uniqueDirs(dirs ...string) []string {
 // exists.
 func (r *Reconciler) runExecutor(ctx context.Context, s *scope, mode executorMode) (res *v1alpha1.ExecutorResult, pod *corev1.Pod, lost string, err error) {
 	nr := s.nr
+	// A diagnosis is not an attempt at a repair: a remediation has one, under a name of its own.
+	counts := mode != modeDiagnose
 	name := executorPodName(nr, nr.Status.Attempt, mode)
-	if nr.Status.ExecutorPod != name {
+	switch {
+	case !counts:
+		name = executorPodName(nr, 0, mode)
+	case nr.Status.ExecutorPod != name:
 		name = executorPodName(nr, nr.Status.Attempt+1, mode)
 	}
 	pod = &corev1.Pod{}
@@ -257,7 +266,9 @@ func (r *Reconciler) runExecutor(ctx context.Context, s *scope, mode executorMod
 			}
 			return nil, nil, "", err
 		}
-		nr.Status.Attempt++
+		if counts {
+			nr.Status.Attempt++
+		}
 		nr.Status.ExecutorPod = name
 		s.event(normal, ReasonExecutorStarted, actionRepair, fmt.Sprintf("started executor pod %s/%s (%s) on node %s", r.Config.Namespace, name, mode, nr.Spec.NodeName))
 		return nil, newPod, "", nil
@@ -265,7 +276,9 @@ func (r *Reconciler) runExecutor(ctx context.Context, s *scope, mode executorMod
 		return nil, nil, "", getErr
 	}
 	if nr.Status.ExecutorPod != name { // created by a reconcile whose status write was lost
-		nr.Status.Attempt++
+		if counts {
+			nr.Status.Attempt++
+		}
 		nr.Status.ExecutorPod = name
 	}
 	switch pod.Status.Phase {

@@ -92,6 +92,13 @@ func (r *Reconciler) reconcileDetected(ctx context.Context, s *scope) (reconcile
 			failed, nr.Spec.NodeName, p.Spec.Retry.MaxAttempts, v1alpha1.LabelNode, nr.Spec.NodeName))
 		return reconcile.Result{}, nil
 	}
+	if action.IsNodeAction() {
+		// The node is the evidence: its read-only diagnosis confirms the failure before anyone is asked to approve.
+		// (RestartCNIAgentPod's cause, the plugin's credentials, is not something the node's files show: it relies on
+		// the kubelet-written pod status detection requires, and is never approved by policy for a request by hand.)
+		s.transition(v1alpha1.PhaseDiagnosing, ReasonDiagnosing, fmt.Sprintf("running the read-only diagnosis on node %s before anyone is asked to approve", nr.Spec.NodeName))
+		return r.reconcileDiagnosing(ctx, s)
+	}
 	s.transition(v1alpha1.PhaseAwaitingApproval, ReasonAwaitingApproval, approvalInstructions(nr))
 	return r.reconcileAwaitingApproval(ctx, s)
 }

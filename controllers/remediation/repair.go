@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
@@ -48,26 +47,15 @@ func (r *Reconciler) reconcileRepairing(ctx context.Context, s *scope) (reconcil
 			return reconcile.Result{}, nil
 		}
 	}
-	res, pod, lost, err := r.runExecutor(ctx, s, mode)
-	if err != nil {
+	res, wait, failed, err := r.awaitExecutor(ctx, s, mode, phaseSince(nr, v1alpha1.PhaseRepairing, s.now))
+	switch {
+	case err != nil:
 		return reconcile.Result{}, err
-	}
-	if lost != "" {
-		s.transition(v1alpha1.PhaseFailed, ReasonExecutorLost, lost+"; "+humanHint(s))
+	case wait != nil:
+		return *wait, nil
+	case failed != nil:
+		s.transition(v1alpha1.PhaseFailed, failed.reason, failed.message+"; "+humanHint(s))
 		return reconcile.Result{}, nil
-	}
-	if res == nil {
-		if pod == nil {
-			return reconcile.Result{RequeueAfter: r.poll()}, nil
-		}
-		deadline := phaseSince(nr, v1alpha1.PhaseRepairing, s.now).Add(p.Spec.Executor.Timeout.Duration)
-		if s.now.After(deadline) {
-			_ = r.Client.Delete(ctx, pod, client.PropagationPolicy(metav1.DeletePropagationBackground))
-			s.transition(v1alpha1.PhaseFailed, ReasonExecutorTimeout, fmt.Sprintf("executor pod %s/%s gave no result within %s (executor.timeout; pod phase %s); %s",
-				pod.Namespace, pod.Name, p.Spec.Executor.Timeout.Duration, pod.Status.Phase, humanHint(s)))
-			return reconcile.Result{}, nil
-		}
-		return r.requeueAt(s, deadline), nil
 	}
 
 	nr.Status.Result = res

@@ -18,7 +18,7 @@ import (
 // test), starts a new one, and checks the remediation carries on from its recorded phase: every phase once, one
 // cordon, one executor pod, and the node given back at the end.
 func TestManagerRestartAtEveryPhase(t *testing.T) {
-	for _, phase := range []v1alpha1.Phase{v1alpha1.PhaseAwaitingApproval, v1alpha1.PhaseApproved, v1alpha1.PhaseDraining,
+	for _, phase := range []v1alpha1.Phase{v1alpha1.PhaseDiagnosing, v1alpha1.PhaseAwaitingApproval, v1alpha1.PhaseApproved, v1alpha1.PhaseDraining,
 		v1alpha1.PhaseRepairing, v1alpha1.PhaseVerifying} {
 		t.Run(string(phase), func(t *testing.T) {
 			h := newHarness(t, "restart-"+strings.ToLower(string(phase)[:5]))
@@ -49,6 +49,12 @@ func TestManagerRestartAtEveryPhase(t *testing.T) {
 					}
 					return succeeded(pod)
 				},
+				diagnosis: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
+					if phase == v1alpha1.PhaseDiagnosing && !release.Load() {
+						return nil
+					}
+					return h.confirms(pod)
+				},
 				canaryRuns: func(*corev1.Pod) bool { return phase != v1alpha1.PhaseVerifying || release.Load() },
 			})
 			nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
@@ -74,6 +80,9 @@ func TestManagerRestartAtEveryPhase(t *testing.T) {
 			done := h.waitPhase(nr.Name, v1alpha1.PhaseSucceeded)
 			if got := phases(done); !slices.Equal(got, happyPath) {
 				t.Errorf("history %v, want each phase once: %v", got, happyPath)
+			}
+			if pods := h.podsOf(nr.Name, componentDiagnosis); len(pods) != 1 {
+				t.Errorf("%d diagnosis pods after the restart, want 1", len(pods))
 			}
 			if pods := h.executorPods(nr.Name); len(pods) != 1 {
 				for _, p := range pods {

@@ -8,6 +8,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/cnimedic/cnimedic/controllers/detection"
 	"github.com/cnimedic/cnimedic/internal/signature"
 )
 
@@ -18,9 +19,11 @@ import (
 // The failure still holds when
 //   - the node's Ready condition still carries the signature (cni plugin not initialized and the like), or
 //   - failures were seen within detection.evidenceExpiry (the detection keeps lastSeen current while kubelet keeps
-//     failing), and, before the cordon, at least one pod of the evidence is still on the node and not running.
+//     failing), and, before the cordon, at least one pod of the evidence is still on the node with a status, as
+//     kubelet wrote it, that shows its sandbox failing (detection.SandboxFailureSince).
 //
-// A remediation created by hand with no evidence is taken at its word.
+// A request made by hand carries no evidence to re-check: the node's own diagnosis confirmed it (Diagnosing) and
+// only an approver can have approved it.
 func (r *Reconciler) stillBroken(ctx context.Context, s *scope, withPods bool) (bool, string) {
 	ev := s.nr.Spec.Evidence
 	if ev.EventCount == 0 && ev.NodeCondition == "" && len(ev.Pods) == 0 {
@@ -54,23 +57,16 @@ func (r *Reconciler) stillBroken(ctx context.Context, s *scope, withPods bool) (
 		if apierrors.IsNotFound(err) {
 			continue
 		}
-		if err != nil || (pod.Spec.NodeName == s.nr.Spec.NodeName && !running(pod)) {
+		if err != nil {
+			return true, fmt.Sprintf("pod %s/%s could not be read (%v): taken as still stuck", ref.Namespace, ref.Name, err)
+		}
+		// Only the status kubelet wrote counts, as in the detection: a pod that is merely not running (an image
+		// that never pulls) says nothing of the node's network.
+		if _, failing := detection.SandboxFailureSince(pod); failing && pod.Spec.NodeName == s.nr.Spec.NodeName {
 			return true, fmt.Sprintf("pod %s/%s is still stuck", ref.Namespace, ref.Name)
 		}
 	}
-	return false, "every pod of the evidence is running or gone"
-}
-
-func running(pod *corev1.Pod) bool {
-	if pod.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+	return false, "no pod of the evidence still shows a sandbox failure: they run, are gone, or kubelet no longer reports one"
 }
 
 // notReadyMessage is the message of the node's Ready condition when it is not True.

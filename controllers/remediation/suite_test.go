@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,6 +56,11 @@ type harness struct {
 	clock *clocktesting.FakeClock
 	// prefix keeps each test's objects apart in the shared API server.
 	prefix string
+	// diagnosisInterval is the workflow's Config.DiagnosisInterval (none unless a test sets it and restarts).
+	diagnosisInterval time.Duration
+	// ownDiagnoses is set once a test's kubelet answers diagnosis pods itself (kubelet.diagnosis); until then every
+	// diagnosis confirms the remediation's signature, as a node with the failure would.
+	ownDiagnoses atomic.Bool
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -63,13 +69,38 @@ type harness struct {
 
 func newHarness(t *testing.T, prefix string) *harness {
 	t.Helper()
-	h := &harness{t: t, ctx: context.Background(), c: env.Client, clock: clocktesting.NewFakeClock(time.Now()), prefix: prefix}
+	h := &harness{t: t, ctx: context.Background(), c: env.Client, clock: clocktesting.NewFakeClock(time.Now()), prefix: prefix,
+		diagnosisInterval: -1}
 	h.start()
+	h.confirmDiagnoses()
 	t.Cleanup(func() {
 		h.stop()
 		h.cleanup()
 	})
 	return h
+}
+
+// confirmDiagnoses answers every diagnosis pod on the test's nodes with a finding of the remediation's own
+// signature, until the test's kubelet answers them itself.
+func (h *harness) confirmDiagnoses() {
+	ctx, cancel := context.WithCancel(h.ctx)
+	h.t.Cleanup(cancel)
+	go func() {
+		for ctx.Err() == nil && !h.ownDiagnoses.Load() {
+			list := &corev1.PodList{}
+			if err := h.c.List(ctx, list, client.InNamespace(testNamespace), client.MatchingLabels{v1alpha1.LabelComponent: componentDiagnosis}); err == nil {
+				for i := range list.Items {
+					pod := &list.Items[i]
+					if pod.Status.Phase == corev1.PodPending && strings.HasPrefix(pod.Spec.NodeName, h.prefix+"-") && !h.ownDiagnoses.Load() {
+						if res := h.confirms(pod); res != nil {
+							_ = h.setPodStatus(pod, terminated(res))
+						}
+					}
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
 }
 
 // start starts a new manager with the workflow controller, as a restarted manager process would.
@@ -91,7 +122,9 @@ func (h *harness) start() {
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Kube: kube, Clock: h.clock,
 		Events: events.NewRecorder(mgr.GetEventRecorder("cnimedic"), h.clock),
 		Config: Config{Namespace: testNamespace, ExecutorImage: "executor:test", CanaryImage: "canary:test",
-			ExecutorServiceAccount: "cnimedic-executor", PollInterval: 100 * time.Millisecond},
+			ExecutorServiceAccount: "cnimedic-executor", PollInterval: 100 * time.Millisecond,
+			// The tests' clock moves only when a test steps it; TestOneNodeIsNotDiagnosedBackToBack sets its own.
+			DiagnosisInterval: h.diagnosisInterval},
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		h.t.Fatal(err)
@@ -281,9 +314,12 @@ func phases(nr *v1alpha1.NodeRemediation) []v1alpha1.Phase {
 }
 
 // executorPods lists the executor pods of a remediation.
-func (h *harness) executorPods(nr string) []corev1.Pod {
+func (h *harness) executorPods(nr string) []corev1.Pod { return h.podsOf(nr, "executor") }
+
+// podsOf lists the remediation's pods of one component: executor, diagnosis or canary.
+func (h *harness) podsOf(nr, component string) []corev1.Pod {
 	list := &corev1.PodList{}
-	if err := h.c.List(h.ctx, list, client.InNamespace(testNamespace), client.MatchingLabels{v1alpha1.LabelRemediation: nr, v1alpha1.LabelComponent: "executor"}); err != nil {
+	if err := h.c.List(h.ctx, list, client.InNamespace(testNamespace), client.MatchingLabels{v1alpha1.LabelRemediation: nr, v1alpha1.LabelComponent: component}); err != nil {
 		h.t.Fatal(err)
 	}
 	return list.Items
@@ -334,13 +370,37 @@ func (h *harness) runPod(pod *corev1.Pod) {
 }
 
 // kubelet plays the kubelet for every pod cnimedic creates on the test's nodes until the test ends: executor pods
-// end with the result outcome(pod) gives (nil: leave the pod pending), canary pods run when canaryRuns says so.
+// end with the result outcome(pod) gives (nil: leave the pod pending), diagnosis pods with the one diagnosis(pod)
+// gives (unset: confirmDiagnoses answers them), canary pods run when canaryRuns says so.
 type kubelet struct {
 	outcome    func(pod *corev1.Pod) *v1alpha1.ExecutorResult
+	diagnosis  func(pod *corev1.Pod) *v1alpha1.ExecutorResult
 	canaryRuns func(pod *corev1.Pod) bool
 }
 
+// confirms is a diagnosis that finds the remediation's own signature on the node.
+func (h *harness) confirms(pod *corev1.Pod) *v1alpha1.ExecutorResult {
+	nr := &v1alpha1.NodeRemediation{}
+	if err := h.c.Get(h.ctx, types.NamespacedName{Name: pod.Labels[v1alpha1.LabelRemediation]}, nr); err != nil {
+		return nil
+	}
+	return diagnosisFinding(pod, v1alpha1.Finding{Severity: v1alpha1.SeverityError, Signature: v1alpha1.SignatureID(nr.Spec.Signature),
+		Summary: "the node shows " + nr.Spec.Signature})
+}
+
+// diagnosisFinding is a diagnosis result with the given findings.
+func diagnosisFinding(pod *corev1.Pod, fs ...v1alpha1.Finding) *v1alpha1.ExecutorResult {
+	msg := "the diagnosis found nothing wrong on the node"
+	if len(fs) > 0 {
+		msg = "the diagnosis found: " + fs[0].Summary
+	}
+	return &v1alpha1.ExecutorResult{RemediationID: pod.Labels[v1alpha1.LabelRemediation], Outcome: v1alpha1.OutcomeNoChange, Message: msg, Findings: fs}
+}
+
 func (h *harness) runKubelet(k kubelet) {
+	if k.diagnosis != nil {
+		h.ownDiagnoses.Store(true)
+	}
 	ctx, cancel := context.WithCancel(h.ctx)
 	h.t.Cleanup(cancel)
 	go func() {
@@ -359,6 +419,14 @@ func (h *harness) runKubelet(k kubelet) {
 							continue
 						}
 						if res := k.outcome(pod); res != nil {
+							seen[pod.UID] = true
+							_ = h.setPodStatus(pod, terminated(res))
+						}
+					case componentDiagnosis:
+						if k.diagnosis == nil {
+							continue
+						}
+						if res := k.diagnosis(pod); res != nil {
 							seen[pod.UID] = true
 							_ = h.setPodStatus(pod, terminated(res))
 						}

@@ -13,7 +13,7 @@ import (
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 )
 
-var happyPath = []v1alpha1.Phase{v1alpha1.PhaseDetected, v1alpha1.PhaseAwaitingApproval, v1alpha1.PhaseApproved,
+var happyPath = []v1alpha1.Phase{v1alpha1.PhaseDetected, v1alpha1.PhaseDiagnosing, v1alpha1.PhaseAwaitingApproval, v1alpha1.PhaseApproved,
 	v1alpha1.PhaseDraining, v1alpha1.PhaseRepairing, v1alpha1.PhaseVerifying, v1alpha1.PhaseSucceeded}
 
 func TestManualApprovalRepairsAndUncordons(t *testing.T) {

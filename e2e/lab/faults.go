@@ -34,7 +34,9 @@ const (
 	// `incompatible CNI versions; config is "1.1.0", plugin supports [... "1.0.0"]`.
 	FaultCNIVersionNewer Fault = "cni-version-newer"
 	// FaultCNIVersionOldPlugins is the seed's exact variant: the v0.9.1 reference plugins (bridge, host-local,
-	// portmap) under a conflist of version 1.0.0: `config is "1.0.0", plugin supports ["0.1.0" ... "0.4.0"]`.
+	// portmap and loopback, as an old plugins package installs them) under a conflist of version 1.0.0:
+	// `config is "1.0.0", plugin supports ["0.1.0" ... "0.4.0"]`. Rewriting the conflist cannot repair it:
+	// containerd 1.6 configures the loopback interface with CNI 1.0.0 itself.
 	FaultCNIVersionOldPlugins Fault = "cni-version-old-plugins"
 	// FaultCNIVersionMissing removes the conflist's cniVersion.
 	FaultCNIVersionMissing Fault = "cni-version-missing"
@@ -91,7 +93,7 @@ const (
 	flannelConfList    = "/etc/cni/net.d/10-flannel.conflist"
 	flannelSubnetEnv   = "/run/flannel/subnet.env"
 	leakedLeaseMarker  = "cnimedic-lab-leaked-sandbox"
-	oldPluginsReplaced = "bridge host-local portmap"
+	oldPluginsReplaced = "bridge host-local portmap loopback"
 )
 
 // Inject breaks a node with a fault.

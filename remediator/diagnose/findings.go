@@ -10,30 +10,17 @@ import (
 	"github.com/cnimedic/cnimedic/remediator/plugins"
 )
 
-// Severity of a finding.
-type Severity string
-
-const (
-	// Error: pods on the node fail because of it.
-	Error Severity = "error"
-	// Warning: a latent problem, or one that makes a repair riskier.
-	Warning Severity = "warning"
-	// Info: worth knowing.
-	Info Severity = "info"
-)
+// Severity of a finding, and Finding, are the executor contract's (api/v1alpha1): the manager decides on them.
+type Severity = v1alpha1.FindingSeverity
 
 // Finding is one thing diagnose found, in words a cluster operator understands.
-type Finding struct {
-	Severity Severity `json:"severity"`
-	// Signature is the failure signature this evidence supports, if any.
-	Signature v1alpha1.SignatureID `json:"signature,omitempty"`
-	// Summary says what is wrong and what pods see because of it.
-	Summary string `json:"summary"`
-	// Repair says what would fix it.
-	Repair string `json:"repair,omitempty"`
-	// Path is the file or object concerned.
-	Path string `json:"path,omitempty"`
-}
+type Finding = v1alpha1.Finding
+
+const (
+	Error   = v1alpha1.SeverityError
+	Warning = v1alpha1.SeverityWarning
+	Info    = v1alpha1.SeverityInfo
+)
 
 const (
 	sigIncompatible   = v1alpha1.SignatureCNIVersionIncompatible
@@ -109,7 +96,9 @@ func findings(r Report) []Finding {
 	} else if lb.Error == "" && !lb.Supports("1.0.0") && runtimeAtLeast16(r) {
 		add(Finding{Severity: Error, Signature: sigIncompatible, Path: lb.Path,
 			Summary: fmt.Sprintf("The loopback plugin %s supports only %s, but containerd %sconfigures the loopback interface with CNI 1.0.0: every pod sandbox fails.", lb.Path, strings.Join(lb.Versions, ", "), versionOr(r.Containerd.Version, "(1.6 and later) ")),
-			Repair:  "Install the bundled reference plugins (InstallReferencePlugins): loopback 1.0.0 or later."})
+			Repair:  "Install the bundled reference plugins (InstallReferencePlugins): loopback 1.0.0 or later.",
+			// No conflist rewrite can help: containerd itself asks loopback for 1.0.0.
+			Fix: v1alpha1.ActionInstallReferencePlugins})
 	}
 
 	// The runtime's own view.
@@ -171,7 +160,8 @@ func chainFindings(r Report, cl ConfList) []Finding {
 			if p.Kind == plugins.Vendor {
 				out = append(out, Finding{Severity: Error, Signature: sigBinaryMissing, Path: name,
 					Summary: fmt.Sprintf("Plugin %q used by %s is not in %s; pods fail with: failed to find plugin %q in path. It belongs to the network provider, not to the reference plugins.", p.Type, name, strings.Join(r.BinDirs, ", "), p.Type),
-					Repair:  fmt.Sprintf("Check the provider's DaemonSet on this node (it installs %s); cnimedic never installs or replaces a vendor plugin.", p.Type)})
+					Repair:  fmt.Sprintf("Check the provider's DaemonSet on this node (it installs %s); cnimedic never installs or replaces a vendor plugin.", p.Type),
+					Fix:     v1alpha1.ActionEscalate})
 			} else {
 				missing = append(missing, p.Type)
 			}
@@ -346,4 +336,17 @@ func Summary(r Report) string {
 		return "the diagnosis found nothing wrong on the node"
 	}
 	return fmt.Sprintf("the diagnosis found %d error(s) and %d warning(s): %s", errs, warns, strings.Join(parts, " | "))
+}
+
+// Decisive are the findings the manager decides on: errors first, then warnings (info is for the full report).
+func Decisive(r Report) []Finding {
+	var out []Finding
+	for _, sev := range []Severity{Error, Warning} {
+		for _, f := range r.Findings {
+			if f.Severity == sev {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package executor
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
@@ -55,6 +56,18 @@ func TerminationMessage(res v1alpha1.ExecutorResult, limit int) []byte {
 			return b
 		}
 	}
+	// Findings: the manager decides on the errors' signatures and fixes; words and warnings go first.
+	for _, n := range []int{300, 120} {
+		cutFindings(&r, n)
+		if b, ok := fits(r); ok {
+			return b
+		}
+	}
+	r.Findings = slices.DeleteFunc(r.Findings, func(f v1alpha1.Finding) bool { return f.Severity != v1alpha1.SeverityError })
+	cutFindings(&r, 0)
+	if b, ok := fits(r); ok {
+		return b
+	}
 	// Too many steps or changes for even that: keep what the manager decides on.
 	n := len(r.Changes)
 	r.Changes = nil
@@ -72,7 +85,16 @@ func deepCopy(res v1alpha1.ExecutorResult) v1alpha1.ExecutorResult {
 	r := res
 	r.Steps = append([]v1alpha1.StepResult(nil), res.Steps...)
 	r.Changes = append([]v1alpha1.FileChange(nil), res.Changes...)
+	r.Findings = append([]v1alpha1.Finding(nil), res.Findings...)
 	return r
+}
+
+// cutFindings shortens each finding's summary to n bytes and drops its repair words and path.
+func cutFindings(r *v1alpha1.ExecutorResult, n int) {
+	for i := range r.Findings {
+		f := &r.Findings[i]
+		f.Summary, f.Repair, f.Path = cut(f.Summary, n), "", ""
+	}
 }
 
 // cutDiffs keeps the first n lines of each diff.

@@ -71,3 +71,37 @@ func TestTerminationMessageFits(t *testing.T) {
 		}
 	}
 }
+
+// TestADiagnosisWithManyFindingsKeepsEveryErrorsSignatureAndFix: the manager decides on the findings' signatures
+// and fixes, so a diagnosis too long for a termination message loses words and warnings first, never an error's
+// signature or fix.
+func TestADiagnosisWithManyFindingsKeepsEveryErrorsSignatureAndFix(t *testing.T) {
+	res := v1alpha1.ExecutorResult{RemediationID: "nr", Outcome: v1alpha1.OutcomeNoChange, Message: strings.Repeat("summary ", 200)}
+	for i := range 12 {
+		res.Findings = append(res.Findings,
+			v1alpha1.Finding{Severity: v1alpha1.SeverityWarning, Signature: v1alpha1.SignatureCNINotInitialized,
+				Summary: fmt.Sprintf("warning %d: %s", i, strings.Repeat("w", 400)), Path: "/etc/cni/net.d/x"},
+			v1alpha1.Finding{Severity: v1alpha1.SeverityError, Signature: v1alpha1.SignatureCNIVersionIncompatible, Fix: v1alpha1.ActionInstallReferencePlugins,
+				Summary: fmt.Sprintf("error %d: %s", i, strings.Repeat("e", 400)), Repair: strings.Repeat("r", 200)})
+	}
+	msg := TerminationMessage(res, TerminationMessageLimit)
+	if len(msg) > TerminationMessageLimit {
+		t.Fatalf("%d bytes, over the limit", len(msg))
+	}
+	var got v1alpha1.ExecutorResult
+	if err := json.Unmarshal(msg, &got); err != nil {
+		t.Fatal(err)
+	}
+	errors := 0
+	for _, f := range got.Findings {
+		if f.Severity == v1alpha1.SeverityError {
+			errors++
+			if f.Signature != v1alpha1.SignatureCNIVersionIncompatible || f.Fix != v1alpha1.ActionInstallReferencePlugins {
+				t.Errorf("an error lost its signature or fix: %+v", f)
+			}
+		}
+	}
+	if errors != 12 {
+		t.Errorf("%d of 12 errors kept", errors)
+	}
+}

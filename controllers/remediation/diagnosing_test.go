@@ -1,0 +1,208 @@
+package remediation
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
+)
+
+// The Diagnosing phase: an event is a hint, the node is the evidence (docs/security.md).
+
+// TestTheNodesDiagnosisConfirmsBeforeAnyoneIsAskedToApprove: a repair is diagnosed on the node first, without an
+// approval or a cordon, and the approver is asked only once the node confirmed it, with the findings recorded.
+func TestTheNodesDiagnosisConfirmsBeforeAnyoneIsAskedToApprove(t *testing.T) {
+	h := newHarness(t, "confirm")
+	node := h.node("w1")
+	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Approval.Mode = v1alpha1.ApprovalManual })
+	h.runKubelet(kubelet{outcome: succeeded})
+	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
+
+	pending := h.waitPhase(nr.Name, v1alpha1.PhaseAwaitingApproval)
+	if got := phases(pending); !slices.Equal(got, []v1alpha1.Phase{v1alpha1.PhaseDetected, v1alpha1.PhaseDiagnosing, v1alpha1.PhaseAwaitingApproval}) {
+		t.Errorf("history %v", got)
+	}
+	d := pending.Status.Diagnosis
+	if d == nil || d.Confirmed != string(v1alpha1.SignatureCNIVersionIncompatible) || len(d.Findings) != 1 {
+		t.Fatalf("diagnosis %+v: want it recorded, confirming the signature", d)
+	}
+	if len(h.podsOf(nr.Name, componentDiagnosis)) != 1 {
+		t.Error("want exactly one diagnosis pod")
+	}
+	h.assertUntouched(node.Name, nr.Name)
+	// Approved, the repair goes on as before: the diagnosis pod is not the repair's executor.
+	h.annotate(nr.Name, v1alpha1.AnnotationApprove, "true")
+	h.waitPhase(nr.Name, v1alpha1.PhaseSucceeded)
+	if len(h.executorPods(nr.Name)) != 1 {
+		t.Error("want one executor pod for the repair")
+	}
+}
+
+// TestANodeThatShowsNothingWrongEndsNotConfirmedAndUntouched: evidence the node does not bear out (forged events,
+// or a failure that cleared) ends the remediation NotConfirmed under an Automatic policy: nothing cordoned, drained
+// or run, and the end names what claimed the failure.
+func TestANodeThatShowsNothingWrongEndsNotConfirmedAndUntouched(t *testing.T) {
+	h := newHarness(t, "notconf")
+	node := h.node("w1")
+	p := h.policy("p", nil) // Automatic
+	h.runKubelet(kubelet{outcome: succeeded, diagnosis: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
+		return diagnosisFinding(pod, v1alpha1.Finding{Severity: v1alpha1.SeverityWarning, Summary: "containerd 1.6.2 has a teardown bug"})
+	}})
+	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible, func(nr *v1alpha1.NodeRemediation) {
+		nr.Spec.Evidence.Pods = []v1alpha1.PodReference{{Namespace: "tenant", Name: "bait"}}
+	})
+	done := h.waitPhase(nr.Name, v1alpha1.PhaseNotConfirmed)
+	if done.Status.Reason != ReasonNotConfirmed || !strings.Contains(done.Status.Message, "tenant/bait") ||
+		!strings.Contains(done.Status.Message, "nothing was changed on the node") {
+		t.Errorf("reason %s: %q; want NotConfirmed naming the pods that claimed the failure", done.Status.Reason, done.Status.Message)
+	}
+	if done.Status.Approval != nil {
+		t.Error("an unconfirmed failure was approved")
+	}
+	h.assertUntouched(node.Name, nr.Name)
+}
+
+// TestAnotherRepairableCauseOnTheNodeReaimsTheRemediation: the events said "cni plugin not initialized", the node
+// shows a conflist without cniVersion (and the runtime's network not ready, which follows from it): the remediation
+// keeps its hypothesis and repairs the most specific cause the node shows.
+func TestAnotherRepairableCauseOnTheNodeReaimsTheRemediation(t *testing.T) {
+	h := newHarness(t, "reaim")
+	node := h.node("w1")
+	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Approval.Mode = v1alpha1.ApprovalManual })
+	h.runKubelet(kubelet{diagnosis: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
+		return diagnosisFinding(pod,
+			v1alpha1.Finding{Severity: v1alpha1.SeverityWarning, Signature: v1alpha1.SignatureCNINotInitialized, Summary: "10-lab.conflist has mode 0600"},
+			// The consequence the events named is there too; the more specific cause is what is repaired.
+			v1alpha1.Finding{Severity: v1alpha1.SeverityError, Signature: v1alpha1.SignatureCNINotInitialized, Summary: "The runtime reports its network not ready"},
+			v1alpha1.Finding{Severity: v1alpha1.SeverityError, Signature: v1alpha1.SignatureCNIVersionMissing, Summary: "10-lab.conflist has no cniVersion", Path: "/etc/cni/net.d/10-lab.conflist"})
+	}})
+	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNINotInitialized)
+	pending := h.waitPhase(nr.Name, v1alpha1.PhaseAwaitingApproval)
+	if pending.Spec.Signature != string(v1alpha1.SignatureCNINotInitialized) || pending.Status.Diagnosis.Confirmed != string(v1alpha1.SignatureCNIVersionMissing) {
+		t.Errorf("hypothesis %s, confirmed %s: want both kept", pending.Spec.Signature, pending.Status.Diagnosis.Confirmed)
+	}
+	if pending.Status.Action != v1alpha1.ActionSetCNIVersion || pending.Status.Plan == nil ||
+		!slices.ContainsFunc(pending.Status.Plan.Steps, func(s v1alpha1.PlanStep) bool { return s.Type == v1alpha1.StepSetCNIVersion }) {
+		t.Errorf("action %s plan %+v: want the repair of what the node shows", pending.Status.Action, pending.Status.Plan)
+	}
+	h.assertUntouched(node.Name, nr.Name)
+}
+
+// TestAFailureNoNodeRepairFixesEscalatesWithTheFindings: the node shows errors, none of a cause cnimedic repairs
+// on a node: a person gets the findings, and the node is never cordoned.
+func TestAFailureNoNodeRepairFixesEscalatesWithTheFindings(t *testing.T) {
+	h := newHarness(t, "norepair")
+	node := h.node("w1")
+	p := h.policy("p", nil)
+	h.runKubelet(kubelet{outcome: succeeded, diagnosis: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
+		return diagnosisFinding(pod, v1alpha1.Finding{Severity: v1alpha1.SeverityError, Summary: "flanneld has not written /run/flannel/subnet.env"})
+	}})
+	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
+	done := h.waitPhase(nr.Name, v1alpha1.PhaseEscalated)
+	if done.Status.Reason != ReasonNoNodeRepair || !strings.Contains(done.Status.Message, "subnet.env") {
+		t.Errorf("reason %s: %q", done.Status.Reason, done.Status.Message)
+	}
+	h.assertUntouched(node.Name, nr.Name)
+}
+
+// TestARewriteIsNotChosenWhenTheLoopbackPluginCannotServeIt is the first seed as an independently built cluster had
+// it (issue 17): every reference plugin at v0.9.1, loopback included. Rewriting the conflist's cniVersion cannot
+// help (containerd asks loopback for 1.0.0), so the plan upgrades the plugins when the policy allows it, and
+// otherwise the remediation escalates saying what the policy would have to allow, before any cordon.
+func TestARewriteIsNotChosenWhenTheLoopbackPluginCannotServeIt(t *testing.T) {
+	loopback := func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
+		return diagnosisFinding(pod,
+			v1alpha1.Finding{Severity: v1alpha1.SeverityError, Signature: v1alpha1.SignatureCNIVersionIncompatible, Summary: "bridge supports up to 0.4.0, the conflist asks for 1.0.0"},
+			v1alpha1.Finding{Severity: v1alpha1.SeverityError, Signature: v1alpha1.SignatureCNIVersionIncompatible, Fix: v1alpha1.ActionInstallReferencePlugins,
+				Summary: "The loopback plugin /opt/cni/bin/loopback supports only 0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, but containerd 1.6.20~ds1 configures the loopback interface with CNI 1.0.0"})
+	}
+	for _, tc := range []struct {
+		name     string
+		policy   func(*v1alpha1.RemediationPolicySpec)
+		wantPlan bool
+	}{
+		{"the default policy upgrades the plugins", func(s *v1alpha1.RemediationPolicySpec) { s.Approval.Mode = v1alpha1.ApprovalManual }, true},
+		{"a policy that forbids installing plugins escalates", func(s *v1alpha1.RemediationPolicySpec) {
+			s.Repair.InstallReferencePlugins = ptr.To(false)
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, fmt.Sprintf("loopback-%v", tc.wantPlan))
+			node := h.node("w1")
+			p := h.policy("p", tc.policy)
+			h.runKubelet(kubelet{outcome: succeeded, diagnosis: loopback})
+			nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
+			if !tc.wantPlan {
+				done := h.waitPhase(nr.Name, v1alpha1.PhaseEscalated)
+				if done.Status.Reason != ReasonPlanCannotSucceed || !strings.Contains(done.Status.Message, "InstallReferencePlugins") {
+					t.Errorf("reason %s: %q", done.Status.Reason, done.Status.Message)
+				}
+				h.assertUntouched(node.Name, nr.Name)
+				return
+			}
+			pending := h.waitPhase(nr.Name, v1alpha1.PhaseAwaitingApproval)
+			if pending.Status.Action != v1alpha1.ActionInstallReferencePlugins || pending.Status.Plan == nil ||
+				slices.ContainsFunc(pending.Status.Plan.Steps, func(s v1alpha1.PlanStep) bool { return s.Type == v1alpha1.StepSetCNIVersion }) {
+				t.Errorf("action %s plan %+v: a rewrite cannot repair this node", pending.Status.Action, pending.Status.Plan)
+			}
+		})
+	}
+}
+
+// TestDiagnosesAreCappedClusterWide: a flood of remediations (a storm that slipped through, or forged evidence)
+// never runs more than the cap of diagnosis pods at once.
+func TestDiagnosesAreCappedClusterWide(t *testing.T) {
+	h := newHarness(t, "cap")
+	p := h.policy("p", nil)
+	h.runKubelet(kubelet{diagnosis: func(*corev1.Pod) *v1alpha1.ExecutorResult { return nil }}) // they never end
+	var names []string
+	for i := range defaultMaxDiagnoses + 3 {
+		node := h.node(fmt.Sprintf("w%d", i))
+		names = append(names, h.remediation(fmt.Sprintf("nr%d", i), node.Name, p, v1alpha1.SignatureCNIVersionIncompatible).Name)
+	}
+	count := func() int {
+		n := 0
+		for _, name := range names {
+			n += len(h.podsOf(name, componentDiagnosis))
+		}
+		return n
+	}
+	h.eventually(func() error {
+		if n := count(); n < defaultMaxDiagnoses {
+			return fmt.Errorf("%d diagnosis pods so far", n)
+		}
+		return nil
+	}, "the cap's worth of diagnoses start")
+	time.Sleep(500 * time.Millisecond) // several poll intervals
+	if n := count(); n != defaultMaxDiagnoses {
+		t.Errorf("%d diagnosis pods run at once, want at most %d", n, defaultMaxDiagnoses)
+	}
+}
+
+// TestOneNodeIsNotDiagnosedBackToBack: a node's diagnoses are at least DiagnosisInterval apart, whatever opens the
+// remediations.
+func TestOneNodeIsNotDiagnosedBackToBack(t *testing.T) {
+	h := newHarness(t, "backtoback")
+	h.diagnosisInterval = time.Minute
+	h.restart()
+	node := h.node("w1")
+	p := h.policy("p", nil)
+	h.runKubelet(kubelet{diagnosis: func(pod *corev1.Pod) *v1alpha1.ExecutorResult { return diagnosisFinding(pod) }})
+	first := h.remediation("first", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
+	h.waitPhase(first.Name, v1alpha1.PhaseNotConfirmed)
+
+	second := h.remediation("second", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
+	h.waitPhase(second.Name, v1alpha1.PhaseDiagnosing)
+	time.Sleep(500 * time.Millisecond) // several poll intervals
+	if n := len(h.podsOf(second.Name, componentDiagnosis)); n != 0 {
+		t.Fatalf("node diagnosed again at once (%d pods)", n)
+	}
+	h.clock.Step(61 * time.Second)
+	h.waitPhase(second.Name, v1alpha1.PhaseNotConfirmed)
+}
