@@ -48,6 +48,9 @@ func (r *Reconciler) decide(s *scope) decision {
 			p.Name, st.ExecutorImage, nr.Spec.NodeName)}
 	}
 	if fix, f := fixTheNodeNeeds(st.Diagnosis, st.Action); fix != "" {
+		if fix == v1alpha1.ActionEscalate {
+			return decision{ReasonNoNodeRepair, fmt.Sprintf("node %s shows %q, which no node repair fixes: %s Nothing was changed on the node", nr.Spec.NodeName, f.Summary, f.Repair)}
+		}
 		if !policy.Allows(p, fix) || (fix == v1alpha1.ActionInstallReferencePlugins && p.Spec.Repair.InstallReferencePlugins != nil && !*p.Spec.Repair.InstallReferencePlugins) {
 			return decision{ReasonPlanCannotSucceed, fmt.Sprintf("node %s shows %q, which only %s repairs (%s would leave it broken); policy %s does not allow %s: allow it in spec.allowedActions (and spec.repair.installReferencePlugins for InstallReferencePlugins), or repair the node by hand. Nothing was changed on the node",
 				nr.Spec.NodeName, f.Summary, fix, st.Action, p.Name, fix)}

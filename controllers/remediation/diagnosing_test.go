@@ -206,3 +206,25 @@ func TestOneNodeIsNotDiagnosedBackToBack(t *testing.T) {
 	h.clock.Step(61 * time.Second)
 	h.waitPhase(second.Name, v1alpha1.PhaseNotConfirmed)
 }
+
+// TestAConfDirEmptiedOfEveryNetworkEscalatesWithoutADrain (issue 17): with no network configuration where
+// containerd would be pointed, no node repair helps; the remediation escalates at once, nothing drained, instead
+// of draining, changing nothing and rolling back three times.
+func TestAConfDirEmptiedOfEveryNetworkEscalatesWithoutADrain(t *testing.T) {
+	h := newHarness(t, "emptyconf")
+	node := h.node("w1")
+	p := h.policy("p", nil) // Automatic
+	h.runKubelet(kubelet{outcome: succeeded, diagnosis: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
+		return diagnosisFinding(pod,
+			v1alpha1.Finding{Severity: v1alpha1.SeverityError, Signature: v1alpha1.SignatureCNINotInitialized, Fix: v1alpha1.ActionEscalate,
+				Summary: "No network configuration in /etc/cni/net.d, the directory containerd reads (conf_dir)",
+				Repair:  "Check that the CNI provider's DaemonSet runs on this node."},
+			v1alpha1.Finding{Severity: v1alpha1.SeverityError, Signature: v1alpha1.SignatureCNINotInitialized, Summary: "The runtime reports its network not ready"})
+	}})
+	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNINotInitialized)
+	done := h.waitPhase(nr.Name, v1alpha1.PhaseEscalated)
+	if done.Status.Reason != ReasonNoNodeRepair || !strings.Contains(done.Status.Message, "No network configuration") {
+		t.Errorf("reason %s: %q", done.Status.Reason, done.Status.Message)
+	}
+	h.assertUntouched(node.Name, nr.Name)
+}

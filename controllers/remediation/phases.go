@@ -80,7 +80,8 @@ func (r *Reconciler) reconcileDetected(ctx context.Context, s *scope) (reconcile
 		s.transition(v1alpha1.PhaseEscalated, ReasonActionNotAllowed, fmt.Sprintf("%s needs %s, which policy %s does not allow (spec.allowedActions); %s",
 			nr.Spec.Signature, action, p.Name, escalationMessage(nr)))
 		return reconcile.Result{}, nil
-	case action == v1alpha1.ActionDiagnose:
+	case action == v1alpha1.ActionDiagnose && isCustomSignature(p, nr.Spec.Signature):
+		// A policy's own signature that asks only for a diagnosis: recorded, and left to a person.
 		return r.reconcileDiagnose(ctx, s)
 	}
 	failed, err := r.failedAttempts(ctx, nr)
@@ -92,7 +93,7 @@ func (r *Reconciler) reconcileDetected(ctx context.Context, s *scope) (reconcile
 			failed, nr.Spec.NodeName, p.Spec.Retry.MaxAttempts, v1alpha1.LabelNode, nr.Spec.NodeName))
 		return reconcile.Result{}, nil
 	}
-	if action.IsNodeAction() {
+	if action.IsNodeAction() || action == v1alpha1.ActionDiagnose {
 		// The node is the evidence: its read-only diagnosis confirms the failure before anyone is asked to approve.
 		// (RestartCNIAgentPod's cause, the plugin's credentials, is not something the node's files show: it relies on
 		// the kubelet-written pod status detection requires, and is never approved by policy for a request by hand.)
@@ -188,6 +189,16 @@ func (r *Reconciler) approve(s *scope, source string) (reconcile.Result, error) 
 	s.setCondition(v1alpha1.RemediationApproved, metav1.ConditionTrue, ReasonApproved, "approved by "+source)
 	s.transition(v1alpha1.PhaseApproved, ReasonApproved, fmt.Sprintf("approved by %s (digest %s)", source, short(s.nr.Status.Digest)))
 	return reconcile.Result{Requeue: true}, nil
+}
+
+// isCustomSignature says whether the signature is one of the policy's own.
+func isCustomSignature(p *v1alpha1.RemediationPolicy, sig string) bool {
+	for _, c := range p.Spec.CustomSignatures {
+		if c.Name == sig {
+			return true
+		}
+	}
+	return false
 }
 
 // requestedByHand: the remediation carries none of the detection's evidence (the admission policy lets only the

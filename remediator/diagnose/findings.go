@@ -62,7 +62,9 @@ func findings(r Report) []Finding {
 	if len(r.ConfLists) == 0 {
 		add(Finding{Severity: Error, Signature: sigNotInitialized, Path: r.ConfDir,
 			Summary: fmt.Sprintf("No network configuration in %s, the directory containerd reads (conf_dir): the runtime reports \"cni plugin not initialized\" and no pod gets a network.", r.ConfDir),
-			Repair:  "Check that the CNI provider's DaemonSet runs on this node and that containerd's conf_dir points where it writes its conflist."})
+			Repair:  "Check that the CNI provider's DaemonSet runs on this node and that containerd's conf_dir points where it writes its conflist.",
+			// Nothing on the node to repair: pointing containerd at this directory, or restarting it, changes nothing.
+			Fix: v1alpha1.ActionEscalate})
 	}
 	for i, cl := range r.ConfLists {
 		if !cl.Valid() {
