@@ -19,6 +19,8 @@ const (
 	HoldRetryLimit HoldKind = "RetryLimit" // the retry cap: nothing opens on the node until that remediation is deleted
 	HoldCooldown   HoldKind = "Cooldown"   // a failed, rolled-back or rejected repair ended less than retry.cooldown ago
 	HoldEscalated  HoldKind = "Escalated"  // the escalated failure is not escalated again while it persists
+	// HoldNotConfirmed: the failure the node's diagnosis did not confirm is not opened again while it persists.
+	HoldNotConfirmed HoldKind = "NotConfirmed"
 )
 
 // HeldOff is a node on which detection holds new incidents off, and why.
@@ -81,12 +83,19 @@ func (w *world) heldOff() []HeldOff {
 		}
 	}
 	for _, nr := range latestSame {
-		if nr.Status.Phase != v1alpha1.PhaseEscalated || nr.Status.Reason == "RetryLimitReached" || wholeNode[nr.Spec.NodeName] {
+		if wholeNode[nr.Spec.NodeName] {
 			continue
 		}
-		out = append(out, HeldOff{Node: nr.Spec.NodeName, By: nr.Name, Kind: HoldEscalated, Signature: nr.Spec.Signature,
-			Detail: fmt.Sprintf("%s is not escalated again while its failure persists (other failures open their own); delete %s to ask again",
-				nr.Spec.Signature, nr.Name)})
+		switch {
+		case nr.Status.Phase == v1alpha1.PhaseEscalated && nr.Status.Reason != "RetryLimitReached":
+			out = append(out, HeldOff{Node: nr.Spec.NodeName, By: nr.Name, Kind: HoldEscalated, Signature: nr.Spec.Signature,
+				Detail: fmt.Sprintf("%s is not escalated again while its failure persists (other failures open their own); delete %s to ask again",
+					nr.Spec.Signature, nr.Name)})
+		case nr.Status.Phase == v1alpha1.PhaseNotConfirmed:
+			out = append(out, HeldOff{Node: nr.Spec.NodeName, By: nr.Name, Kind: HoldNotConfirmed, Signature: nr.Spec.Signature,
+				Detail: fmt.Sprintf("%s was not confirmed by the node's diagnosis: not opened again while the same failure persists (other failures open their own); delete %s to ask again",
+					nr.Spec.Signature, nr.Name)})
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Node != out[j].Node {

@@ -229,6 +229,7 @@ func TestHoldOffAfterEachEnd(t *testing.T) {
 		{"an escalated failure that persists, a minute later", []*v1alpha1.NodeRemediation{ended(plugin, v1alpha1.PhaseEscalated, "Escalated", time.Minute)}, persisting, true},
 		{"an escalated failure that persists, hours later (past any cooldown)", []*v1alpha1.NodeRemediation{ended(plugin, v1alpha1.PhaseEscalated, "Escalated", 5*time.Hour)}, persisting, true},
 		{"an escalated failure that began again after the end", []*v1alpha1.NodeRemediation{ended(plugin, v1alpha1.PhaseEscalated, "Escalated", time.Minute)}, recurred, false},
+		{"a failure the node's diagnosis did not confirm, that persists", []*v1alpha1.NodeRemediation{ended(plugin, v1alpha1.PhaseNotConfirmed, "NotConfirmed", time.Minute)}, persisting, true},
 		{"another failure after an escalation", []*v1alpha1.NodeRemediation{ended(plugin, v1alpha1.PhaseEscalated, "Escalated", time.Minute)}, other, false},
 		{"any failure after the retry cap", []*v1alpha1.NodeRemediation{ended(plugin, v1alpha1.PhaseEscalated, reasonRetryLimitReached, 5*time.Hour)}, other, true},
 		{"any failure inside the cooldown of a rolled-back repair", []*v1alpha1.NodeRemediation{ended(plugin, v1alpha1.PhaseRolledBack, "VerificationFailed", time.Minute)}, other, true},

@@ -146,7 +146,8 @@ type hold struct {
 //     until a person deletes that remediation: cnimedic takes no further action on it.
 //   - After a repair that acted on the node and did not succeed (Failed, RolledBack) or a rejection, nothing new
 //     opens on the node for retry.cooldown after that end: the node was left to a person.
-//   - After an escalation, the same signature opens nothing again while its failure persists: while the node still
+//   - After an escalation (or a diagnosis that did not confirm the failure, NotConfirmed), the same signature opens
+//     nothing again while its failure persists: while the node still
 //     shows a failure that began before the escalation ended (a confirmed pod failing since then, or the node
 //     condition carrying it since then), whatever retry.cooldown says. A failure that begins after the end opens a
 //     new remediation; another signature opens its own at once (an escalation touched nothing).
@@ -178,11 +179,15 @@ func holdOff(p *v1alpha1.RemediationPolicy, ended []*v1alpha1.NodeRemediation, c
 			}
 		}
 	}
-	if latestSame != nil && latestSame.Status.Phase == v1alpha1.PhaseEscalated {
+	if latestSame != nil && (latestSame.Status.Phase == v1alpha1.PhaseEscalated || latestSame.Status.Phase == v1alpha1.PhaseNotConfirmed) {
 		end := endOf(latestSame)
 		if began := c.began(); !began.IsZero() && !began.After(end) {
-			return &hold{latestSame, fmt.Sprintf("%s on node %s was escalated by remediation %s and still shows (failing since %s): it is not opened again while it persists; delete %s to ask again",
-				c.signature, latestSame.Spec.NodeName, latestSame.Name, began.UTC().Format(time.RFC3339), latestSame.Name)}
+			verb := "was escalated by"
+			if latestSame.Status.Phase == v1alpha1.PhaseNotConfirmed {
+				verb = "was not confirmed by the node's diagnosis in"
+			}
+			return &hold{latestSame, fmt.Sprintf("%s on node %s %s remediation %s and still shows (failing since %s): it is not opened again while it persists; delete %s to ask again",
+				c.signature, latestSame.Spec.NodeName, verb, latestSame.Name, began.UTC().Format(time.RFC3339), latestSame.Name)}
 		}
 	}
 	return nil
