@@ -71,7 +71,7 @@ func TestVerificationFailureRollsBack(t *testing.T) {
 		},
 		wantPhase:   v1alpha1.PhaseRolledBack,
 		unrepaired:  true,
-		wantReasons: []string{"Detected", "Approved", "Cordoned", "Drained", "ExecutorStarted", "Repaired", "Verifying", "VerificationFailed", "RolledBack"},
+		wantReasons: []string{"Detected", "Approved", "Cordoned", "Drained", "ExecutorStarted", "Repaired", "Verifying", "VerificationFailed", "RollingBack", "RolledBack"},
 		check: func(t *testing.T, r *run) {
 			if v := conflistVersion(t, r); v != "1.1.0" {
 				t.Errorf("after the rollback the conflist's cniVersion is %q, want the original 1.1.0 back", v)

@@ -77,12 +77,13 @@ type PodReference struct {
 }
 
 // Phase is where a NodeRemediation is in its workflow.
-// +kubebuilder:validation:Enum=Detected;Diagnosing;AwaitingApproval;Approved;Draining;Repairing;Verifying;Succeeded;Failed;RolledBack;Rejected;Escalated;NotConfirmed
+// +kubebuilder:validation:Enum=Detected;Diagnosing;AwaitingApproval;Approved;Draining;Repairing;Verifying;RollingBack;Succeeded;Failed;RolledBack;Rejected;Escalated;NotConfirmed
 type Phase string
 
 // The phases of the design: Detected → Diagnosing → AwaitingApproval → Approved → Draining → Repairing → Verifying
 // → Succeeded, and the ends Failed, RolledBack, Rejected, Escalated and NotConfirmed (the node's own diagnosis did
-// not confirm the evidence; nothing was touched).
+// not confirm the evidence; nothing was touched). A failed verification goes through RollingBack, while the executor
+// undoes the repair, to RolledBack (or Failed).
 const (
 	PhaseDetected         Phase = "Detected"
 	PhaseDiagnosing       Phase = "Diagnosing"
@@ -92,6 +93,7 @@ const (
 	PhaseDraining         Phase = "Draining"
 	PhaseRepairing        Phase = "Repairing"
 	PhaseVerifying        Phase = "Verifying"
+	PhaseRollingBack      Phase = "RollingBack"
 	PhaseSucceeded        Phase = "Succeeded"
 	PhaseFailed           Phase = "Failed"
 	PhaseRolledBack       Phase = "RolledBack"
@@ -112,7 +114,7 @@ func (p Phase) IsTerminal() bool {
 // node may be cordoned until it is uncordoned or handed back.
 func (p Phase) HoldsNode() bool {
 	switch p {
-	case PhaseDraining, PhaseRepairing, PhaseVerifying:
+	case PhaseDraining, PhaseRepairing, PhaseVerifying, PhaseRollingBack:
 		return true
 	}
 	return false

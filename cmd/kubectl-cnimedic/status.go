@@ -164,7 +164,7 @@ func displayPhase(p v1alpha1.Phase) v1alpha1.Phase {
 
 // openPhases is the workflow's order of the phases before an end.
 var openPhases = []v1alpha1.Phase{"New", v1alpha1.PhaseDetected, v1alpha1.PhaseDiagnosing, v1alpha1.PhaseAwaitingApproval, v1alpha1.PhaseApproved,
-	v1alpha1.PhaseDraining, v1alpha1.PhaseRepairing, v1alpha1.PhaseVerifying}
+	v1alpha1.PhaseDraining, v1alpha1.PhaseRepairing, v1alpha1.PhaseVerifying, v1alpha1.PhaseRollingBack}
 
 func writeStatus(out io.Writer, rep StatusReport, now time.Time) error {
 	// Condition messages come from the cluster: a terminal escape in one is shown, not obeyed.

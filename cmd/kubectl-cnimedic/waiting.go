@@ -85,7 +85,7 @@ func (w *world) waitOf(nr *v1alpha1.NodeRemediation) *Wait {
 		return nil
 	}
 	p, ok := w.policies[nr.Spec.PolicyName]
-	if !ok && phase != v1alpha1.PhaseDraining && phase != v1alpha1.PhaseRepairing && phase != v1alpha1.PhaseVerifying {
+	if !ok && !phase.HoldsNode() {
 		return &Wait{WaitPolicyMissing, fmt.Sprintf("policy %s does not exist: the repair will be rejected", nr.Spec.PolicyName)}
 	}
 	switch phase {
@@ -126,6 +126,8 @@ func (w *world) waitOf(nr *v1alpha1.NodeRemediation) *Wait {
 		return &Wait{WaitExecutor, fmt.Sprintf("executor pod %s (attempt %d)", nr.Status.ExecutorPod, nr.Status.Attempt)}
 	case v1alpha1.PhaseVerifying:
 		return &Wait{WaitVerification, "the node's local check and the canary pod"}
+	case v1alpha1.PhaseRollingBack:
+		return &Wait{WaitExecutor, fmt.Sprintf("the executor undoes the repair (pod %s); the node stays cordoned", nr.Status.ExecutorPod)}
 	}
 	return nil
 }

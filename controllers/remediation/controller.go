@@ -2,6 +2,7 @@
 // phases and safety rules of the design:
 //
 //	Detected → Diagnosing → AwaitingApproval → Approved → Draining → Repairing → Verifying → Succeeded
+//	                                                                        Verifying → RollingBack → RolledBack
 //	ends: Failed, RolledBack, Rejected, Escalated, NotConfirmed
 //
 // Each phase is a function of the scope (the remediation, its policy, its node, the time); the status is written
@@ -194,6 +195,8 @@ func (r *Reconciler) reconcilePhase(ctx context.Context, s *scope) (reconcile.Re
 		return r.reconcileRepairing(ctx, s)
 	case v1alpha1.PhaseVerifying:
 		return r.reconcileVerifying(ctx, s)
+	case v1alpha1.PhaseRollingBack:
+		return r.followRollback(ctx, s)
 	}
 	return reconcile.Result{}, fmt.Errorf("unknown phase %q", phase)
 }
@@ -258,7 +261,7 @@ func actionFor(p v1alpha1.Phase) string {
 		return actionDrain
 	case v1alpha1.PhaseRepairing:
 		return actionRepair
-	case v1alpha1.PhaseVerifying:
+	case v1alpha1.PhaseVerifying, v1alpha1.PhaseRollingBack:
 		return actionVerify
 	case v1alpha1.PhaseEscalated:
 		return actionEscalate

@@ -64,6 +64,7 @@ const (
 	ReasonNoNodeRepair            = "NoNodeRepair"
 	ReasonNotConfirmed            = "NotConfirmed"
 	ReasonPlanCannotSucceed       = "PlanCannotSucceed"
+	ReasonRollingBack             = "RollingBack"
 )
 
 // Event actions (events.k8s.io's "action": what cnimedic did).

@@ -2,6 +2,7 @@ package remediation
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -292,6 +293,10 @@ func TestFailedVerificationRollsBack(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	h.clock.Step(6 * time.Minute)
 	done := h.waitPhase(nr.Name, v1alpha1.PhaseRolledBack)
+	// The rollback shows as a phase of its own in kubectl get -w, and holds the node while it runs.
+	if got := phases(done); !slices.Equal(got[len(got)-3:], []v1alpha1.Phase{v1alpha1.PhaseVerifying, v1alpha1.PhaseRollingBack, v1alpha1.PhaseRolledBack}) {
+		t.Errorf("history %v: want Verifying, RollingBack, RolledBack at the end", got)
+	}
 	if !strings.Contains(done.Status.Message, "verification failed") || !strings.Contains(done.Status.Message, "stays cordoned") {
 		t.Errorf("message %q must say verification failed and the node stays cordoned", done.Status.Message)
 	}

@@ -26,9 +26,6 @@ import (
 // node stays cordoned.
 func (r *Reconciler) reconcileVerifying(ctx context.Context, s *scope) (reconcile.Result, error) {
 	nr, p := s.nr, s.policy
-	if c := meta.FindStatusCondition(nr.Status.Conditions, v1alpha1.RemediationVerified); c != nil && c.Status == metav1.ConditionFalse {
-		return r.followRollback(ctx, s)
-	}
 	deadline := phaseSince(nr, v1alpha1.PhaseVerifying, s.now).Add(p.Spec.Verification.Timeout.Duration)
 
 	ok, why := nodeReady(s.node)
@@ -63,40 +60,28 @@ func (r *Reconciler) reconcileVerifying(ctx context.Context, s *scope) (reconcil
 	}
 	msg := fmt.Sprintf("verification failed after %s: %s", p.Spec.Verification.Timeout.Duration, why)
 	s.setCondition(v1alpha1.RemediationVerified, metav1.ConditionFalse, ReasonVerificationFailed, msg)
-	s.event(warning, ReasonVerificationFailed, actionVerify, msg+"; asking the executor to roll back")
+	s.event(warning, ReasonVerificationFailed, actionVerify, msg)
+	s.transition(v1alpha1.PhaseRollingBack, ReasonRollingBack, msg+"; the executor undoes the repair")
 	return r.followRollback(ctx, s)
 }
 
 // followRollback runs the executor's rollback of this remediation and ends RolledBack or Failed. The node stays
 // cordoned either way: a person decides what comes next.
 func (r *Reconciler) followRollback(ctx context.Context, s *scope) (reconcile.Result, error) {
-	res, pod, lost, err := r.runExecutor(ctx, s, modeRollback)
-	if err != nil {
-		return reconcile.Result{}, err
-	}
 	verifyMsg := ""
+	// The rollback started when the verification failed (the Verified condition's transition, on our clock).
+	started := s.now
 	if c := meta.FindStatusCondition(s.nr.Status.Conditions, v1alpha1.RemediationVerified); c != nil {
-		verifyMsg = c.Message
+		verifyMsg, started = c.Message, c.LastTransitionTime.Time
 	}
+	res, wait, failed, err := r.awaitExecutor(ctx, s, modeRollback, started)
 	switch {
-	case lost != "":
-		s.transition(v1alpha1.PhaseFailed, ReasonExecutorLost, verifyMsg+"; the rollback's "+lost+"; "+humanHint(s))
-	case res == nil:
-		if pod != nil {
-			// The rollback started when the verification failed (the Verified condition's transition, on our clock).
-			started := s.now
-			if c := meta.FindStatusCondition(s.nr.Status.Conditions, v1alpha1.RemediationVerified); c != nil {
-				started = c.LastTransitionTime.Time
-			}
-			deadline := started.Add(s.policy.Spec.Executor.Timeout.Duration)
-			if s.now.After(deadline) {
-				_ = r.Client.Delete(ctx, pod, client.PropagationPolicy(metav1.DeletePropagationBackground))
-				s.transition(v1alpha1.PhaseFailed, ReasonExecutorTimeout, verifyMsg+"; the rollback gave no result in time; "+humanHint(s))
-				return reconcile.Result{}, nil
-			}
-			return r.requeueAt(s, deadline), nil
-		}
-		return reconcile.Result{RequeueAfter: r.poll()}, nil
+	case err != nil:
+		return reconcile.Result{}, err
+	case wait != nil:
+		return *wait, nil
+	case failed != nil:
+		s.transition(v1alpha1.PhaseFailed, failed.reason, verifyMsg+"; the rollback's "+failed.message+"; "+humanHint(s))
 	case res.Outcome == v1alpha1.OutcomeRolledBack || res.Outcome == v1alpha1.OutcomeSucceeded || res.Outcome == v1alpha1.OutcomeNoChange:
 		s.nr.Status.Result = res
 		s.transition(v1alpha1.PhaseRolledBack, ReasonRolledBack, verifyMsg+"; every change was rolled back; "+humanHint(s))
