@@ -46,10 +46,20 @@ func TestSignaturesPageCoversTheContract(t *testing.T) {
 	}
 }
 
-// TestSafetyPageNamesRealTests keeps docs/safety.md honest: every test it names as `dir: TestName` (and every
-// further TestName in the same item) is a test function of that directory, so a renamed or deleted test shows here.
+// TestSafetyPageNamesRealTests keeps docs/safety.md and docs/security.md honest: every test they name as
+// `dir: TestName` (and every further TestName in the same item) is a test function of that directory, so a renamed
+// or deleted test shows here.
 func TestSafetyPageNamesRealTests(t *testing.T) {
-	page, err := os.ReadFile("../../docs/safety.md")
+	for _, doc := range []struct {
+		name string
+		min  int // fewer found means the parser is broken
+	}{{"safety.md", 40}, {"security.md", 40}} {
+		checkPage(t, doc.name, doc.min)
+	}
+}
+
+func checkPage(t *testing.T, name string, min int) {
+	page, err := os.ReadFile("../../docs/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,30 +71,30 @@ func TestSafetyPageNamesRealTests(t *testing.T) {
 		m := named.FindStringSubmatch(item)
 		if m == nil {
 			if bare.MatchString(item) {
-				t.Errorf("an item names a test without its directory: %q", strings.SplitN(item, "\n", 2)[0])
+				t.Errorf("docs/%s: an item names a test without its directory: %q", name, strings.SplitN(item, "\n", 2)[0])
 			}
 			continue
 		}
 		dir := m[1]
 		for _, loc := range named.FindAllStringSubmatchIndex(item, -1) {
 			dir = item[loc[2]:loc[3]]
-			checked += checkTest(t, dir, item[loc[4]:loc[5]])
+			checked += checkTest(t, name, dir, item[loc[4]:loc[5]])
 			// Bare names that follow belong to this directory until the next named one.
 			rest := item[loc[1]:]
 			if next := named.FindStringIndex(rest); next != nil {
 				rest = rest[:next[0]]
 			}
 			for _, b := range bare.FindAllStringSubmatch(rest, -1) {
-				checked += checkTest(t, dir, b[1])
+				checked += checkTest(t, name, dir, b[1])
 			}
 		}
 	}
-	if checked < 40 {
-		t.Errorf("only %d tests found on the page: the parser is broken", checked)
+	if checked < min {
+		t.Errorf("only %d tests found on docs/%s: the parser is broken", checked, name)
 	}
 }
 
-func checkTest(t *testing.T, dir, name string) int {
+func checkTest(t *testing.T, page, dir, name string) int {
 	t.Helper()
 	files, _ := filepath.Glob(filepath.Join("..", "..", dir, "*_test.go"))
 	def := regexp.MustCompile(`(?m)^func ` + name + `\(`)
@@ -94,6 +104,6 @@ func checkTest(t *testing.T, dir, name string) int {
 			return 1
 		}
 	}
-	t.Errorf("docs/safety.md names %s: %s, which is not a test there", dir, name)
+	t.Errorf("docs/%s names %s: %s, which is not a test there", page, dir, name)
 	return 1
 }
