@@ -48,6 +48,14 @@ const FinalizerReleaseNode = "cnimedic.io/release-node"
 // historyLimit is how many phase transitions a NodeRemediation keeps.
 const historyLimit = 50
 
+// moveOn is the result of a reconcile that moved the remediation into a phase with work of its own: the next phase
+// runs as soon as the status is written. conflictRetry is how soon a reconcile whose write lost a race starts again
+// from what the API server has.
+var (
+	moveOn        = reconcile.Result{RequeueAfter: time.Millisecond}
+	conflictRetry = 100 * time.Millisecond
+)
+
 // Config is the manager-wide configuration of the workflow.
 type Config struct {
 	// Namespace is where executor and canary pods run.
@@ -134,7 +142,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (res 
 		if err := r.patchStatus(ctx, s); err != nil {
 			if apierrors.IsConflict(err) {
 				// Someone else moved it (or our cache was stale): start again from what the API server has.
-				res, retErr = reconcile.Result{Requeue: true}, nil
+				res, retErr = reconcile.Result{RequeueAfter: conflictRetry}, nil
 				return
 			}
 			retErr = errors.Join(retErr, err)
@@ -208,10 +216,11 @@ func (r *Reconciler) patchStatus(ctx context.Context, s *scope) error {
 		s.nr.Status.ObservedGeneration = s.nr.Generation
 		patch := client.MergeFromWithOptions(s.before, client.MergeFromWithOptimisticLock{})
 		if err := r.Client.Status().Patch(ctx, s.nr, patch); err != nil {
-			if apierrors.IsNotFound(err) {
-				return nil
+			if !apierrors.IsNotFound(err) || s.nr.DeletionTimestamp.IsZero() {
+				return client.IgnoreNotFound(err)
 			}
-			return err
+			// Gone because this reconcile let its finalizer go: what it did to the node (released it, left it
+			// cordoned) still happened, and its events say so.
 		}
 	}
 	r.Events.Publish(s.events...)

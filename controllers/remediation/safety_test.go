@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -500,4 +501,49 @@ func TestAgentPodRestartNotAllowedEscalates(t *testing.T) {
 		t.Fatalf("reason %s", done.Status.Reason)
 	}
 	h.assertUntouched(node.Name, nr.Name)
+}
+
+// TestDeletingARolledBackRemediationLeavesTheNodeCordonedAndSaysSo: a person deleting a rolled-back remediation
+// takes the node over; it stays cordoned, cnimedic's mark is removed, and a LeftCordoned event on the Node says so
+// (the event was dropped when the remediation was already gone by the time its status was written).
+func TestDeletingARolledBackRemediationLeavesTheNodeCordonedAndSaysSo(t *testing.T) {
+	h := newHarness(t, "leftcordoned")
+	node := h.node("w1")
+	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) {
+		s.Verification.Timeout = &metav1.Duration{Duration: 5 * time.Minute}
+	})
+	h.runKubelet(kubelet{
+		outcome: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
+			if pod.Spec.Containers[0].Args[0] == "rollback" {
+				return &v1alpha1.ExecutorResult{Outcome: v1alpha1.OutcomeRolledBack, Message: "restored 1 file"}
+			}
+			return succeeded(pod)
+		},
+		canaryRuns: func(*corev1.Pod) bool { return false },
+	})
+	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
+	h.waitPhase(nr.Name, v1alpha1.PhaseVerifying)
+	time.Sleep(300 * time.Millisecond)
+	h.clock.Step(6 * time.Minute)
+	h.waitPhase(nr.Name, v1alpha1.PhaseRolledBack)
+
+	if err := h.c.Delete(h.ctx, h.get(nr.Name)); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually(func() error {
+		list := &eventsv1.EventList{}
+		if err := h.c.List(h.ctx, list); err != nil {
+			return err
+		}
+		for _, e := range list.Items {
+			if e.Reason == ReasonLeftCordoned && e.Regarding.Name == node.Name {
+				return nil
+			}
+		}
+		return fmt.Errorf("no LeftCordoned event on node %s yet", node.Name)
+	}, "the LeftCordoned event")
+	n := h.getNode(node.Name)
+	if !n.Spec.Unschedulable || n.Annotations[v1alpha1.AnnotationCordonedBy] != "" {
+		t.Errorf("unschedulable=%v annotations=%v: the node must stay cordoned, without cnimedic's mark", n.Spec.Unschedulable, n.Annotations)
+	}
 }
