@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -82,19 +84,22 @@ func (r *Reconciler) signatureErrors(p *v1alpha1.RemediationPolicy) []error {
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	p := &v1alpha1.RemediationPolicy{}
 	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
-		return reconcile.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return reconcile.Result{}, nil // deleted: no status to write
+		}
+		return reconcile.Result{}, fmt.Errorf("getting policy %s: %w", req.Name, err)
 	}
 
 	coveredSet, selErr := policy.CoveredNodes(ctx, r.Client, p)
 	covered := len(coveredSet)
 	overlap, err := r.overlap(ctx, p, coveredSet)
 	if err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("finding policies that overlap %s: %w", p.Name, err)
 	}
 	sigErrs := r.signatureErrors(p)
 	active, pending, err := r.remediationCounts(ctx, p.Name)
 	if err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("counting remediations of policy %s: %w", p.Name, err)
 	}
 
 	now := metav1.NewTime(r.Clock.Now())
@@ -121,13 +126,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			conds[i].LastTransitionTime = old.LastTransitionTime
 		}
 	}
-	return reconcile.Result{}, policy.ApplyStatus(ctx, r.Client, p.Name, FieldManager, policy.StatusApply{
+	if err := policy.ApplyStatus(ctx, r.Client, p.Name, FieldManager, policy.StatusApply{
 		ObservedGeneration: ptr.To(desired.ObservedGeneration),
 		Conditions:         conds,
 		CoveredNodes:       ptr.To(desired.CoveredNodes),
 		ActiveRepairs:      ptr.To(desired.ActiveRepairs),
 		PendingApprovals:   ptr.To(desired.PendingApprovals),
-	})
+	}); err != nil {
+		return reconcile.Result{}, fmt.Errorf("applying status of policy %s: %w", p.Name, err)
+	}
+	return reconcile.Result{}, nil
 }
 
 func (r *Reconciler) upToDate(p *v1alpha1.RemediationPolicy, want v1alpha1.RemediationPolicyStatus, conds []metav1.Condition) bool {
@@ -153,7 +161,7 @@ func (r *Reconciler) overlap(ctx context.Context, p *v1alpha1.RemediationPolicy,
 	}
 	policies := &v1alpha1.RemediationPolicyList{}
 	if err := r.Client.List(ctx, policies); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("listing policies: %w", err)
 	}
 	var earlier []*policy.Selector
 	var names []string
@@ -171,7 +179,7 @@ func (r *Reconciler) overlap(ctx context.Context, p *v1alpha1.RemediationPolicy,
 	}
 	nodes := &corev1.NodeList{}
 	if err := r.Client.List(ctx, nodes, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("listing nodes: %w", err)
 	}
 	out := map[string]int{}
 	for i := range nodes.Items {
@@ -196,7 +204,7 @@ func (r *Reconciler) overlap(ctx context.Context, p *v1alpha1.RemediationPolicy,
 func (r *Reconciler) remediationCounts(ctx context.Context, policyName string) (active, pending int, err error) {
 	list := &v1alpha1.NodeRemediationList{}
 	if err := r.Client.List(ctx, list, client.MatchingLabels{v1alpha1.LabelPolicy: policyName}); err != nil {
-		return 0, 0, err
+		return 0, 0, fmt.Errorf("listing remediations of policy %s: %w", policyName, err)
 	}
 	for _, nr := range list.Items {
 		switch {
@@ -265,6 +273,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	allPolicies := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
 		list := &v1alpha1.RemediationPolicyList{}
 		if err := mgr.GetClient().List(ctx, list); err != nil {
+			log.FromContext(ctx).Error(err, "listing policies to recompute their status; each is recomputed at its next event")
 			return nil
 		}
 		reqs := make([]reconcile.Request, 0, len(list.Items))
