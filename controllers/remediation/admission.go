@@ -69,8 +69,11 @@ func (r *Reconciler) reconcileApproved(ctx context.Context, s *scope) (reconcile
 		return reconcile.Result{}, err
 	}
 	admitted, err := r.admit(ctx, s)
-	if err != nil || admitted {
-		return reconcile.Result{Requeue: admitted}, err
+	switch {
+	case err != nil:
+		return reconcile.Result{}, fmt.Errorf("admitting %s to a slot: %w", nr.Name, err)
+	case admitted:
+		return moveOn, nil
 	}
 	return reconcile.Result{RequeueAfter: r.poll()}, nil
 }

@@ -52,7 +52,7 @@ func (r *Reconciler) restartAgentPod(ctx context.Context, s *scope) (reconcile.R
 			pod.Namespace, pod.Name, nr.Spec.NodeName, ns, name))
 		s.setCondition(v1alpha1.RemediationRepaired, metav1.ConditionTrue, ReasonAgentPodRestarted, "CNI agent pod restarted")
 		s.transition(v1alpha1.PhaseVerifying, ReasonVerifying, fmt.Sprintf("verifying node %s after the CNI agent restart", nr.Spec.NodeName))
-		return reconcile.Result{Requeue: true}, nil
+		return moveOn, nil
 	}
 	s.transition(v1alpha1.PhaseEscalated, ReasonEscalated, fmt.Sprintf("DaemonSet %s/%s has no pod on node %s to restart; %s", ns, name, nr.Spec.NodeName, escalationMessage(nr)))
 	return reconcile.Result{}, nil

@@ -32,7 +32,7 @@ func (r *Reconciler) reconcileDraining(ctx context.Context, s *scope) (reconcile
 	if !nr.Status.Action.IsNodeAction() {
 		// Restarting the CNI agent pod changes nothing on the node itself: no drain.
 		s.transition(v1alpha1.PhaseRepairing, ReasonDrained, "no drain needed for "+string(nr.Status.Action))
-		return reconcile.Result{Requeue: true}, nil
+		return moveOn, nil
 	}
 	if nr.Status.Drain == nil || nr.Status.Drain.StartTime == nil {
 		nr.Status.Drain = &v1alpha1.DrainStatus{StartTime: &metav1.Time{Time: s.now}}
@@ -87,14 +87,14 @@ func (r *Reconciler) reconcileDraining(ctx context.Context, s *scope) (reconcile
 		}
 		s.event(normal, ReasonDryRun, actionDrain, st.Message)
 		s.transition(v1alpha1.PhaseRepairing, ReasonDryRun, "dry run: asking the executor what it would change, changing nothing")
-		return reconcile.Result{Requeue: true}, nil
+		return moveOn, nil
 	}
 
 	if len(pending) == 0 && len(errs) == 0 {
 		st.Message = "every pod that had to leave was evicted"
 		s.setCondition(v1alpha1.RemediationDrained, metav1.ConditionTrue, ReasonDrained, st.Message)
 		s.transition(v1alpha1.PhaseRepairing, ReasonDrained, fmt.Sprintf("node %s drained: handing it to the executor", node.Name))
-		return reconcile.Result{Requeue: true}, nil
+		return moveOn, nil
 	}
 
 	deadline := st.StartTime.Add(p.Spec.Drain.Timeout.Duration)
@@ -117,7 +117,7 @@ func (r *Reconciler) reconcileDraining(ctx context.Context, s *scope) (reconcile
 			p.Spec.Drain.Timeout.Duration, st.Message)
 		s.setCondition(v1alpha1.RemediationDrained, metav1.ConditionFalse, ReasonDrainTimeoutProceed, msg)
 		s.transition(v1alpha1.PhaseRepairing, ReasonDrainTimeoutProceed, msg)
-		return reconcile.Result{Requeue: true}, nil
+		return moveOn, nil
 	}
 	msg := fmt.Sprintf("drain timed out after %s with %s", p.Spec.Drain.Timeout.Duration, st.Message)
 	s.setCondition(v1alpha1.RemediationDrained, metav1.ConditionFalse, ReasonDrainTimeout, msg)

@@ -188,7 +188,7 @@ func (r *Reconciler) approve(s *scope, source string) (reconcile.Result, error) 
 		Source: source, Digest: s.nr.Status.Digest, Time: metav1.NewTime(s.now)}
 	s.setCondition(v1alpha1.RemediationApproved, metav1.ConditionTrue, ReasonApproved, "approved by "+source)
 	s.transition(v1alpha1.PhaseApproved, ReasonApproved, fmt.Sprintf("approved by %s (digest %s)", source, short(s.nr.Status.Digest)))
-	return reconcile.Result{Requeue: true}, nil
+	return moveOn, nil
 }
 
 // isCustomSignature says whether the signature is one of the policy's own.

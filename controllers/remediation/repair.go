@@ -69,7 +69,7 @@ func (r *Reconciler) reconcileRepairing(ctx context.Context, s *scope) (reconcil
 		s.setCondition(v1alpha1.RemediationRepaired, metav1.ConditionTrue, ReasonRepaired, res.Message)
 		s.event(normal, ReasonRepaired, actionRepair, fmt.Sprintf("executor finished: %s; %s", res.Outcome, changesSummary(res)))
 		s.transition(v1alpha1.PhaseVerifying, ReasonVerifying, fmt.Sprintf("verifying node %s: Ready with its network, then a canary pod", nr.Spec.NodeName))
-		return reconcile.Result{Requeue: true}, nil
+		return moveOn, nil
 	case v1alpha1.OutcomeRolledBack:
 		s.setCondition(v1alpha1.RemediationRepaired, metav1.ConditionFalse, ReasonRolledBack, res.Message)
 		s.transition(v1alpha1.PhaseRolledBack, ReasonRolledBack, fmt.Sprintf("the executor undid every change: %s; %s", res.Message, humanHint(s)))
