@@ -114,10 +114,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 	}
 	if err := mgr.Add(r.source); err != nil {
-		return err
+		return fmt.Errorf("adding the event source to the manager: %w", err)
 	}
 	if err := mgr.Add(&stormTicker{r: r}); err != nil {
-		return err
+		return fmt.Errorf("adding the storm ticker to the manager: %w", err)
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("detection").
@@ -242,8 +242,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err := r.Client.Get(ctx, req.NamespacedName, node); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.store.forget(req.Name)
+			return reconcile.Result{}, nil
 		}
-		return reconcile.Result{}, client.IgnoreNotFound(err)
+		return reconcile.Result{}, fmt.Errorf("getting node %s: %w", req.Name, err)
 	}
 	p := r.policyFor(ctx, node)
 	if p == nil {
@@ -281,7 +282,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	best, err := r.qualifying(ctx, p, node, cands, inGrace, now)
 	if err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("counting the evidence on node %s: %w", node.Name, err)
 	}
 	requeue := reconcile.Result{RequeueAfter: r.Requeue}
 	if best == nil {
@@ -291,17 +292,23 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return requeue, nil
 	}
 	storm, err := r.checkStorm(ctx, p, best.signature, now)
-	if err != nil || storm {
-		return requeue, err
+	if err != nil {
+		return requeue, fmt.Errorf("checking policy %s for a %s storm: %w", p.Name, best.signature, err)
+	}
+	if storm {
+		return requeue, nil
 	}
 	if nrs == nil { // cannot happen: qualifying only returns what mayQualify lets through
 		nrs = r.readRemediations(ctx, node.Name)
 	}
 	list, err := nrs.wait()
 	if err != nil {
-		return requeue, err
+		return requeue, fmt.Errorf("listing the remediations of node %s: %w", node.Name, err)
 	}
-	return requeue, r.openOrFeed(ctx, p, node, best, list, now)
+	if err := r.openOrFeed(ctx, p, node, best, list, now); err != nil {
+		return requeue, fmt.Errorf("opening or feeding the %s remediation of node %s: %w", best.signature, node.Name, err)
+	}
+	return requeue, nil
 }
 
 // nextCount is when a node whose evidence does not qualify yet should be counted again: the earliest moment time
@@ -368,7 +375,7 @@ func (r *Reconciler) qualifying(ctx context.Context, p *v1alpha1.RemediationPoli
 		if len(c.pods) > 0 && !read {
 			var err error
 			if livePods, err = r.podsOn(ctx, node.Name); err != nil {
-				return nil, err
+				return nil, fmt.Errorf("confirming the %s evidence: %w", c.signature, err)
 			}
 			read = true
 		}
@@ -414,7 +421,7 @@ func (r *Reconciler) podsOn(ctx context.Context, node string) (map[v1alpha1.PodR
 	list := &corev1.PodList{}
 	if err := r.APIReader.List(ctx, list, client.MatchingFields{"spec.nodeName": node},
 		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: "0"}}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("listing the pods of node %s: %w", node, err)
 	}
 	out := make(map[v1alpha1.PodReference]*corev1.Pod, len(list.Items))
 	for i := range list.Items {
@@ -548,7 +555,7 @@ func (r *Reconciler) coveredBy(ctx context.Context, p *v1alpha1.RemediationPolic
 	}
 	nodes, err := policy.CoveredNodes(ctx, r.Client, p)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("listing the nodes policy %s covers: %w", p.Name, err)
 	}
 	r.covered.Store(p.Name, coveredNodes{uid: p.UID, generation: p.Generation, nodeGen: gen, nodes: nodes})
 	return nodes, nil

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -106,7 +107,10 @@ func (r *Reconciler) openOrFeed(ctx context.Context, p *v1alpha1.RemediationPoli
 		},
 	}
 	if err := r.Client.Create(ctx, nr); err != nil {
-		return client.IgnoreAlreadyExists(err)
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return fmt.Errorf("creating remediation %s: %w", nr.Name, err)
 	}
 	detectionsTotal.WithLabelValues(c.signature).Inc()
 	log.FromContext(ctx).Info("opened a remediation", "remediation", nr.Name, "signature", c.signature,
@@ -217,7 +221,10 @@ func (r *Reconciler) feed(ctx context.Context, nr *v1alpha1.NodeRemediation, c *
 	}
 	live := &v1alpha1.NodeRemediation{}
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(nr), live); err != nil {
-		return client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("reading remediation %s live: %w", nr.Name, err)
 	}
 	if live.Status.Phase.IsTerminal() || live.Spec.Signature != nr.Spec.Signature {
 		return nil // it ended since the cache saw it: the next count opens a new one if the evidence holds
@@ -235,7 +242,10 @@ func (r *Reconciler) feed(ctx context.Context, nr *v1alpha1.NodeRemediation, c *
 		nr.Spec.Parameters[k] = v
 	}
 	if err := r.Client.Patch(ctx, nr, patch); err != nil {
-		return client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("adding evidence to remediation %s: %w", nr.Name, err)
 	}
 	r.noteWrite(nr.Spec.NodeName, now)
 	return nil

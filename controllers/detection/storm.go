@@ -2,6 +2,7 @@ package detection
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -25,7 +26,7 @@ const (
 func (r *Reconciler) checkStorm(ctx context.Context, p *v1alpha1.RemediationPolicy, sig string, now time.Time) (bool, error) {
 	covered, err := r.coveredBy(ctx, p)
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("counting the covered nodes: %w", err)
 	}
 	affected := 0
 	for _, n := range r.store.nodesWith(sig, now.Add(-p.Spec.Detection.Window.Duration)) {
@@ -48,7 +49,7 @@ func (r *Reconciler) checkStorm(ctx context.Context, p *v1alpha1.RemediationPoli
 				next.Nodes = max(next.Nodes, st.Nodes)
 			}
 			if err := r.applyStorm(ctx, p, &next, now); err != nil {
-				return true, err
+				return true, fmt.Errorf("recording the storm: %w", err)
 			}
 			if st == nil || st.Signature != sig {
 				stormsTotal.WithLabelValues(p.Name, sig).Inc()
@@ -61,7 +62,7 @@ func (r *Reconciler) checkStorm(ctx context.Context, p *v1alpha1.RemediationPoli
 		return true, nil
 	case st != nil || meta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.PolicyStormActive):
 		if err := r.applyStorm(ctx, p, nil, now); err != nil {
-			return false, err
+			return false, fmt.Errorf("ending the storm: %w", err)
 		}
 		stormActive.WithLabelValues(p.Name).Set(0)
 		if st != nil {
@@ -82,13 +83,13 @@ func (r *Reconciler) applyStorm(ctx context.Context, p *v1alpha1.RemediationPoli
 		cond.LastTransitionTime = old.LastTransitionTime
 	}
 	log.FromContext(ctx).Info("storm state", "policy", p.Name, "active", st != nil)
-	err := policy.ApplyStatus(ctx, r.Client, p.Name, FieldManager, policy.StatusApply{Conditions: []metav1.Condition{cond}, Storm: st})
-	if err == nil {
-		// This copy of the policy is ours: record the decision in it for the rest of this reconcile.
-		p.Status.Storm = st
-		meta.SetStatusCondition(&p.Status.Conditions, cond)
+	if err := policy.ApplyStatus(ctx, r.Client, p.Name, FieldManager, policy.StatusApply{Conditions: []metav1.Condition{cond}, Storm: st}); err != nil {
+		return fmt.Errorf("applying the storm status of policy %s: %w", p.Name, err)
 	}
-	return err
+	// This copy of the policy is ours: record the decision in it for the rest of this reconcile.
+	p.Status.Storm = st
+	meta.SetStatusCondition(&p.Status.Conditions, cond)
+	return nil
 }
 
 // stormTicker ends storms whose evidence is gone: with no evidence left, no node reconcile would look at them.
@@ -107,12 +108,15 @@ func (t *stormTicker) Start(ctx context.Context) error {
 		}
 		list := &v1alpha1.RemediationPolicyList{}
 		if err := t.r.Client.List(ctx, list); err != nil {
+			log.FromContext(ctx).Error(err, "listing policies to end their storms; trying again at the next tick")
 			continue
 		}
 		for i := range list.Items {
 			p := &list.Items[i]
 			if p.Status.Storm != nil {
-				_, _ = t.r.checkStorm(ctx, p, p.Status.Storm.Signature, t.r.Clock.Now())
+				if _, err := t.r.checkStorm(ctx, p, p.Status.Storm.Signature, t.r.Clock.Now()); err != nil {
+					log.FromContext(ctx).Error(err, "ending a storm; trying again at the next tick", "policy", p.Name)
+				}
 			}
 		}
 	}
