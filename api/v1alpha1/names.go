@@ -20,7 +20,7 @@ const (
 )
 
 // SignatureID names a failure signature of the built-in catalog. The ids are part of cnimedic's contract.
-// +kubebuilder:validation:Enum=cni-version-incompatible;cni-version-missing;cni-not-initialized;cni-plugin-binary-missing;ipam-exhausted;cni-daemon-unavailable;cni-apiserver-access;cni-config-invalid;netns-or-stale-state
+// +kubebuilder:validation:Enum=cni-version-incompatible;cni-version-missing;cni-not-initialized;cni-plugin-binary-missing;ipam-exhausted;cni-daemon-unavailable;cni-apiserver-access;cni-config-invalid;netns-or-stale-state;cni-unclassified
 type SignatureID string
 
 // The built-in failure signatures (see the design's table and the seed runbooks).
@@ -34,6 +34,9 @@ const (
 	SignatureAPIServerAccess        SignatureID = "cni-apiserver-access"
 	SignatureConfigInvalid          SignatureID = "cni-config-invalid"
 	SignatureStaleState             SignatureID = "netns-or-stale-state"
+	// SignatureCNIUnclassified is a family, not a cause: a sandbox setup or teardown failure that names the
+	// network or CNI but that no other signature names. The node's diagnosis decides its cause (issue 12).
+	SignatureCNIUnclassified SignatureID = "cni-unclassified"
 )
 
 // BuiltinSignatures lists every built-in signature id in the design's order.
@@ -47,6 +50,7 @@ var BuiltinSignatures = []SignatureID{
 	SignatureAPIServerAccess,
 	SignatureConfigInvalid,
 	SignatureStaleState,
+	SignatureCNIUnclassified,
 }
 
 // RepairAction is what cnimedic does about a signature. Node actions run through the executor pod; the others are
@@ -72,7 +76,8 @@ const (
 	ActionRestartCNIAgentPod RepairAction = "RestartCNIAgentPod"
 	// ActionEscalate changes nothing and hands the incident to a human with what cnimedic knows.
 	ActionEscalate RepairAction = "Escalate"
-	// ActionDiagnose runs the executor's read-only diagnosis and records it; custom signatures only.
+	// ActionDiagnose runs the executor's read-only diagnosis and records it: custom signatures, and the
+	// cni-unclassified family, whose cause the diagnosis names.
 	ActionDiagnose RepairAction = "Diagnose"
 )
 

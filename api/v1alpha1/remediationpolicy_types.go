@@ -27,7 +27,7 @@ type RemediationPolicySpec struct {
 	// Signatures lists the built-in failure signatures this policy acts on. Empty means all of them.
 	// +optional
 	// +listType=set
-	// +kubebuilder:validation:MaxItems=9
+	// +kubebuilder:validation:MaxItems=10
 	Signatures []SignatureID `json:"signatures,omitempty"`
 
 	// CustomSignatures map site-specific failure messages to a repair action (or to Diagnose only).
@@ -110,7 +110,7 @@ type CustomSignature struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
-	// +kubebuilder:validation:XValidation:rule="!(self in ['cni-version-incompatible','cni-version-missing','cni-not-initialized','cni-plugin-binary-missing','ipam-exhausted','cni-daemon-unavailable','cni-apiserver-access','cni-config-invalid','netns-or-stale-state'])",message="name is a built-in signature id; choose another name for a custom signature"
+	// +kubebuilder:validation:XValidation:rule="!(self in ['cni-version-incompatible','cni-version-missing','cni-not-initialized','cni-plugin-binary-missing','ipam-exhausted','cni-daemon-unavailable','cni-apiserver-access','cni-config-invalid','netns-or-stale-state','cni-unclassified'])",message="name is a built-in signature id; choose another name for a custom signature"
 	Name string `json:"name"`
 
 	// Reasons are the event reasons the pattern is matched against.
