@@ -79,6 +79,8 @@ func render() ([]byte, error) {
 		doc := signatureDoc{Definition: d}
 		action := planner.ActionFor(d.ID, repair)
 		switch {
+		case d.Family:
+			doc.PlanNote = "No executor plan of its own: the workflow runs the read-only diagnosis on the node (Diagnosing); the failure is " + signature.FamilyOutcome + "."
 		case action == v1alpha1.ActionRestartCNIAgentPod:
 			doc.PlanNote = "No executor plan: the manager deletes the node's CNI agent pod and its DaemonSet recreates it; nothing runs on the node."
 		case !action.IsNodeAction():

@@ -130,6 +130,9 @@ type Definition struct {
 	Alternative v1alpha1.RepairAction
 	// ActionNote says when the action differs from Action, for the reference documentation.
 	ActionNote string
+	// Family is set for a signature that names a kind of failure rather than its cause (cni-unclassified): its
+	// action is Diagnose, and the node's diagnosis names the cause that is repaired, or escalated.
+	Family bool
 
 	// decide refines Action from the parameters; nil keeps Action.
 	decide func(params map[string]string) v1alpha1.RepairAction
@@ -162,6 +165,11 @@ var catalog = []Definition{
 		Reasons:  sandboxReasons,
 		Patterns: []Pattern{
 			{Regexp: `invalid version "": the version is empty`},
+			// libcni's validation (kubelet 1.16+, podman) of a configuration without cniVersion.
+			{Regexp: `does not support config version ""`},
+			// kubelet's "Error validating CNI config" line dumps the config struct: {name cniVersion disableCheck
+			// [plugins] [bytes]}. With the version empty, the name is followed directly by the boolean.
+			{Regexp: `Error validating CNI config &\{\S+ (?:false|true) \[`},
 		},
 		Params: []string{ParamSandboxID, ParamPluginType, ParamNetwork},
 		Action: v1alpha1.ActionSetCNIVersion,
@@ -178,6 +186,8 @@ var catalog = []Definition{
 		Patterns: []Pattern{
 			// The tail is optional because sources truncate long messages.
 			{Regexp: `incompatible CNI versions(?:; config is "(?P<configVersion>[^"]*)"(?:, plugin supports \[(?P<supportedVersions>[^\]]*)\]?)?)?`},
+			// libcni's validation: "plugin bridge does not support config version "1.0.0"".
+			{Regexp: `does not support config version "(?P<configVersion>[^"]+)"`},
 		},
 		Params: []string{ParamConfigVersion, ParamSupportedVersions, ParamPluginType, ParamNetwork, ParamSandboxID},
 		Action: v1alpha1.ActionSetCNIVersion,
@@ -253,9 +263,10 @@ var catalog = []Definition{
 		Title: "the node's CNI agent is not running or not ready",
 		Description: "The plugin binary works but the vendor's node agent it depends on is absent: flannel has not " +
 			"written /run/flannel/subnet.env, calico/node has not written /var/lib/calico/nodename, the cilium, " +
-			"antrea, multus, weave or aws-node agent does not answer on its socket. The cause lives in the " +
-			"DaemonSet, not in the node's files, so cnimedic escalates with the DaemonSet's state, or restarts the " +
-			"node's agent pod when the policy allows it.",
+			"antrea, multus, weave, kube-ovn or aws-node agent does not answer on its socket; on Windows nodes, the " +
+			"Host Networking Service (HNS) refuses the pod's endpoint or network. The cause lives in the DaemonSet " +
+			"or the Windows host, not in the Linux node files cnimedic repairs, so cnimedic escalates with the " +
+			"DaemonSet's state, or restarts the node's agent pod when the policy allows it.",
 		Runbooks: []string{runbookCNIHandbook, runbookFlannelNoIP},
 		Reasons:  sandboxReasons,
 		Patterns: []Pattern{
@@ -267,6 +278,11 @@ var catalog = []Definition{
 			{Regexp: `/run/multus/multus\.sock`, Implies: map[string]string{ParamPluginType: "multus-shim"}},
 			{Regexp: `127\.0\.0\.1:6784`, Implies: map[string]string{ParamPluginType: "weave-net"}},
 			{Regexp: `127\.0\.0\.1:50051`, Implies: map[string]string{ParamPluginType: "aws-cni"}},
+			{Regexp: `/run/openvswitch/kube-ovn-daemon\.sock`, Implies: map[string]string{ParamPluginType: "kube-ovn"}},
+			// Windows: the Host Networking Service refuses the endpoint or network. No Linux node repair applies.
+			{Regexp: `hnsCall failed in Win32`},
+			{Regexp: `HNS failed with error`},
+			{Regexp: `failed to find HNSEndpoint`},
 		},
 		Params:      []string{ParamPluginType, ParamNetwork, ParamSandboxID},
 		Action:      v1alpha1.ActionEscalate,
@@ -304,7 +320,8 @@ var catalog = []Definition{
 		ID:    v1alpha1.SignatureStaleState,
 		Title: "state left by an earlier network setup blocks the new one",
 		Description: "A bridge keeps the address of an earlier pod CIDR, an interface or veth pair already exists, " +
-			"a network namespace the runtime remembers is gone, or a cached CNI result cannot be read back after " +
+			"a network namespace the runtime remembers is gone, a host-side veth or route of an earlier sandbox is " +
+			"still there, or a cached CNI result cannot be read back after " +
 			"the conflist changed. The repair removes the stale address, link, namespace or cached result and " +
 			"restarts kubelet.",
 		Runbooks: []string{runbookFlannelNoIP, runbookMeasuredNotes},
@@ -316,6 +333,10 @@ var catalog = []Definition{
 			{Regexp: `failed to Statfs "(?P<netns>[^"]+)": no such file or directory`},
 			{Regexp: `container veth name provided \((?P<link>[^)]+)\) already exists`},
 			{Regexp: `could not create veth pair (?P<link>[^\s:]+): file exists`},
+			// A veth, route or bridge address left by an earlier sandbox collides with the new one.
+			{Regexp: `failed to move veth to host netns`},
+			{Regexp: `error adding host side routes for interface`},
+			{Regexp: `could not add IP address to "(?P<bridge>[^"]+)": file exists`},
 		},
 		Extract: []Extractor{
 			{Param: ParamBridge, After: []string{`failed to set bridge addr: "`}, Stop: `"`},
@@ -357,7 +378,48 @@ var catalog = []Definition{
 		Params: []string{ParamConfDir, ParamPluginType, ParamSandboxID},
 		Action: v1alpha1.ActionRepairRuntimeCNIConfig,
 	},
+	{
+		// Last: a family, not a cause. It names only what every signature above already left unnamed.
+		ID:    v1alpha1.SignatureCNIUnclassified,
+		Title: "a pod sandbox's network setup or teardown failed for a cause no other signature names",
+		Description: "The runtime reports that a CNI plugin failed to set up or tear down a sandbox's network (or " +
+			"the runtime's network is not ready) in words no other signature knows. The message does not carry " +
+			"the cause, the node does: cnimedic runs the read-only diagnosis on the node, repairs the cause its " +
+			"findings show (re-aiming the remediation at that signature), escalates with the findings when no node " +
+			"repair fixes it, and ends without touching anything when the node shows nothing wrong.",
+		Runbooks: []string{runbookCNIHandbook, runbookK8sCNIErrors},
+		// Not NetworkNotReady: that event is kubelet refusing a pod while the runtime is not ready, and what the
+		// runtime says of its readiness is cni-not-initialized's.
+		Reasons:       sandboxReasons,
+		NodeCondition: true,
+		Patterns: []Pattern{
+			// containerd (CRI plugin) adding and removing a sandbox's network.
+			{Regexp: `failed to setup network for sandbox`},
+			{Regexp: `failed to destroy network for sandbox`},
+			// libcni names the plugin that failed, whatever the runtime.
+			{Regexp: `plugin type="[^"]*"(?: name="[^"]*")? failed`},
+			// dockershim (kubelet before 1.24): "NetworkPlugin cni failed to set up pod ... network",
+			// "... failed to teardown pod ..."; some releases spell it networkPlugin.
+			{Regexp: `NetworkPlugin cni failed`},
+			{Regexp: `networkPlugin cni failed`},
+			{Regexp: `failed to set up sandbox container "[^"]*" network`},
+			{Regexp: `failed to clean up sandbox container "[^"]*" network`},
+			// CRI-O and ocicni.
+			{Regexp: `failed to create pod network sandbox`},
+			{Regexp: `failed to destroy network for pod sandbox`},
+			{Regexp: `error adding pod \S+ to CNI network`},
+			{Regexp: `error removing pod \S+ from CNI network`},
+			// The runtime's own status, which kubelet copies into the node's Ready condition.
+			{Regexp: `NetworkReady=false`},
+		},
+		Params: []string{ParamPluginType, ParamNetwork, ParamSandboxID},
+		Action: v1alpha1.ActionDiagnose,
+		Family: true,
+	},
 }
+
+// FamilyOutcome says what becomes of a failure that only a family signature names.
+const FamilyOutcome = "diagnosed on the node; repaired through the cause the node shows, or escalated with the findings"
 
 // Definitions returns the built-in signatures in precedence order. The result is a copy.
 func Definitions() []Definition {

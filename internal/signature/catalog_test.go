@@ -41,6 +41,7 @@ func TestCatalogActionsFollowTheDesign(t *testing.T) {
 		v1alpha1.SignatureAPIServerAccess:        {v1alpha1.ActionRestartCNIAgentPod, ""},
 		v1alpha1.SignatureConfigInvalid:          {v1alpha1.ActionRestoreConfig, ""},
 		v1alpha1.SignatureStaleState:             {v1alpha1.ActionCleanStaleNetwork, ""},
+		v1alpha1.SignatureCNIUnclassified:        {v1alpha1.ActionDiagnose, ""},
 	}
 	for _, d := range Definitions() {
 		w := want[d.ID]
@@ -141,5 +142,25 @@ func TestPluginClassification(t *testing.T) {
 	}
 	if IsReferencePlugin("") || IsReferencePlugin("my-own-plugin") {
 		t.Error("unknown plugins must not count as reference plugins: cnimedic would install the wrong binary")
+	}
+}
+
+// The family catches what every other signature leaves, so it must cost the non-matching majority nothing: each of
+// its patterns, like every built-in one, gives the scanner literal pieces, and it comes last in precedence.
+func TestEveryBuiltinPatternIsPrefilteredAndTheFamilyComesLast(t *testing.T) {
+	for _, r := range Default().rules {
+		if r.always {
+			t.Errorf("%s: %s has no literal piece to prefilter on", r.signature, r.re)
+		}
+	}
+	defs := Definitions()
+	last := defs[len(defs)-1]
+	if last.ID != v1alpha1.SignatureCNIUnclassified || !last.Family || last.Action != v1alpha1.ActionDiagnose {
+		t.Errorf("the last definition is %s (family %v, action %s), want the cni-unclassified family with Diagnose", last.ID, last.Family, last.Action)
+	}
+	for _, d := range defs[:len(defs)-1] {
+		if d.Family {
+			t.Errorf("%s is a family but not last: it would hide the causes after it", d.ID)
+		}
 	}
 }

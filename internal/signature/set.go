@@ -22,6 +22,9 @@ type Result struct {
 	// Alternative, when set, replaces Action when the policy allows it (cni-daemon-unavailable: restart the
 	// node's CNI agent pod instead of only escalating).
 	Alternative v1alpha1.RepairAction
+	// Family is set when the signature names a kind of failure, not its cause (cni-unclassified): the node's
+	// diagnosis decides what is repaired (FamilyOutcome).
+	Family bool
 }
 
 // ActionFor is what cnimedic does about r under a policy that allows the given actions: the alternative when it
@@ -67,6 +70,7 @@ type rule struct {
 	action        v1alpha1.RepairAction
 	alternative   v1alpha1.RepairAction
 	decide        func(map[string]string) v1alpha1.RepairAction
+	family        bool
 	// triggers: the rule is a candidate when the message contains every piece of one of them. always is set
 	// when some alternative of the expression has no usable piece.
 	triggers []pieceSet
@@ -106,6 +110,7 @@ var builtinRules = sync.OnceValue(func() []rule {
 				action:        d.Action,
 				alternative:   d.Alternative,
 				decide:        d.decide,
+				family:        d.Family,
 			})
 		}
 	}
@@ -386,7 +391,7 @@ func (r *rule) result(normalized string, loc []int, found *pieceSet) Result {
 	if r.decide != nil {
 		action = r.decide(params)
 	}
-	return Result{Signature: r.signature, Custom: r.custom, Params: params, Action: action, Alternative: r.alternative}
+	return Result{Signature: r.signature, Custom: r.custom, Params: params, Action: action, Alternative: r.alternative, Family: r.family}
 }
 
 // setGroups sets the named groups of one match (none when loc is nil).

@@ -75,6 +75,9 @@ func ActionFor(sig v1alpha1.SignatureID, repair v1alpha1.RepairSpec) v1alpha1.Re
 		return v1alpha1.ActionCleanStaleNetwork
 	case v1alpha1.SignatureAPIServerAccess:
 		return v1alpha1.ActionRestartCNIAgentPod
+	case v1alpha1.SignatureCNIUnclassified:
+		// A family: the diagnosis on the node names the cause to repair.
+		return v1alpha1.ActionDiagnose
 	default: // cni-daemon-unavailable and anything unknown: a cluster-level cause
 		return v1alpha1.ActionEscalate
 	}
