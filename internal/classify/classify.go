@@ -54,6 +54,9 @@ type NodeSummary struct {
 	// Preferred is the action the signature calls for when the policy does not allow it (Action is then
 	// Escalate); empty otherwise.
 	Preferred v1alpha1.RepairAction
+	// Family is set when the signature names a kind of failure, not its cause (cni-unclassified): the node's
+	// diagnosis decides the repair (signature.FamilyOutcome).
+	Family bool
 }
 
 // Summarize groups the matched records that name a node by node and signature: the evidence the detection
@@ -71,7 +74,7 @@ func Summarize(cs []Classified) []NodeSummary {
 		k := key{c.Node, c.Result.Signature}
 		s, ok := sums[k]
 		if !ok {
-			s = &NodeSummary{Node: c.Node, Signature: c.Result.Signature, Action: c.Action}
+			s = &NodeSummary{Node: c.Node, Signature: c.Result.Signature, Action: c.Action, Family: c.Result.Family}
 			if preferred := cmp.Or(c.Result.Alternative, c.Result.Action); c.Action != preferred {
 				s.Preferred = preferred
 			}
@@ -153,6 +156,15 @@ func WriteTable(w io.Writer, cs []Classified) error {
 		return err
 	}
 	fmt.Fprintf(w, "\n%d of %d messages match a signature.\n", matched, len(cs))
+	var families []string
+	for _, c := range cs {
+		if c.Matched && c.Result.Family && c.Action == v1alpha1.ActionDiagnose && !slices.Contains(families, c.Result.Signature) {
+			families = append(families, c.Result.Signature)
+		}
+	}
+	for _, f := range families {
+		fmt.Fprintf(w, "%s: a CNI failure no signature names: %s.\n", cell(f), signature.FamilyOutcome)
+	}
 
 	sums := Summarize(cs)
 	if len(sums) == 0 {
@@ -163,6 +175,9 @@ func WriteTable(w io.Writer, cs []Classified) error {
 	fmt.Fprintln(tw, "NODE\tSIGNATURE\tEVENTS\tOCCURRENCES\tPODS\tACTION")
 	for _, s := range sums {
 		action := string(s.Action)
+		if s.Family && s.Action == v1alpha1.ActionDiagnose {
+			action += " (" + signature.FamilyOutcome + ")"
+		}
 		if s.Preferred != "" {
 			action += " (" + string(s.Preferred) + " when the policy allows it)"
 		}

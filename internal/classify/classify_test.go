@@ -224,3 +224,37 @@ func jsonQuote(s string) string {
 	_ = enc.Encode(s)
 	return strings.TrimSpace(b.String())
 }
+
+// A sandbox network failure that no signature names is shown as the family, with what would happen to it: the
+// diagnosis on the node decides, not the message.
+func TestAnUnnamedCNIFailureIsShownAsTheFamilyAndWhatWouldHappen(t *testing.T) {
+	// From https://github.com/coredns/coredns/issues/6091 (the plugin was killed: no cause in the message).
+	msg := `failed to setup network for sandbox "f1f5708a3613e62a4d38161c36417538dbc3b1e46020bea2a4a7c4cca87603a0": plugin type="calico" failed (add): netplugin failed with no error message: signal: killed`
+	recs := []Record{
+		{Reason: signature.ReasonFailedCreatePodSandBox, Message: msg, Node: "worker-1", Pod: "kube-system/coredns-1", Count: 3},
+		{Reason: "Pulled", Message: "Successfully pulled image", Node: "worker-1", Count: 1},
+	}
+	cs := Classify(signature.Default(), signature.DefaultAllowedActions, recs)
+	if !cs[0].Matched || cs[0].Result.Signature != string(v1alpha1.SignatureCNIUnclassified) || cs[0].Action != v1alpha1.ActionDiagnose {
+		t.Fatalf("got %+v, want %s with Diagnose", cs[0], v1alpha1.SignatureCNIUnclassified)
+	}
+	if cs[1].Matched {
+		t.Fatalf("an unrelated event matched %s", cs[1].Result.Signature)
+	}
+	var out bytes.Buffer
+	if err := WriteTable(&out, cs); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"cni-unclassified: a CNI failure no signature names: " + signature.FamilyOutcome + ".",
+		"Diagnose (" + signature.FamilyOutcome + ")",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	sums := Summarize(cs)
+	if len(sums) != 1 || !sums[0].Family || sums[0].Signature != string(v1alpha1.SignatureCNIUnclassified) {
+		t.Errorf("summary %+v, want one cni-unclassified family row", sums)
+	}
+}
