@@ -17,16 +17,34 @@ const (
 	ParamAgentState     = "agentState"
 )
 
-// knownAgents are the DaemonSets of common CNI providers, by the plugin type their CNI binary reports.
+// knownAgents are the DaemonSets of common CNI providers, by provider (signature.Vendor of the plugin type their
+// CNI binary reports: cilium for cilium-cni, weave for weave-net, multus for multus-shim), each with the names its
+// manifests have used.
 var knownAgents = map[string][]string{
-	"flannel":     {"kube-flannel-ds", "kube-flannel"},
-	"calico":      {"calico-node"},
-	"cilium":      {"cilium"},
-	"weave":       {"weave-net"},
-	"antrea":      {"antrea-agent"},
-	"aws-cni":     {"aws-node"},
-	"canal":       {"canal"},
-	"kube-router": {"kube-router"},
+	"flannel":        {"kube-flannel-ds", "kube-flannel"},
+	"calico":         {"calico-node"},
+	"cilium":         {"cilium"},
+	"weave":          {"weave-net"},
+	"antrea":         {"antrea-agent"},
+	"multus":         {"kube-multus-ds", "kube-multus-ds-amd64"},
+	"aws-vpc-cni":    {"aws-node"},
+	"canal":          {"canal"},
+	"kube-router":    {"kube-router"},
+	"kube-ovn":       {"kube-ovn-cni"},
+	"ovn-kubernetes": {"ovnkube-node"},
+}
+
+// agentNames returns the DaemonSet names of the provider whose plugin type the evidence names: the plugin type
+// itself when it is a provider's name (flannel, calico, canal), else its provider's.
+func agentNames(pluginType string) []string {
+	kind := strings.ToLower(pluginType)
+	if names := knownAgents[kind]; len(names) > 0 {
+		return names
+	}
+	if vendor, ok := signature.Vendor(kind); ok {
+		return knownAgents[vendor]
+	}
+	return nil
 }
 
 // addAgentState finds the DaemonSet of the CNI provider the evidence names and records its rollout state, so that
@@ -36,7 +54,7 @@ func addAgentState(ctx context.Context, c client.Reader, params map[string]strin
 	if kind == "" {
 		return
 	}
-	names := knownAgents[strings.ToLower(kind)]
+	names := agentNames(kind)
 	if len(names) == 0 {
 		return
 	}
