@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -35,8 +36,10 @@ func (r *Reconciler) reconcileApproved(ctx context.Context, s *scope) (reconcile
 		s.transition(v1alpha1.PhaseRejected, ReasonPolicyNotFound, fmt.Sprintf("policy %s was deleted before the repair started", nr.Spec.PolicyName))
 		return reconcile.Result{}, nil
 	}
-	if ok, err := r.mayAct(ctx, s); !ok || err != nil {
-		return reconcile.Result{}, err
+	if ok, err := r.mayAct(ctx, s); err != nil {
+		return reconcile.Result{}, fmt.Errorf("checking that %s may still act on node %s: %w", nr.Name, nr.Spec.NodeName, err)
+	} else if !ok {
+		return reconcile.Result{}, nil
 	}
 	if p.Spec.Paused {
 		s.event(normal, ReasonPolicyPaused, actionWait, fmt.Sprintf("policy %s is paused: the approved repair waits", p.Name), "paused")
@@ -46,14 +49,14 @@ func (r *Reconciler) reconcileApproved(ctx context.Context, s *scope) (reconcile
 	// wait (a fleet), every release wakes them all, and their live reads would delay the one that gets the slot
 	// (make bench: fleet). Only the exact, live count in admit ever admits.
 	if full, msg, err := r.slotsTakenInCache(ctx, s); err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("counting the slots of policy %s in the cache for %s: %w", p.Name, nr.Name, err)
 	} else if full {
 		s.event(normal, ReasonWaitingForSlot, actionWait, msg, "slot")
 		return reconcile.Result{RequeueAfter: r.poll()}, nil
 	}
 	until, err := r.cooldownUntil(ctx, s)
 	if err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("reading the cooldown of node %s for %s: %w", nr.Spec.NodeName, nr.Name, err)
 	}
 	if s.now.Before(until) {
 		s.event(normal, ReasonWaitingForCooldown, actionWait, fmt.Sprintf("node %s was repaired less than %s ago (retry.cooldown): waiting until %s",
@@ -66,7 +69,7 @@ func (r *Reconciler) reconcileApproved(ctx context.Context, s *scope) (reconcile
 		return reconcile.Result{}, nil
 	}
 	if err := r.ensureFinalizer(ctx, s); err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("adding the finalizer to %s: %w", nr.Name, err)
 	}
 	admitted, err := r.admit(ctx, s)
 	switch {
@@ -84,7 +87,7 @@ func (r *Reconciler) reconcileApproved(ctx context.Context, s *scope) (reconcile
 func (r *Reconciler) slotsTakenInCache(ctx context.Context, s *scope) (bool, string, error) {
 	all := &v1alpha1.NodeRemediationList{}
 	if err := r.Client.List(ctx, all, client.UnsafeDisableDeepCopy); err != nil {
-		return false, "", err
+		return false, "", fmt.Errorf("listing remediations: %w", err)
 	}
 	held := 0
 	for i := range all.Items {
@@ -94,7 +97,7 @@ func (r *Reconciler) slotsTakenInCache(ctx context.Context, s *scope) (bool, str
 	}
 	covered, err := r.coveredNodes(ctx, s.policy)
 	if err != nil {
-		return false, "", err
+		return false, "", fmt.Errorf("counting the nodes policy %s covers: %w", s.policy.Name, err)
 	}
 	limit := policy.MaxConcurrent(s.policy, covered)
 	return held >= limit, waitingForSlotMessage(held, limit, s.policy), nil
@@ -113,7 +116,7 @@ func (r *Reconciler) admit(ctx context.Context, s *scope) (bool, error) {
 
 	all := &v1alpha1.NodeRemediationList{}
 	if err := r.APIReader.List(ctx, all); err != nil {
-		return false, err
+		return false, fmt.Errorf("listing remediations live: %w", err)
 	}
 	held := 0
 	for _, other := range all.Items {
@@ -130,7 +133,7 @@ func (r *Reconciler) admit(ctx context.Context, s *scope) (bool, error) {
 	}
 	covered, err := r.coveredNodes(ctx, s.policy)
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("counting the nodes policy %s covers: %w", s.policy.Name, err)
 	}
 	limit := policy.MaxConcurrent(s.policy, covered)
 	if held >= limit {
@@ -143,7 +146,7 @@ func (r *Reconciler) admit(ctx context.Context, s *scope) (bool, error) {
 		held+1, limit, s.nr.Spec.NodeName))
 	// Write now, under the lock: the next admission's count must see this one.
 	if err := r.patchStatus(ctx, s); err != nil {
-		return false, err
+		return false, fmt.Errorf("writing the admission: %w", err)
 	}
 	return true, nil
 }
@@ -157,7 +160,10 @@ func maxConcurrentString(p *v1alpha1.RemediationPolicy) string {
 
 func (r *Reconciler) coveredNodes(ctx context.Context, p *v1alpha1.RemediationPolicy) (int, error) {
 	nodes, err := policy.CoveredNodes(ctx, r.Client, p)
-	return len(nodes), err
+	if err != nil {
+		return 0, fmt.Errorf("listing nodes: %w", err)
+	}
+	return len(nodes), nil
 }
 
 // cooldownUntil is when the node's retry cooldown ends: retry.cooldown after the last earlier remediation that
@@ -166,7 +172,7 @@ func (r *Reconciler) cooldownUntil(ctx context.Context, s *scope) (time.Time, er
 	// Read live: a safety rule must not depend on how far the cache has caught up.
 	list := &v1alpha1.NodeRemediationList{}
 	if err := r.APIReader.List(ctx, list, client.MatchingLabels{v1alpha1.LabelNode: s.nr.Spec.NodeName}); err != nil {
-		return time.Time{}, err
+		return time.Time{}, fmt.Errorf("listing the remediations of node %s live: %w", s.nr.Spec.NodeName, err)
 	}
 	var last time.Time
 	for _, other := range list.Items {
@@ -187,6 +193,7 @@ func (r *Reconciler) cooldownUntil(ctx context.Context, s *scope) (time.Time, er
 func (r *Reconciler) waitingForSlot(ctx context.Context, _ client.Object) []reconcile.Request {
 	list := &v1alpha1.NodeRemediationList{}
 	if err := r.Client.List(ctx, list); err != nil {
+		log.FromContext(ctx).Error(err, "listing remediations to wake those waiting for a slot; they wake at their next poll")
 		return nil
 	}
 	var reqs []reconcile.Request

@@ -130,13 +130,16 @@ type scope struct {
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (res reconcile.Result, retErr error) {
 	nr := &v1alpha1.NodeRemediation{}
 	if err := r.Client.Get(ctx, req.NamespacedName, nr); err != nil {
-		return reconcile.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return reconcile.Result{}, nil
+		}
+		return reconcile.Result{}, fmt.Errorf("getting remediation %s: %w", req.Name, err)
 	}
 	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("remediation", nr.Name, "node", nr.Spec.NodeName, "signature", nr.Spec.Signature))
 
 	s, err := r.newScope(ctx, nr)
 	if err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("reading what remediation %s acts on: %w", nr.Name, err)
 	}
 	defer func() {
 		if err := r.patchStatus(ctx, s); err != nil {
@@ -163,14 +166,14 @@ func (r *Reconciler) newScope(ctx context.Context, nr *v1alpha1.NodeRemediation)
 		s.policyMissing = true
 		p = &v1alpha1.RemediationPolicy{ObjectMeta: metav1.ObjectMeta{Name: nr.Spec.PolicyName}, Spec: policy.DefaultSpec()}
 	case err != nil:
-		return nil, err
+		return nil, fmt.Errorf("getting policy %s: %w", nr.Spec.PolicyName, err)
 	}
 	s.policy = p
 	node := &corev1.Node{}
 	switch err := r.Client.Get(ctx, types.NamespacedName{Name: nr.Spec.NodeName}, node); {
 	case apierrors.IsNotFound(err):
 	case err != nil:
-		return nil, err
+		return nil, fmt.Errorf("getting node %s: %w", nr.Spec.NodeName, err)
 	default:
 		s.node = node
 	}
@@ -216,8 +219,11 @@ func (r *Reconciler) patchStatus(ctx context.Context, s *scope) error {
 		s.nr.Status.ObservedGeneration = s.nr.Generation
 		patch := client.MergeFromWithOptions(s.before, client.MergeFromWithOptimisticLock{})
 		if err := r.Client.Status().Patch(ctx, s.nr, patch); err != nil {
-			if !apierrors.IsNotFound(err) || s.nr.DeletionTimestamp.IsZero() {
-				return client.IgnoreNotFound(err)
+			if !apierrors.IsNotFound(err) {
+				return fmt.Errorf("patching the status of remediation %s: %w", s.nr.Name, err)
+			}
+			if s.nr.DeletionTimestamp.IsZero() {
+				return nil
 			}
 			// Gone because this reconcile let its finalizer go: what it did to the node (released it, left it
 			// cordoned) still happened, and its events say so.
@@ -304,7 +310,7 @@ func (r *Reconciler) patchMeta(ctx context.Context, s *scope, mutate func(nr *v1
 	}
 	status := s.nr.Status.DeepCopy()
 	if err := r.Client.Patch(ctx, s.nr, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
-		return err
+		return fmt.Errorf("patching remediation %s: %w", s.nr.Name, err)
 	}
 	s.nr.Status = *status
 	// The write above is ours and was made on the version the status patch is based on: move the base along.
@@ -319,9 +325,11 @@ func (r *Reconciler) ensureFinalizer(ctx context.Context, s *scope) error {
 
 // removeFinalizer lets the remediation go once it no longer holds the node.
 func (r *Reconciler) removeFinalizer(ctx context.Context, s *scope) error {
-	return client.IgnoreNotFound(r.patchMeta(ctx, s, func(nr *v1alpha1.NodeRemediation) {
-		controllerutil.RemoveFinalizer(nr, FinalizerReleaseNode)
-	}))
+	err := r.patchMeta(ctx, s, func(nr *v1alpha1.NodeRemediation) { controllerutil.RemoveFinalizer(nr, FinalizerReleaseNode) })
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("removing the finalizer: %w", err)
+	}
+	return nil
 }
 
 // requeueAt returns a result that wakes the reconcile at t (or after the poll interval, whichever is sooner).

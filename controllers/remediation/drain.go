@@ -26,8 +26,10 @@ import (
 // an accepted eviction counts as done.
 func (r *Reconciler) reconcileDraining(ctx context.Context, s *scope) (reconcile.Result, error) {
 	nr, p, node := s.nr, s.policy, s.node
-	if ok, err := r.mayAct(ctx, s); !ok || err != nil {
-		return reconcile.Result{}, err
+	if ok, err := r.mayAct(ctx, s); err != nil {
+		return reconcile.Result{}, fmt.Errorf("checking that %s may still drain node %s: %w", nr.Name, nr.Spec.NodeName, err)
+	} else if !ok {
+		return reconcile.Result{}, nil
 	}
 	if !nr.Status.Action.IsNodeAction() {
 		// Restarting the CNI agent pod changes nothing on the node itself: no drain.
@@ -40,7 +42,7 @@ func (r *Reconciler) reconcileDraining(ctx context.Context, s *scope) (reconcile
 	dry := p.Spec.DryRun
 	if !dry {
 		if err := r.cordon(ctx, s); err != nil {
-			return reconcile.Result{}, err
+			return reconcile.Result{}, fmt.Errorf("cordoning node %s for %s: %w", node.Name, nr.Name, err)
 		}
 	}
 
@@ -122,7 +124,7 @@ func (r *Reconciler) reconcileDraining(ctx context.Context, s *scope) (reconcile
 	msg := fmt.Sprintf("drain timed out after %s with %s", p.Spec.Drain.Timeout.Duration, st.Message)
 	s.setCondition(v1alpha1.RemediationDrained, metav1.ConditionFalse, ReasonDrainTimeout, msg)
 	if err := r.release(ctx, s, true); err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("releasing node %s after the drain of %s timed out: %w", node.Name, nr.Name, err)
 	}
 	s.transition(v1alpha1.PhaseFailed, ReasonDrainTimeout, msg+"; the node was uncordoned if cnimedic had cordoned it, and nothing was repaired (set drain.onTimeout: Proceed to repair anyway)")
 	return reconcile.Result{}, nil
@@ -194,7 +196,7 @@ func (r *Reconciler) cordon(ctx context.Context, s *scope) error {
 	}
 	node.Annotations[v1alpha1.AnnotationCordonedBy] = s.nr.Name
 	if err := r.Client.Patch(ctx, node, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
-		return err
+		return fmt.Errorf("patching node %s: %w", node.Name, err)
 	}
 	s.nr.Status.Cordoned = true
 	s.event(normal, ReasonCordoned, actionCordon, fmt.Sprintf("cordoned node %s", node.Name))
@@ -216,7 +218,7 @@ func (r *Reconciler) release(ctx context.Context, s *scope, uncordon bool) error
 		node.Spec.Unschedulable = false
 	}
 	if err := r.Client.Patch(ctx, node, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
-		return err
+		return fmt.Errorf("patching node %s: %w", node.Name, err)
 	}
 	s.nr.Status.Cordoned = false
 	if uncordon {
