@@ -145,6 +145,15 @@ func TestOnlyApproversWidenWhatRunsWithoutAHuman(t *testing.T) {
 			return mergePatch(dave, ref("guarded"), `{"spec":{"nodeNames":["w1","cp-1"]}}`)
 		}, false, "only approvers may change which nodes or signatures an Automatic policy covers"},
 		{"dave keeps the Automatic policy paused", func() error { return mergePatch(dave, ref("guarded"), `{"spec":{"paused":true}}`) }, true, ""},
+		{"dave raises what the Automatic policy repairs at once", func() error {
+			return mergePatch(dave, ref("guarded"), `{"spec":{"maxConcurrent":50}}`)
+		}, false, "only approvers may change how much an Automatic policy does at once"},
+		{"dave lets the Automatic policy repair under unevictable pods", func() error {
+			return mergePatch(dave, ref("guarded"), `{"spec":{"drain":{"onTimeout":"Proceed"}}}`)
+		}, false, "only approvers may change how much an Automatic policy does at once and how it drains"},
+		{"dave resumes the paused Automatic policy", func() error { return mergePatch(dave, ref("guarded"), `{"spec":{"paused":false}}`) }, false,
+			"only approvers may resume a paused Automatic policy"},
+		{"erin resumes it", func() error { return mergePatch(erin, ref("guarded"), `{"spec":{"paused":false}}`) }, true, ""},
 	} {
 		err := tc.do()
 		switch {
