@@ -31,7 +31,7 @@ func (r *Reconciler) restartAgentPod(ctx context.Context, s *scope) (reconcile.R
 	pods := &corev1.PodList{}
 	// Read live: pods are not cached.
 	if err := r.APIReader.List(ctx, pods, client.InNamespace(ns), client.MatchingFields{"spec.nodeName": nr.Spec.NodeName}); err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("listing the pods in %s on node %s for %s: %w", ns, nr.Spec.NodeName, nr.Name, err)
 	}
 	for i := range pods.Items {
 		pod := &pods.Items[i]

@@ -23,7 +23,7 @@ func (r *Reconciler) reconcileDiagnose(ctx context.Context, s *scope) (reconcile
 	rerun := fmt.Sprintf("run `kubectl cnimedic diagnose %s` for the node's report", nr.Spec.NodeName)
 	switch {
 	case err != nil:
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("diagnosing node %s for %s: %w", nr.Spec.NodeName, nr.Name, err)
 	case wait != nil:
 		return *wait, nil
 	case failed != nil:

@@ -88,7 +88,7 @@ func (r *Reconciler) reconcileDiagnosing(ctx context.Context, s *scope) (reconci
 		r.diagnoseMu.Lock()
 		defer r.diagnoseMu.Unlock()
 		if until, why, err := r.diagnosisHeld(ctx, s); err != nil {
-			return reconcile.Result{}, err
+			return reconcile.Result{}, fmt.Errorf("deciding whether the diagnosis of node %s may start: %w", nr.Spec.NodeName, err)
 		} else if why != "" {
 			s.event(normal, ReasonDiagnosisQueued, actionWait, why, "queued")
 			return r.requeueAt(s, until), nil
@@ -97,7 +97,7 @@ func (r *Reconciler) reconcileDiagnosing(ctx context.Context, s *scope) (reconci
 	res, wait, failed, err := r.awaitExecutor(ctx, s, modeDiagnose, phaseSince(nr, v1alpha1.PhaseDiagnosing, s.now))
 	switch {
 	case err != nil:
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("diagnosing node %s: %w", nr.Spec.NodeName, err)
 	case wait != nil:
 		return *wait, nil
 	case failed != nil:

@@ -17,7 +17,7 @@ import (
 // the cordon: deleting it then hands the node to a person (reconcileDelete).
 func (r *Reconciler) reconcileEnd(ctx context.Context, s *scope) (reconcile.Result, error) {
 	if err := r.deleteCanary(ctx, s); err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("tidying up after %s: %w", s.nr.Name, err)
 	}
 	switch s.nr.Status.Phase {
 	case v1alpha1.PhaseFailed, v1alpha1.PhaseRolledBack:
@@ -27,7 +27,7 @@ func (r *Reconciler) reconcileEnd(ctx context.Context, s *scope) (reconcile.Resu
 		return reconcile.Result{}, nil
 	}
 	if err := r.release(ctx, s, true); err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("releasing node %s after %s ended: %w", s.nr.Spec.NodeName, s.nr.Name, err)
 	}
 	return reconcile.Result{}, r.removeFinalizer(ctx, s)
 }
@@ -44,15 +44,15 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (reconcile.R
 			return reconcile.Result{RequeueAfter: r.poll()}, nil
 		}
 		if err != nil && !apierrors.IsNotFound(err) {
-			return reconcile.Result{}, err
+			return reconcile.Result{}, fmt.Errorf("getting executor pod %s/%s before %s is deleted: %w", r.Config.Namespace, name, s.nr.Name, err)
 		}
 	}
 	if err := r.deleteCanary(ctx, s); err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("tidying up before %s is deleted: %w", s.nr.Name, err)
 	}
 	failed := s.nr.Status.Phase == v1alpha1.PhaseFailed || s.nr.Status.Phase == v1alpha1.PhaseRolledBack
 	if err := r.release(ctx, s, !failed); err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("releasing node %s before %s is deleted: %w", s.nr.Spec.NodeName, s.nr.Name, err)
 	}
 	return reconcile.Result{}, r.removeFinalizer(ctx, s)
 }
@@ -62,7 +62,7 @@ func (r *Reconciler) nodeGone(ctx context.Context, s *scope) (reconcile.Result, 
 	s.nr.Status.Cordoned = false
 	s.transition(v1alpha1.PhaseFailed, ReasonNodeGone, fmt.Sprintf("node %s was deleted during the %s phase", s.nr.Spec.NodeName, s.nr.Status.Phase))
 	if err := r.deleteCanary(ctx, s); err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("tidying up after node %s was deleted: %w", s.nr.Spec.NodeName, err)
 	}
 	return reconcile.Result{}, r.removeFinalizer(ctx, s)
 }

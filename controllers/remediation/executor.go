@@ -176,7 +176,7 @@ func (r *Reconciler) executorPod(s *scope, name string, mode executorMode) (*cor
 	}
 	// Deleting the remediation deletes its pods.
 	if err := controllerutil.SetOwnerReference(nr, pod, r.Client.Scheme()); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("making %s the owner of executor pod %s: %w", nr.Name, name, err)
 	}
 	return pod, nil
 }
@@ -204,7 +204,7 @@ func (r *Reconciler) diagnosisPod(s *scope, name string) (*corev1.Pod, error) {
 		Output: "json", RemediationID: nr.Name,
 	})
 	if err := controllerutil.SetOwnerReference(nr, pod, r.Client.Scheme()); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("making %s the owner of diagnosis pod %s: %w", nr.Name, name, err)
 	}
 	return pod, nil
 }
@@ -250,12 +250,12 @@ func (r *Reconciler) runExecutor(ctx context.Context, s *scope, mode executorMod
 		if live := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.Config.Namespace, Name: name}, pod); apierrors.IsNotFound(live) {
 			return nil, nil, fmt.Sprintf("executor pod %s/%s disappeared before it reported a result", r.Config.Namespace, name), nil
 		} else if live != nil {
-			return nil, nil, "", live
+			return nil, nil, "", fmt.Errorf("reading executor pod %s/%s live: %w", r.Config.Namespace, name, live)
 		}
 	case apierrors.IsNotFound(getErr):
 		newPod, err := r.executorPod(s, name, mode)
 		if err != nil {
-			return nil, nil, "", err
+			return nil, nil, "", fmt.Errorf("building executor pod %s: %w", name, err)
 		}
 		if err := r.Client.Create(ctx, newPod); err != nil && !apierrors.IsAlreadyExists(err) {
 			if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) {
@@ -264,7 +264,7 @@ func (r *Reconciler) runExecutor(ctx context.Context, s *scope, mode executorMod
 				return &v1alpha1.ExecutorResult{RemediationID: nr.Name, Outcome: v1alpha1.OutcomeFailed,
 					Message: fmt.Sprintf("nothing was changed on the node: the API server refused executor pod %s/%s: %v", r.Config.Namespace, name, err)}, nil, "", nil
 			}
-			return nil, nil, "", err
+			return nil, nil, "", fmt.Errorf("creating executor pod %s/%s: %w", r.Config.Namespace, name, err)
 		}
 		if counts {
 			nr.Status.Attempt++
@@ -273,7 +273,7 @@ func (r *Reconciler) runExecutor(ctx context.Context, s *scope, mode executorMod
 		s.event(normal, ReasonExecutorStarted, actionRepair, fmt.Sprintf("started executor pod %s/%s (%s) on node %s", r.Config.Namespace, name, mode, nr.Spec.NodeName))
 		return nil, newPod, "", nil
 	case getErr != nil:
-		return nil, nil, "", getErr
+		return nil, nil, "", fmt.Errorf("getting executor pod %s/%s: %w", r.Config.Namespace, name, getErr)
 	}
 	if nr.Status.ExecutorPod != name { // created by a reconcile whose status write was lost
 		if counts {

@@ -126,7 +126,7 @@ func (r *Reconciler) failedAttempts(ctx context.Context, nr *v1alpha1.NodeRemedi
 	// Read live: a safety rule must not depend on how far the cache has caught up.
 	list := &v1alpha1.NodeRemediationList{}
 	if err := r.APIReader.List(ctx, list, client.MatchingLabels{v1alpha1.LabelNode: nr.Spec.NodeName}); err != nil {
-		return 0, err
+		return 0, fmt.Errorf("listing the remediations of node %s live: %w", nr.Spec.NodeName, err)
 	}
 	n := 0
 	for _, other := range list.Items {

@@ -17,8 +17,10 @@ func (r *Reconciler) reconcileRepairing(ctx context.Context, s *scope) (reconcil
 	dry := p.Spec.DryRun
 	if nr.Status.ExecutorPod == "" {
 		// Right before anything runs on the node (or the agent pod is restarted): still covered, still approved.
-		if ok, err := r.mayAct(ctx, s); !ok || err != nil {
-			return reconcile.Result{}, err
+		if ok, err := r.mayAct(ctx, s); err != nil {
+			return reconcile.Result{}, fmt.Errorf("checking that %s may still repair node %s: %w", nr.Name, nr.Spec.NodeName, err)
+		} else if !ok {
+			return reconcile.Result{}, nil
 		}
 	}
 	if nr.Status.Action == v1alpha1.ActionRestartCNIAgentPod {
@@ -41,7 +43,7 @@ func (r *Reconciler) reconcileRepairing(ctx context.Context, s *scope) (reconcil
 	if nr.Status.ExecutorPod == "" && !dry {
 		if broken, why := r.stillBroken(ctx, s, false); !broken {
 			if err := r.release(ctx, s, true); err != nil {
-				return reconcile.Result{}, err
+				return reconcile.Result{}, fmt.Errorf("releasing node %s, whose failure cleared during the drain: %w", nr.Spec.NodeName, err)
 			}
 			s.transition(v1alpha1.PhaseSucceeded, ReasonResolvedWithoutAction, "the failure cleared during the drain, before any repair: "+why)
 			return reconcile.Result{}, nil
@@ -50,7 +52,7 @@ func (r *Reconciler) reconcileRepairing(ctx context.Context, s *scope) (reconcil
 	res, wait, failed, err := r.awaitExecutor(ctx, s, mode, phaseSince(nr, v1alpha1.PhaseRepairing, s.now))
 	switch {
 	case err != nil:
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("repairing node %s: %w", nr.Spec.NodeName, err)
 	case wait != nil:
 		return *wait, nil
 	case failed != nil:

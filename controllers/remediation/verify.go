@@ -33,17 +33,17 @@ func (r *Reconciler) reconcileVerifying(ctx context.Context, s *scope) (reconcil
 		var err error
 		ok, why, err = r.canary(ctx, s)
 		if err != nil {
-			return reconcile.Result{}, err
+			return reconcile.Result{}, fmt.Errorf("verifying node %s with a canary pod: %w", nr.Spec.NodeName, err)
 		}
 	}
 	if ok {
 		if err := r.deleteCanary(ctx, s); err != nil {
-			return reconcile.Result{}, err
+			return reconcile.Result{}, fmt.Errorf("tidying up after verifying node %s: %w", nr.Spec.NodeName, err)
 		}
 		s.setCondition(v1alpha1.RemediationVerified, metav1.ConditionTrue, ReasonVerified, "node Ready and pods get their network")
 		s.event(normal, ReasonVerified, actionVerify, fmt.Sprintf("node %s is Ready and a canary pod got its network", nr.Spec.NodeName))
 		if err := r.release(ctx, s, true); err != nil {
-			return reconcile.Result{}, err
+			return reconcile.Result{}, fmt.Errorf("releasing node %s after its verification: %w", nr.Spec.NodeName, err)
 		}
 		took := "?"
 		if nr.Status.StartTime != nil {
@@ -56,7 +56,7 @@ func (r *Reconciler) reconcileVerifying(ctx context.Context, s *scope) (reconcil
 		return r.requeueAt(s, deadline), nil
 	}
 	if err := r.deleteCanary(ctx, s); err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("tidying up after the failed verification of node %s: %w", nr.Spec.NodeName, err)
 	}
 	msg := fmt.Sprintf("verification failed after %s: %s", p.Spec.Verification.Timeout.Duration, why)
 	s.setCondition(v1alpha1.RemediationVerified, metav1.ConditionFalse, ReasonVerificationFailed, msg)
@@ -77,7 +77,7 @@ func (r *Reconciler) followRollback(ctx context.Context, s *scope) (reconcile.Re
 	res, wait, failed, err := r.awaitExecutor(ctx, s, modeRollback, started)
 	switch {
 	case err != nil:
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("rolling back the repair of node %s: %w", s.nr.Spec.NodeName, err)
 	case wait != nil:
 		return *wait, nil
 	case failed != nil:
@@ -130,16 +130,16 @@ func (r *Reconciler) canary(ctx context.Context, s *scope) (bool, string, error)
 			},
 		}
 		if err := controllerutil.SetOwnerReference(nr, pod, r.Client.Scheme()); err != nil {
-			return false, "", err
+			return false, "", fmt.Errorf("making %s the owner of canary pod %s: %w", nr.Name, name, err)
 		}
 		if err := r.Client.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
-			return false, "", err
+			return false, "", fmt.Errorf("creating canary pod %s/%s: %w", pod.Namespace, name, err)
 		}
 		s.event(normal, ReasonVerifying, actionVerify, fmt.Sprintf("started canary pod %s/%s on node %s", pod.Namespace, name, nr.Spec.NodeName), "canary")
 		return false, "the canary pod was just created", nil
 	}
 	if err != nil {
-		return false, "", err
+		return false, "", fmt.Errorf("getting canary pod %s/%s: %w", r.Config.Namespace, name, err)
 	}
 	switch {
 	case pod.Status.Phase == corev1.PodRunning || pod.Status.Phase == corev1.PodSucceeded:
@@ -161,5 +161,8 @@ func waitingReason(pod *corev1.Pod) string {
 
 func (r *Reconciler) deleteCanary(ctx context.Context, s *scope) error {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: r.Config.Namespace, Name: canaryName(s.nr)}}
-	return client.IgnoreNotFound(r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0)))
+	if err := r.Client.Delete(ctx, pod, client.GracePeriodSeconds(0)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting canary pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	return nil
 }
