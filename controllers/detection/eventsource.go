@@ -81,8 +81,11 @@ func (s *eventSource) ensure(reason string) {
 	}
 	inf := toolscache.NewSharedIndexInformer(lw, &corev1.Event{}, s.resync, toolscache.Indexers{})
 	// Keep only what the detection reads: the informer's store holds every event of the reason for an hour.
-	_ = inf.SetTransform(stripEvent)
-	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+	// Neither call can fail on an informer that has not started; were one to, the watch would be useless: say so.
+	if err := inf.SetTransform(stripEvent); err != nil {
+		log.FromContext(ctx).Error(err, "setting the transform of the event informer", "reason", reason)
+	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { s.dispatch(o) },
 		UpdateFunc: func(_, o any) { s.dispatch(o) },
 		DeleteFunc: func(o any) {
@@ -93,7 +96,9 @@ func (s *eventSource) ensure(reason string) {
 				s.forget(ev)
 			}
 		},
-	})
+	}); err != nil {
+		log.FromContext(ctx).Error(err, "adding the handler of the event informer", "reason", reason)
+	}
 	log.FromContext(ctx).Info("watching events", "reason", reason)
 	go inf.RunWithContext(ctx)
 }
