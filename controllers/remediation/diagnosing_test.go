@@ -228,3 +228,36 @@ func TestAConfDirEmptiedOfEveryNetworkEscalatesWithoutADrain(t *testing.T) {
 	}
 	h.assertUntouched(node.Name, nr.Name)
 }
+
+// TestAnUnclassifiedCNIFailureIsRepairedThroughTheCauseTheNodeShows: a CNI failure whose wording no signature names
+// (the cni-unclassified family) is diagnosed on the node and repaired as the cause the node shows, or escalated with
+// the findings when no node repair fixes what it shows.
+func TestAnUnclassifiedCNIFailureIsRepairedThroughTheCauseTheNodeShows(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		finding v1alpha1.Finding
+		want    v1alpha1.Phase
+	}{
+		{"a repairable cause", v1alpha1.Finding{Severity: v1alpha1.SeverityError, Signature: v1alpha1.SignatureCNIVersionMissing, Summary: "10-lab.conflist has no cniVersion"}, v1alpha1.PhaseSucceeded},
+		{"no node repair", v1alpha1.Finding{Severity: v1alpha1.SeverityError, Summary: "the CNI daemon's socket does not answer"}, v1alpha1.PhaseEscalated},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, fmt.Sprintf("family-%v", tc.want == v1alpha1.PhaseSucceeded))
+			node := h.node("w1")
+			p := h.policy("p", nil)
+			h.runKubelet(kubelet{outcome: succeeded, diagnosis: func(pod *corev1.Pod) *v1alpha1.ExecutorResult { return diagnosisFinding(pod, tc.finding) }})
+			nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIUnclassified, func(nr *v1alpha1.NodeRemediation) { nr.Spec.Parameters = nil })
+			done := h.waitPhase(nr.Name, tc.want)
+			if tc.want == v1alpha1.PhaseSucceeded {
+				if done.Status.Diagnosis.Confirmed != string(v1alpha1.SignatureCNIVersionMissing) || done.Status.Action != v1alpha1.ActionSetCNIVersion {
+					t.Errorf("confirmed %s action %s: want the repair of what the node shows", done.Status.Diagnosis.Confirmed, done.Status.Action)
+				}
+				return
+			}
+			if done.Status.Reason != ReasonNoNodeRepair || !strings.Contains(done.Status.Message, "socket does not answer") {
+				t.Errorf("reason %s: %q", done.Status.Reason, done.Status.Message)
+			}
+			h.assertUntouched(node.Name, nr.Name)
+		})
+	}
+}
