@@ -64,6 +64,9 @@ type Report struct {
 	Containerd Containerd `json:"containerd"`
 	// ConfLists are the files of the conf dir in the order the runtime considers them.
 	ConfLists []ConfList `json:"confLists"`
+	// ConfElsewhere is the standard conf dir, when the one the runtime reads holds no network configuration and it
+	// does: pointing the runtime there (RepairRuntimeCNIConfig) repairs the node.
+	ConfElsewhere string `json:"confElsewhere,omitempty"`
 	// Selection says which of them the runtime loads.
 	Selection conflist.Selection `json:"selection"`
 	// Loopback is the loopback plugin, which containerd runs for every pod with CNI version 1.0.0.
@@ -161,6 +164,11 @@ func Run(ctx context.Context, o Options) Report {
 	if err != nil {
 		r.Findings = append(r.Findings, Finding{Severity: Error, Signature: sigNotInitialized,
 			Summary: fmt.Sprintf("The CNI conf dir %s cannot be read: %v.", r.ConfDir, err)})
+	}
+	if len(files) == 0 && r.ConfDir != runtimecfg.DefaultConfDir {
+		if others, err := conflist.List(o.Root, runtimecfg.DefaultConfDir); err == nil && len(others) > 0 {
+			r.ConfElsewhere = runtimecfg.DefaultConfDir
+		}
 	}
 	r.Selection = conflist.Select(files, settings.MaxConfNum)
 	loaded := map[int]bool{}

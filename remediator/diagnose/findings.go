@@ -59,11 +59,17 @@ func findings(r Report) []Finding {
 	}
 
 	// The configuration files and what the runtime does with them.
-	if len(r.ConfLists) == 0 {
+	switch {
+	case len(r.ConfLists) == 0 && r.ConfElsewhere != "":
 		add(Finding{Severity: Error, Signature: sigNotInitialized, Path: r.ConfDir,
-			Summary: fmt.Sprintf("No network configuration in %s, the directory containerd reads (conf_dir): the runtime reports \"cni plugin not initialized\" and no pod gets a network.", r.ConfDir),
-			Repair:  "Check that the CNI provider's DaemonSet runs on this node and that containerd's conf_dir points where it writes its conflist.",
-			// Nothing on the node to repair: pointing containerd at this directory, or restarting it, changes nothing.
+			Summary: fmt.Sprintf("No network configuration in %s, the directory containerd reads (conf_dir), while %s holds some: the runtime reports \"cni plugin not initialized\" and no pod gets a network.", r.ConfDir, r.ConfElsewhere),
+			Repair:  fmt.Sprintf("Point containerd's conf_dir at %s (RepairRuntimeCNIConfig) and restart it.", r.ConfElsewhere),
+			Fix:     v1alpha1.ActionRepairRuntimeCNIConfig})
+	case len(r.ConfLists) == 0:
+		add(Finding{Severity: Error, Signature: sigNotInitialized, Path: r.ConfDir,
+			Summary: fmt.Sprintf("No network configuration in %s, the directory containerd reads (conf_dir), nor anywhere else cnimedic looks: the runtime reports \"cni plugin not initialized\" and no pod gets a network.", r.ConfDir),
+			Repair:  "Check that the CNI provider's DaemonSet runs on this node and writes its conflist where containerd's conf_dir points.",
+			// Nothing on the node to repair: pointing containerd elsewhere, or restarting it, changes nothing.
 			Fix: v1alpha1.ActionEscalate})
 	}
 	for i, cl := range r.ConfLists {

@@ -92,7 +92,10 @@ func TestDiagnoseNotInitialized(t *testing.T) {
 		root := nodetest.Root(t)
 		nodetest.CopyPlugins(t, nodetest.Debian, root, "/opt/cni/bin", "loopback")
 		r, text := run(t, root, Options{})
-		expect(t, r, text, sigNotInitialized, Error, "No network configuration in /etc/cni/net.d", `"cni plugin not initialized"`)
+		f := expect(t, r, text, sigNotInitialized, Error, "No network configuration in /etc/cni/net.d", "nor anywhere else cnimedic looks", `"cni plugin not initialized"`)
+		if f.Fix != v1alpha1.ActionEscalate {
+			t.Errorf("fix %q: nothing on the node can repair an empty conf dir, so the manager must escalate without a drain", f.Fix)
+		}
 	})
 	t.Run("calico seed: conf_dir and conf_template wrong", func(t *testing.T) {
 		root := nodetest.Root(t)
@@ -106,7 +109,10 @@ func TestDiagnoseNotInitialized(t *testing.T) {
   max_conf_num = 1
 `), 0o644)
 		r, text := run(t, root, Options{})
-		expect(t, r, text, sigNotInitialized, Error, "No network configuration in /etc/cni/net.d.calico")
+		f := expect(t, r, text, sigNotInitialized, Error, "No network configuration in /etc/cni/net.d.calico", "while /etc/cni/net.d holds some")
+		if f.Fix != v1alpha1.ActionRepairRuntimeCNIConfig {
+			t.Errorf("fix %q: pointing containerd at /etc/cni/net.d repairs this node", f.Fix)
+		}
 		expect(t, r, text, sigNotInitialized, Error, "conf_template names /etc/cni/net.d/10-calico.conflist.template, which does not exist")
 		if !strings.Contains(text, `conf_dir /etc/cni/net.d.calico, conf_template "/etc/cni/net.d/10-calico.conflist.template", max_conf_num 1`) {
 			t.Errorf("the text must show containerd's CNI settings:\n%s", text)
