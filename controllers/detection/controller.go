@@ -13,8 +13,8 @@
 //
 // Evidence is aggregated per node and signature in memory (store.go) and counted the way the covering policy says:
 // occurrences and distinct confirmed pods inside the window, how long the pods' status has shown the failure, the
-// boot grace, and expiry so that stale evidence stops counting. A storm (too many covered nodes with one signature) opens nothing and sets
-// the policy's StormActive condition (storm.go).
+// boot grace, and expiry so that stale evidence stops counting. A storm (too many covered nodes that confirm one
+// signature themselves) opens nothing and sets the policy's StormActive condition (storm.go).
 package detection
 
 import (
@@ -353,9 +353,11 @@ func mayQualify(p *v1alpha1.RemediationPolicy, cands []candidate, inGrace bool) 
 }
 
 // qualifying returns the candidate that meets the policy's thresholds, the most specific one when several do. Each
-// candidate that may qualify is narrowed to what the node confirms (confirm): its pods to those bound to the node
-// whose status shows the failure for minStuckDuration, its occurrences to those pods' events. The candidates are
-// updated in place, so that the caller knows when a pod will have shown its failure long enough (ripens).
+// candidate that may qualify, or whose events name pods, is narrowed to what the node confirms (confirm): its pods to
+// those bound to the node whose status shows the failure for minStuckDuration, its occurrences to those pods' events.
+// A candidate left with pods is recorded as confirmed by the node (store.markConfirmed), under the thresholds too: a
+// storm counts every node that confirms the signature, and only those. The candidates are updated in place, so that
+// the caller knows when a pod will have shown its failure long enough (ripens).
 func (r *Reconciler) qualifying(ctx context.Context, p *v1alpha1.RemediationPolicy, node *corev1.Node, cands []candidate, inGrace bool, now time.Time) (*candidate, error) {
 	d := p.Spec.Detection
 	minPods := max(d.MinPods, 1)
@@ -369,8 +371,8 @@ func (r *Reconciler) qualifying(ctx context.Context, p *v1alpha1.RemediationPoli
 		}
 		// A node condition, written by the node's kubelet, proves the failure on its own.
 		byCondition := c.condition != "" && !inGrace && c.conditionFor >= d.MinStuckDuration.Duration
-		if !byCondition && (c.events < d.MinOccurrences || int32(len(c.pods)) < minPods) {
-			continue
+		if !byCondition && len(c.pods) == 0 {
+			continue // nothing to confirm; a condition that carries the signature counts for a storm as it is
 		}
 		if len(c.pods) > 0 && !read {
 			var err error
@@ -380,6 +382,9 @@ func (r *Reconciler) qualifying(ctx context.Context, p *v1alpha1.RemediationPoli
 			read = true
 		}
 		c.confirm(livePods, kubeletReporting(node), now, d.MinStuckDuration.Duration)
+		if len(c.pods) > 0 {
+			r.store.markConfirmed(node.Name, c.signature, now)
+		}
 		if byCondition || (c.events >= d.MinOccurrences && int32(len(c.pods)) >= minPods) {
 			ok = append(ok, *c)
 		}

@@ -40,6 +40,10 @@ type sigEvidence struct {
 	condition       string
 	conditionSince  time.Time
 	conditionParams map[string]string
+	// confirmed is the last time the node itself confirmed the signature through its pods (pods bound to it whose
+	// kubelet-written status had shown the sandbox failing for minStuckDuration, and their events): what a storm
+	// counts (confirmedNodesWith), whatever the per-node thresholds. Events alone never set it.
+	confirmed time.Time
 }
 
 type hit struct {
@@ -182,6 +186,9 @@ func (s *store) consume(node, sig string, end time.Time) bool {
 	e := s.nodes[node][sig]
 	if e == nil {
 		return true
+	}
+	if !e.confirmed.After(end) {
+		e.confirmed = time.Time{}
 	}
 	kept := e.hits[:0]
 	for _, h := range e.hits {
@@ -400,8 +407,19 @@ func sortPods(pods []v1alpha1.PodReference) {
 	})
 }
 
-// nodesWith returns the nodes that showed the signature since from.
-func (s *store) nodesWith(sig string, from time.Time) []string {
+// markConfirmed records that the node's pods confirmed the signature at at (candidate.confirm left pods).
+func (s *store) markConfirmed(node, sig string, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.nodes[node][sig]; e != nil && at.After(e.confirmed) {
+		e.confirmed = at
+	}
+}
+
+// confirmedNodesWith returns the nodes that confirmed the signature themselves since from: their Ready condition
+// carries it, or their pods confirmed it (markConfirmed). A node that only events name is not among them: whoever
+// may write events chooses the node they name.
+func (s *store) confirmedNodesWith(sig string, from time.Time) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
@@ -410,7 +428,7 @@ func (s *store) nodesWith(sig string, from time.Time) []string {
 		if e == nil {
 			continue
 		}
-		if e.condition != "" || (len(e.hits) > 0 && !e.hits[len(e.hits)-1].at.Before(from)) {
+		if e.condition != "" || (!e.confirmed.IsZero() && !e.confirmed.Before(from)) {
 			out = append(out, node)
 		}
 	}

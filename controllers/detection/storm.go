@@ -20,16 +20,19 @@ const (
 )
 
 // checkStorm decides whether a storm holds automatic repair under the policy: more than storm.thresholdPercent of
-// the covered nodes (and at least storm.minNodes) show sig inside the detection window, or did less than
-// storm.cooldown ago. It records the storm on the policy (StormActive, status.storm) through server-side apply, as
-// the only writer of those fields, and only when they change.
+// the covered nodes (and at least storm.minNodes) confirmed sig themselves inside the detection window (their Ready
+// condition carries it, or pods bound to them whose kubelet-written status showed the sandbox failing for
+// minStuckDuration: store.confirmedNodesWith), or did less than storm.cooldown ago. Events alone count no node:
+// whoever may write events chooses the node they name, and could make one node's failure look like a storm. It
+// records the storm on the policy (StormActive, status.storm) through server-side apply, as the only writer of those
+// fields, and only when they change.
 func (r *Reconciler) checkStorm(ctx context.Context, p *v1alpha1.RemediationPolicy, sig string, now time.Time) (bool, error) {
 	covered, err := r.coveredBy(ctx, p)
 	if err != nil {
 		return false, fmt.Errorf("counting the covered nodes: %w", err)
 	}
 	affected := 0
-	for _, n := range r.store.nodesWith(sig, now.Add(-p.Spec.Detection.Window.Duration)) {
+	for _, n := range r.store.confirmedNodesWith(sig, now.Add(-p.Spec.Detection.Window.Duration)) {
 		if covered[n] {
 			affected++
 		}
