@@ -33,11 +33,15 @@ func (r *Reconciler) decide(s *scope) decision {
 	nr, p := s.nr, s.policy
 	st := &nr.Status
 	cause := nr.DeepCopy()
-	if d := st.Diagnosis; d != nil && d.Confirmed != "" && d.Confirmed != nr.Spec.Signature {
-		// Re-aimed at what the node shows: the message's parameters were about another failure.
-		cause.Spec.Signature, cause.Spec.Parameters = d.Confirmed, nil
-	}
 	st.Action = actionOf(p, cause)
+	if d := st.Diagnosis; d != nil && d.Confirmed != "" {
+		// The node confirmed a cause: its action follows from what the node shows.
+		st.Action = causeAction(p, v1alpha1.SignatureID(d.Confirmed))
+		if d.Confirmed != nr.Spec.Signature {
+			// Re-aimed at what the node shows: the message's parameters were about another failure.
+			cause.Spec.Signature, cause.Spec.Parameters = d.Confirmed, nil
+		}
+	}
 	st.Plan = nil
 	st.PolicyGeneration = p.Generation
 	st.ExecutorImage = r.executorImage(p)
@@ -92,6 +96,22 @@ func actionOf(p *v1alpha1.RemediationPolicy, nr *v1alpha1.NodeRemediation) v1alp
 		return a
 	}
 	return planner.ActionFor(id, p.Spec.Repair)
+}
+
+// causeAction is the action for a cause the node's own diagnosis showed: the catalog's (its alternative when the
+// policy allows it) under the policy's repair settings. The message-based refinements of actionOf (a plugin or an
+// IPAM type named in the evidence) do not apply: the diagnosis reports a cause only where the node's own files show
+// one cnimedic repairs, and marks the others with Fix Escalate.
+func causeAction(p *v1alpha1.RemediationPolicy, sig v1alpha1.SignatureID) v1alpha1.RepairAction {
+	for _, c := range p.Spec.CustomSignatures {
+		if c.Name == string(sig) {
+			return c.Action
+		}
+	}
+	if def, ok := signature.Lookup(sig); ok && def.Alternative != "" && slices.Contains(p.Spec.AllowedActions, def.Alternative) {
+		return def.Alternative
+	}
+	return planner.ActionFor(sig, p.Spec.Repair)
 }
 
 // executorImage is the image executor pods of the policy run: the policy's own, or the installation's.

@@ -193,6 +193,11 @@ func (r *Reconciler) judge(ctx context.Context, s *scope, res *v1alpha1.Executor
 		s.transition(v1alpha1.PhaseEscalated, dec.escalateReason, dec.escalateMessage)
 		return reconcile.Result{}, nil
 	}
+	if !nr.Status.Action.IsNodeAction() {
+		s.transition(v1alpha1.PhaseEscalated, ReasonNoNodeRepair, fmt.Sprintf("the node shows %s, for which cnimedic has no node repair under policy %s (%s); nothing was changed on the node",
+			d.Confirmed, s.policy.Name, nr.Status.Action))
+		return reconcile.Result{}, nil
+	}
 	if !policy.Allows(s.policy, nr.Status.Action) {
 		s.transition(v1alpha1.PhaseEscalated, ReasonActionNotAllowed, fmt.Sprintf("the node shows %s, which needs %s; policy %s does not allow it (spec.allowedActions); nothing was changed on the node",
 			d.Confirmed, nr.Status.Action, s.policy.Name))
@@ -211,8 +216,7 @@ func repairableCause(p *v1alpha1.RemediationPolicy, errs []v1alpha1.Finding) (v1
 			if f.Signature != def.ID || f.Fix == v1alpha1.ActionEscalate {
 				continue
 			}
-			probe := &v1alpha1.NodeRemediation{Spec: v1alpha1.NodeRemediationSpec{Signature: string(f.Signature)}}
-			if a := actionOf(p, probe); a.IsNodeAction() && policy.Allows(p, a) {
+			if a := causeAction(p, f.Signature); a.IsNodeAction() && policy.Allows(p, a) {
 				return f.Signature, a, true
 			}
 		}
