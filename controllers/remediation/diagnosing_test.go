@@ -263,8 +263,8 @@ func TestAnUnclassifiedCNIFailureIsRepairedThroughTheCauseTheNodeShows(t *testin
 }
 
 // TestACauseTheNodeConfirmsIsRepairedWhateverTheMessageLeftOut: the lab's IPAM seed was escalated by the first
-// e2e run of Diagnosing because the action of the confirmed cause was still refined by the message's parameters
-// (no "host-local" named, so Escalate). A cause the node's own diagnosis shows is repaired by its catalog action.
+// e2e run of Diagnosing because the cause the node confirmed was judged with none of the message's parameters (no
+// IPAM type, so Escalate). A cause the node's own diagnosis shows is repaired by its catalog action.
 func TestACauseTheNodeConfirmsIsRepairedWhateverTheMessageLeftOut(t *testing.T) {
 	h := newHarness(t, "ipamconfirm")
 	node := h.node("w1")
@@ -273,7 +273,9 @@ func TestACauseTheNodeConfirmsIsRepairedWhateverTheMessageLeftOut(t *testing.T) 
 		return diagnosisFinding(pod, v1alpha1.Finding{Severity: v1alpha1.SeverityError, Signature: v1alpha1.SignatureIPAMExhausted,
 			Summary: `Network "lab" has no free address`, Path: "/var/lib/cni/networks/lab"})
 	}})
-	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureIPAMExhausted, func(nr *v1alpha1.NodeRemediation) { nr.Spec.Parameters = nil })
+	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureIPAMExhausted, func(nr *v1alpha1.NodeRemediation) {
+		nr.Spec.Parameters = map[string]string{"ipam": "host-local", "range": "10.244.1.1-10.244.1.254"}
+	})
 	pending := h.waitPhase(nr.Name, v1alpha1.PhaseAwaitingApproval)
 	if pending.Status.Action != v1alpha1.ActionReclaimIPAM || pending.Status.Plan == nil {
 		t.Errorf("action %s plan %+v: the node confirmed a host-local network out of addresses", pending.Status.Action, pending.Status.Plan)
