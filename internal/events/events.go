@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -65,8 +66,26 @@ func (r *dedupingRecorder) Publish(evts ...Event) {
 			continue
 		}
 		// The message is passed as an argument, never as a format: it may contain '%' from a node's messages.
-		r.rec.Eventf(e.Regarding, e.Related, e.Type, e.Reason, e.Action, "%s", e.Message)
+		r.rec.Eventf(e.Regarding, e.Related, e.Type, e.Reason, e.Action, "%s", Note(e.Message))
 	}
+}
+
+// MaxNote is the longest note the API server accepts on an events.k8s.io Event (1 kB); a longer one is refused
+// and the event is lost.
+const MaxNote = 1024
+
+// Note shortens a message to fit an event's note, cutting at a character boundary and saying it was cut; the
+// full text stays in the object's status.
+func Note(msg string) string {
+	if len(msg) <= MaxNote {
+		return msg
+	}
+	const more = " …(shortened; see the object's status)"
+	cut := MaxNote - len(more)
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + more
 }
 
 func (r *dedupingRecorder) suppressed(e Event) bool {

@@ -1,8 +1,10 @@
 package events
 
 import (
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,5 +41,18 @@ func TestMessagesWithPercentAreNotFormatted(t *testing.T) {
 	rec.Publish(Event{Regarding: &corev1.Node{}, Type: corev1.EventTypeWarning, Reason: "Storm", Action: "Detect", Message: "30% of nodes"})
 	if got := <-fake.Events; got != "Warning Storm 30% of nodes" {
 		t.Fatalf("got %q", got)
+	}
+}
+
+// TestALongMessageIsShortenedToANoteTheAPIServerAccepts: a message over 1 kB (a diagnosis summary, a long
+// escalation) was refused by the API server, and the event lost; it is cut to fit, at a character boundary.
+func TestALongMessageIsShortenedToANoteTheAPIServerAccepts(t *testing.T) {
+	long := strings.Repeat("é", 800) // 1600 bytes
+	got := Note(long)
+	if len(got) > MaxNote || !utf8.ValidString(got) || !strings.Contains(got, "shortened") {
+		t.Errorf("%d bytes, valid %v: %q", len(got), utf8.ValidString(got), got[len(got)-60:])
+	}
+	if short := "node w1 repaired"; Note(short) != short {
+		t.Error("a short message was changed")
 	}
 }
