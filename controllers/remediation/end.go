@@ -3,10 +3,13 @@ package remediation
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
@@ -19,17 +22,49 @@ func (r *Reconciler) reconcileEnd(ctx context.Context, s *scope) (reconcile.Resu
 	if err := r.deleteCanary(ctx, s); err != nil {
 		return reconcile.Result{}, fmt.Errorf("tidying up after %s: %w", s.nr.Name, err)
 	}
+	tidy, err := r.tidyPods(ctx, s)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
 	switch s.nr.Status.Phase {
 	case v1alpha1.PhaseFailed, v1alpha1.PhaseRolledBack:
 		if s.node == nil || s.node.Annotations[v1alpha1.AnnotationCordonedBy] != s.nr.Name {
-			return reconcile.Result{}, r.removeFinalizer(ctx, s)
+			return tidy, r.removeFinalizer(ctx, s)
 		}
-		return reconcile.Result{}, nil
+		return tidy, nil
 	}
 	if err := r.release(ctx, s, true); err != nil {
 		return reconcile.Result{}, fmt.Errorf("releasing node %s after %s ended: %w", s.nr.Spec.NodeName, s.nr.Name, err)
 	}
-	return reconcile.Result{}, r.removeFinalizer(ctx, s)
+	return tidy, r.removeFinalizer(ctx, s)
+}
+
+// keepFailedPods is how long the executor and diagnosis pods of a repair that failed or rolled back are kept, for
+// their logs; those of any other end are deleted once their result is recorded.
+const keepFailedPods = 24 * time.Hour
+
+// tidyPods deletes the remediation's executor and diagnosis pods once they are no longer needed, and says when to
+// come back for the ones kept for now.
+func (r *Reconciler) tidyPods(ctx context.Context, s *scope) (reconcile.Result, error) {
+	if p := s.nr.Status.Phase; (p == v1alpha1.PhaseFailed || p == v1alpha1.PhaseRolledBack) && s.nr.Status.CompletionTime != nil {
+		if until := s.nr.Status.CompletionTime.Add(keepFailedPods); s.now.Before(until) {
+			return reconcile.Result{RequeueAfter: until.Sub(s.now)}, nil
+		}
+	}
+	pods := &corev1.PodList{}
+	if err := r.Client.List(ctx, pods, client.InNamespace(r.Config.Namespace), client.MatchingLabels{v1alpha1.LabelRemediation: s.nr.Name}); err != nil {
+		return reconcile.Result{}, fmt.Errorf("listing the pods of %s: %w", s.nr.Name, err)
+	}
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if pod.DeletionTimestamp != nil {
+			continue
+		}
+		if err := r.Client.Delete(ctx, pod, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
+			return reconcile.Result{}, fmt.Errorf("deleting pod %s/%s of %s, which ended: %w", pod.Namespace, pod.Name, s.nr.Name, err)
+		}
+	}
+	return reconcile.Result{}, nil
 }
 
 // reconcileDelete releases the node of a remediation being deleted. A run still going on the node is waited for:

@@ -547,3 +547,46 @@ func TestDeletingARolledBackRemediationLeavesTheNodeCordonedAndSaysSo(t *testing
 		t.Errorf("unschedulable=%v annotations=%v: the node must stay cordoned, without cnimedic's mark", n.Spec.Unschedulable, n.Annotations)
 	}
 }
+
+// TestTheExecutorPodsOfASucceededRepairAreRemoved (issue 17): after a success nothing of the repair is left in the
+// install namespace; after a rollback its pods are kept a day for their logs, then removed.
+func TestTheExecutorPodsOfASucceededRepairAreRemoved(t *testing.T) {
+	h := newHarness(t, "tidy")
+	ok, bad := h.node("w1"), h.node("w2")
+	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Verification.Timeout = &metav1.Duration{Duration: 5 * time.Minute} })
+	h.runKubelet(kubelet{
+		outcome: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
+			if pod.Spec.Containers[0].Args[0] == "rollback" {
+				return &v1alpha1.ExecutorResult{Outcome: v1alpha1.OutcomeRolledBack, Message: "restored 1 file"}
+			}
+			return succeeded(pod)
+		},
+		canaryRuns: func(pod *corev1.Pod) bool { return pod.Spec.NodeName == ok.Name },
+	})
+	gone := func(nr string) error {
+		for _, component := range []string{"executor", componentDiagnosis} {
+			for _, pod := range h.podsOf(nr, component) {
+				if pod.DeletionTimestamp == nil {
+					return fmt.Errorf("pod %s still there", pod.Name)
+				}
+			}
+		}
+		return nil
+	}
+	good := h.remediation("good", ok.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
+	h.waitPhase(good.Name, v1alpha1.PhaseSucceeded)
+	h.eventually(func() error { return gone(good.Name) }, "the succeeded repair's pods removed")
+
+	failed := h.remediation("failed", bad.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
+	h.waitPhase(failed.Name, v1alpha1.PhaseVerifying)
+	time.Sleep(300 * time.Millisecond)
+	h.clock.Step(6 * time.Minute)
+	h.waitPhase(failed.Name, v1alpha1.PhaseRolledBack)
+	time.Sleep(300 * time.Millisecond)
+	if gone(failed.Name) == nil {
+		t.Fatal("the pods of a rolled-back repair were removed at once; their logs are what a person reads")
+	}
+	h.clock.Step(25 * time.Hour)
+	h.annotate(failed.Name, "test/poke", "1") // the requeue is a day away on the real clock: wake the reconcile
+	h.eventually(func() error { return gone(failed.Name) }, "the rolled-back repair's pods removed after a day")
+}
