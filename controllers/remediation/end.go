@@ -24,7 +24,7 @@ func (r *Reconciler) reconcileEnd(ctx context.Context, s *scope) (reconcile.Resu
 	}
 	tidy, err := r.tidyPods(ctx, s)
 	if err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, fmt.Errorf("tidying up after %s: %w", s.nr.Name, err)
 	}
 	switch s.nr.Status.Phase {
 	case v1alpha1.PhaseFailed, v1alpha1.PhaseRolledBack:
@@ -53,7 +53,7 @@ func (r *Reconciler) tidyPods(ctx context.Context, s *scope) (reconcile.Result, 
 	}
 	pods := &corev1.PodList{}
 	if err := r.Client.List(ctx, pods, client.InNamespace(r.Config.Namespace), client.MatchingLabels{v1alpha1.LabelRemediation: s.nr.Name}); err != nil {
-		return reconcile.Result{}, fmt.Errorf("listing the pods of %s: %w", s.nr.Name, err)
+		return reconcile.Result{}, fmt.Errorf("listing its pods: %w", err)
 	}
 	for i := range pods.Items {
 		pod := &pods.Items[i]
@@ -61,7 +61,7 @@ func (r *Reconciler) tidyPods(ctx context.Context, s *scope) (reconcile.Result, 
 			continue
 		}
 		if err := r.Client.Delete(ctx, pod, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
-			return reconcile.Result{}, fmt.Errorf("deleting pod %s/%s of %s, which ended: %w", pod.Namespace, pod.Name, s.nr.Name, err)
+			return reconcile.Result{}, fmt.Errorf("deleting pod %s/%s: %w", pod.Namespace, pod.Name, err)
 		}
 	}
 	return reconcile.Result{}, nil
