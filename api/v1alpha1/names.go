@@ -6,6 +6,9 @@ const (
 	AnnotationApprove = "cnimedic.io/approve"
 	// AnnotationReject on a NodeRemediation rejects a pending repair; the value is the reason.
 	AnnotationReject = "cnimedic.io/reject"
+	// AnnotationEvictUnmanagedPods on a NodeRemediation set to "true" lets its drain evict pods no controller
+	// recreates (kubectl drain --force) for this one remediation; only approvers may set it.
+	AnnotationEvictUnmanagedPods = "cnimedic.io/evict-unmanaged-pods"
 	// AnnotationCordonedBy on a Node records that cnimedic cordoned it, naming the NodeRemediation. cnimedic only
 	// ever uncordons a node that carries this annotation, so a node cordoned by someone else stays cordoned.
 	AnnotationCordonedBy = "cnimedic.io/cordoned-by"

@@ -275,6 +275,12 @@ type DrainSpec struct {
 	// +optional
 	DeleteEmptyDirData bool `json:"deleteEmptyDirData,omitempty"`
 
+	// EvictUnmanagedPods allows evicting pods that no controller recreates (what kubectl drain --force does): they
+	// are gone for good. Off, such a pod blocks the drain, which says so at once; an approver may then allow it for
+	// one remediation with the annotation cnimedic.io/evict-unmanaged-pods=true.
+	// +optional
+	EvictUnmanagedPods bool `json:"evictUnmanagedPods,omitempty"`
+
 	// PodSelector is a label selector (kubectl syntax, such as app!=critical) limiting which pods are evicted.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024

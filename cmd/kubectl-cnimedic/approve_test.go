@@ -156,7 +156,7 @@ func TestApproveOutsideTheApproverGroupIsRefused(t *testing.T) {
 			break
 		}
 	}
-	if err == nil || !strings.Contains(stderr, "only members of the group(s) cnimedic-approvers may set cnimedic.io/approve or cnimedic.io/reject on a NodeRemediation; dave is not one of them") {
+	if err == nil || !strings.Contains(stderr, "only members of the group(s) cnimedic-approvers may set cnimedic.io/approve, cnimedic.io/reject or cnimedic.io/evict-unmanaged-pods on a NodeRemediation; dave is not one of them") {
 		t.Fatalf("approve as dave: %v\n%s", err, stderr)
 	}
 	if _, stderr, err = run(t, kubeconfigs["dave"], "reject", "guarded", "--reason", "mine"); err == nil || !strings.Contains(stderr, "dave is not one of them") {

@@ -46,7 +46,7 @@ func (r *Reconciler) reconcileDraining(ctx context.Context, s *scope) (reconcile
 		}
 	}
 
-	helper := r.drainHelper(ctx, p)
+	helper := r.drainHelper(ctx, p, nr)
 	list, errs := helper.GetPodsForDeletion(node.Name)
 	var pods []corev1.Pod
 	if list != nil {
@@ -75,7 +75,12 @@ func (r *Reconciler) reconcileDraining(ctx context.Context, s *scope) (reconcile
 		}
 	}
 	for _, e := range errs {
-		blockedBy = append(blockedBy, e.Error())
+		msg := e.Error()
+		if strings.Contains(msg, "declare no controller") {
+			msg += fmt.Sprintf("; an approver may allow it for this remediation: kubectl annotate noderemediation/%s %s=true (or set drain.evictUnmanagedPods in policy %s)",
+				nr.Name, v1alpha1.AnnotationEvictUnmanagedPods, p.Name)
+		}
+		blockedBy = append(blockedBy, msg)
 	}
 	blockedBy = unique(blockedBy)
 	st := nr.Status.Drain
@@ -130,7 +135,7 @@ func (r *Reconciler) reconcileDraining(ctx context.Context, s *scope) (reconcile
 	return reconcile.Result{}, nil
 }
 
-func (r *Reconciler) drainHelper(ctx context.Context, p *v1alpha1.RemediationPolicy) *drain.Helper {
+func (r *Reconciler) drainHelper(ctx context.Context, p *v1alpha1.RemediationPolicy, nr *v1alpha1.NodeRemediation) *drain.Helper {
 	grace := -1 // the pod's own terminationGracePeriodSeconds
 	if p.Spec.Drain.GracePeriodSeconds != nil {
 		grace = int(*p.Spec.Drain.GracePeriodSeconds)
@@ -142,9 +147,10 @@ func (r *Reconciler) drainHelper(ctx context.Context, p *v1alpha1.RemediationPol
 		DeleteEmptyDirData:  p.Spec.Drain.DeleteEmptyDirData,
 		GracePeriodSeconds:  grace,
 		PodSelector:         p.Spec.Drain.PodSelector,
-		// Pods no controller recreates are not evicted: kubectl's own default, and an unattended operator must not
-		// be bolder than a person at a terminal. The drain reports them instead.
-		Force: false,
+		// Pods no controller recreates are not evicted unless the policy, or an approver for this remediation, says
+		// so: kubectl's own default, and an unattended operator must not be bolder than a person at a terminal. The
+		// drain reports them instead.
+		Force: p.Spec.Drain.EvictUnmanagedPods || nr.Annotations[v1alpha1.AnnotationEvictUnmanagedPods] == "true",
 		AdditionalFilters: []drain.PodFilter{func(pod corev1.Pod) drain.PodDeleteStatus {
 			if pod.Labels[v1alpha1.LabelRemediation] != "" {
 				return drain.MakePodDeleteStatusSkip() // cnimedic's own executor and canary pods

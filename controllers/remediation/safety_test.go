@@ -590,3 +590,39 @@ func TestTheExecutorPodsOfASucceededRepairAreRemoved(t *testing.T) {
 	h.annotate(failed.Name, "test/poke", "1") // the requeue is a day away on the real clock: wake the reconcile
 	h.eventually(func() error { return gone(failed.Name) }, "the rolled-back repair's pods removed after a day")
 }
+
+// TestAPodWithoutAControllerBlocksTheDrainAtOnceUntilAnApproverAllowsIt (issue 17): a pod no controller recreates
+// is not evicted by default (kubectl's own default); the drain says so at once, naming the annotation that allows
+// it for this remediation, instead of waiting silently for its timeout. Allowed, the drain goes on; a policy may
+// allow it for all its repairs.
+func TestAPodWithoutAControllerBlocksTheDrainAtOnceUntilAnApproverAllowsIt(t *testing.T) {
+	for _, byPolicy := range []bool{false, true} {
+		t.Run(fmt.Sprintf("by policy %v", byPolicy), func(t *testing.T) {
+			h := newHarness(t, fmt.Sprintf("unmanaged-%v", byPolicy))
+			node := h.node("w1")
+			pod := h.workloadPod("bare", node.Name, func(p *corev1.Pod) { p.OwnerReferences = nil })
+			h.runPod(pod)
+			p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) {
+				s.Drain.Timeout = &metav1.Duration{Duration: 10 * time.Minute}
+				s.Drain.EvictUnmanagedPods = byPolicy
+			})
+			h.runKubelet(kubelet{outcome: succeeded})
+			nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
+			if !byPolicy {
+				h.waitPhase(nr.Name, v1alpha1.PhaseDraining)
+				h.eventually(func() error {
+					st := h.get(nr.Name).Status.Drain
+					if st == nil || !strings.Contains(st.BlockedBy, "declare no controller") || !strings.Contains(st.BlockedBy, v1alpha1.AnnotationEvictUnmanagedPods+"=true") {
+						return fmt.Errorf("drain status %+v does not say what blocks it and how to allow it", st)
+					}
+					return nil
+				}, "the block reported before any timeout")
+				h.annotate(nr.Name, v1alpha1.AnnotationEvictUnmanagedPods, "true")
+			}
+			h.waitPhase(nr.Name, v1alpha1.PhaseSucceeded)
+			if h.livePod(pod).DeletionTimestamp == nil {
+				t.Error("the pod without a controller was not evicted once allowed")
+			}
+		})
+	}
+}

@@ -136,7 +136,7 @@ func TestOnlyApproversMayDecideARepair(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "only members of the group(s) cnimedic-approvers may set cnimedic.io/approve or cnimedic.io/reject on a NodeRemediation; bob is not one of them") {
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "only members of the group(s) cnimedic-approvers may set cnimedic.io/approve, cnimedic.io/reject or cnimedic.io/evict-unmanaged-pods on a NodeRemediation; bob is not one of them") {
 		t.Fatalf("bob's approval: %v; want a Forbidden error that names the group", err)
 	}
 	newRemediation("nr-b")

@@ -133,6 +133,10 @@ func TestOnlyApproversWidenWhatRunsWithoutAHuman(t *testing.T) {
 		{"the manager feeds evidence", func() error {
 			return mergePatch(manager, &v1alpha1.NodeRemediation{ObjectMeta: metav1.ObjectMeta{Name: "daves-request"}}, `{"spec":{"evidence":{"eventCount":3}}}`)
 		}, true, ""},
+		{"dave lets the drain evict pods no controller recreates", func() error {
+			return annotate(dave, "daves-request", v1alpha1.AnnotationEvictUnmanagedPods, "true")
+		}, false, "may set cnimedic.io/approve, cnimedic.io/reject or cnimedic.io/evict-unmanaged-pods"},
+		{"erin lets it", func() error { return annotate(erin, "daves-request", v1alpha1.AnnotationEvictUnmanagedPods, "true") }, true, ""},
 		{"tina asks for a repair", func() error { return newRequest(tina, "tinas-request", v1alpha1.Evidence{}, nil) }, false, ""},
 		{"tina edits the policy", func() error { return mergePatch(tina, ref("guarded"), `{"spec":{"paused":false}}`) }, false, ""},
 		{"erin changes the repair settings", func() error {
