@@ -269,8 +269,8 @@ func TestExecutorPodThatVanishesIsLost(t *testing.T) {
 	if done.Status.Reason != ReasonExecutorLost {
 		t.Fatalf("reason %s, want ExecutorLost", done.Status.Reason)
 	}
-	if n := len(h.executorPods(nr.Name)); n != 0 {
-		t.Fatalf("a second executor was started after the first was lost (%d pods)", n)
+	if n := len(h.executorPods(nr.Name)); n != 1 {
+		t.Fatalf("%d executor pods ran, want only the one that was lost: no second executor after a lost one", n)
 	}
 }
 
@@ -564,12 +564,17 @@ func TestTheExecutorPodsOfASucceededRepairAreRemoved(t *testing.T) {
 		canaryRuns: func(pod *corev1.Pod) bool { return pod.Spec.NodeName == ok.Name },
 	})
 	gone := func(nr string) error {
-		for _, component := range []string{"executor", componentDiagnosis} {
-			for _, pod := range h.podsOf(nr, component) {
-				if pod.DeletionTimestamp == nil {
-					return fmt.Errorf("pod %s still there", pod.Name)
-				}
+		live := &corev1.PodList{}
+		if err := h.c.List(h.ctx, live, client.InNamespace(testNamespace), client.MatchingLabels{v1alpha1.LabelRemediation: nr}); err != nil {
+			return err
+		}
+		for _, pod := range live.Items {
+			if pod.DeletionTimestamp == nil && pod.Labels[v1alpha1.LabelComponent] != "canary" {
+				return fmt.Errorf("pod %s still there", pod.Name)
 			}
+		}
+		if len(h.podsOf(nr, "executor")) == 0 || len(h.podsOf(nr, componentDiagnosis)) == 0 {
+			return fmt.Errorf("no executor or diagnosis pod ever ran for %s", nr)
 		}
 		return nil
 	}

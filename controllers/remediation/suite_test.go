@@ -61,6 +61,10 @@ type harness struct {
 	// ownDiagnoses is set once a test's kubelet answers diagnosis pods itself (kubelet.diagnosis); until then every
 	// diagnosis confirms the remediation's signature, as a node with the failure would.
 	ownDiagnoses atomic.Bool
+	// ran remembers every pod the workflow created on the test's nodes, by UID: an ended remediation's pods are
+	// deleted, and the tests still count what ran.
+	ranMu sync.Mutex
+	ran   map[types.UID]corev1.Pod
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -72,6 +76,7 @@ func newHarness(t *testing.T, prefix string) *harness {
 	h := &harness{t: t, ctx: context.Background(), c: env.Client, clock: clocktesting.NewFakeClock(time.Now()), prefix: prefix,
 		diagnosisInterval: -1}
 	h.start()
+	h.recordPods()
 	h.confirmDiagnoses()
 	t.Cleanup(func() {
 		h.stop()
@@ -316,13 +321,48 @@ func phases(nr *v1alpha1.NodeRemediation) []v1alpha1.Phase {
 // executorPods lists the executor pods of a remediation.
 func (h *harness) executorPods(nr string) []corev1.Pod { return h.podsOf(nr, "executor") }
 
-// podsOf lists the remediation's pods of one component: executor, diagnosis or canary.
+// podsOf lists the remediation's pods of one component (executor, diagnosis or canary) that exist or existed: the
+// live ones as they are now, the deleted ones as last seen.
 func (h *harness) podsOf(nr, component string) []corev1.Pod {
 	list := &corev1.PodList{}
 	if err := h.c.List(h.ctx, list, client.InNamespace(testNamespace), client.MatchingLabels{v1alpha1.LabelRemediation: nr, v1alpha1.LabelComponent: component}); err != nil {
 		h.t.Fatal(err)
 	}
-	return list.Items
+	out := list.Items
+	live := map[types.UID]bool{}
+	for _, p := range out {
+		live[p.UID] = true
+	}
+	h.ranMu.Lock()
+	defer h.ranMu.Unlock()
+	for uid, p := range h.ran {
+		if !live[uid] && p.Labels[v1alpha1.LabelRemediation] == nr && p.Labels[v1alpha1.LabelComponent] == component {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// recordPods remembers the pods of the test's nodes until the test ends.
+func (h *harness) recordPods() {
+	h.ran = map[types.UID]corev1.Pod{}
+	ctx, cancel := context.WithCancel(h.ctx)
+	h.t.Cleanup(cancel)
+	go func() {
+		for ctx.Err() == nil {
+			list := &corev1.PodList{}
+			if err := h.c.List(ctx, list, client.InNamespace(testNamespace)); err == nil {
+				h.ranMu.Lock()
+				for _, p := range list.Items {
+					if strings.HasPrefix(p.Spec.NodeName, h.prefix+"-") {
+						h.ran[p.UID] = p
+					}
+				}
+				h.ranMu.Unlock()
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
 }
 
 // terminated plays the kubelet for an executor: the pod ran and ended with the result as its termination message.
