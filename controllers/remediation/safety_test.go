@@ -553,7 +553,9 @@ func TestDeletingARolledBackRemediationLeavesTheNodeCordonedAndSaysSo(t *testing
 func TestTheExecutorPodsOfASucceededRepairAreRemoved(t *testing.T) {
 	h := newHarness(t, "tidy")
 	ok, bad := h.node("w1"), h.node("w2")
-	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Verification.Timeout = &metav1.Duration{Duration: 5 * time.Minute} })
+	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) {
+		s.Verification.Timeout = &metav1.Duration{Duration: 5 * time.Minute}
+	})
 	h.runKubelet(kubelet{
 		outcome: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
 			if pod.Spec.Containers[0].Args[0] == "rollback" {
