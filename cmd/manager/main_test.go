@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os/exec"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -57,5 +59,20 @@ func TestStripNodeKeepsWhatIsReadAndPatchesOnlyTheCordon(t *testing.T) {
 	want := `{"metadata":{"annotations":{"cnimedic.io/cordoned-by":null},"resourceVersion":"7"},"spec":{"unschedulable":null}}`
 	if string(raw) != want {
 		t.Errorf("patch from a stripped copy:\n got %s\nwant %s", raw, want)
+	}
+}
+
+// TestTheManagerDoesNotLinkTheNodesCNILibrary: the manager decides, the node acts; libcni (which runs plugin
+// binaries) belongs to the remediator alone. Issue 15: the manager linked it only to ask whether a plugin is a
+// reference plugin, which internal/signature answers for both sides.
+func TestTheManagerDoesNotLinkTheNodesCNILibrary(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if strings.HasPrefix(pkg, "github.com/containernetworking/") {
+			t.Errorf("the manager links %s", pkg)
+		}
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
-	"github.com/cnimedic/cnimedic/remediator/plugins"
+	"github.com/cnimedic/cnimedic/internal/signature"
 )
 
 // Parameter names read from the signature's evidence (internal/signature's names).
@@ -104,7 +104,7 @@ func Build(r Request) (v1alpha1.Plan, error) {
 		}
 		var list []string
 		if p := firstNonEmpty(r.Params[ParamPlugin], r.Params[ParamPluginType]); p != "" && r.Signature == v1alpha1.SignaturePluginBinaryMissing {
-			if plugins.KindOf(p) == plugins.Vendor {
+			if !signature.IsReferencePlugin(p) {
 				return v1alpha1.Plan{}, fmt.Errorf("%w (%s)", ErrVendorPlugin, p)
 			}
 			list = []string{p}

@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/cnimedic/cnimedic/internal/signature"
 	"github.com/cnimedic/cnimedic/remediator/host"
 )
 
@@ -29,17 +30,12 @@ const (
 	Vendor Kind = "vendor"
 )
 
-// referencePlugins are the plugin types of github.com/containernetworking/plugins.
-var referencePlugins = map[string]bool{
-	"bridge": true, "host-device": true, "ipvlan": true, "loopback": true, "macvlan": true, "ptp": true,
-	"vlan": true, "tap": true, "dummy": true, "dhcp": true, "host-local": true, "static": true,
-	"bandwidth": true, "firewall": true, "portmap": true, "sbr": true, "tuning": true, "vrf": true,
-}
 
 // KindOf says whether a plugin type is a reference plugin or belongs to a vendor. Anything that is not a known
 // reference plugin counts as a vendor's: replacing it with something else would be wrong whoever made it.
 func KindOf(pluginType string) Kind {
-	if referencePlugins[pluginType] {
+	// One list for detection and the node: signature.IsReferencePlugin.
+	if signature.IsReferencePlugin(pluginType) {
 		return Reference
 	}
 	return Vendor
