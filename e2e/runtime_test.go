@@ -39,6 +39,28 @@ func TestCNINotInitialized(t *testing.T) {
 	}.run(t)
 }
 
+// No network configuration anywhere (issue 17): the node's diagnosis shows nothing a node repair can fix, so the
+// remediation escalates from Diagnosing, with the findings, and the node is never cordoned or drained.
+func TestNoNetworkConfigurationEscalatesWithoutADrain(t *testing.T) {
+	scenario{
+		fault:         lab.FaultNoNetworkConfig,
+		nodeCondition: true,
+		wantPhase:     v1alpha1.PhaseEscalated,
+		unrepaired:    true,
+		wantReasons:   []string{"Detected", "Diagnosing", "NoNodeRepair"},
+		check: func(t *testing.T, r *run) {
+			if !strings.Contains(r.nr.Status.Message, "No network configuration") {
+				t.Errorf("the escalation does not say what the node shows: %s", r.nr.Status.Message)
+			}
+			for _, e := range r.events {
+				if e.Reason == "Cordoned" || e.Reason == "Draining" || e.Reason == "ExecutorStarted" && strings.Contains(e.Message, "(apply)") {
+					t.Errorf("the node was touched: %s %s", e.Reason, e.Message)
+				}
+			}
+		},
+	}.run(t)
+}
+
 // IPAM exhausted: every address of the node's host-local range leased to sandboxes that no longer exist. Repaired
 // by reclaiming exactly those leases: a live pod's lease (a DaemonSet pod, which the drain leaves in place) must
 // survive, and the pod keep running. This scenario runs under a Manual policy: a person approves by annotation.

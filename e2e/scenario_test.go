@@ -171,6 +171,14 @@ func (sc scenario) run(t *testing.T) *run {
 			t.Name(), info.Signature, mttr.Seconds(), latency, r.detectedBy))
 		t.Logf("MTTR %s: %.1fs from injection to the workload Running again", sc.fault, mttr.Seconds())
 		r.assertNodeHealthy()
+		// Issue 17: nothing of a successful repair is left in the install namespace.
+		r.eventually("the repair's executor and diagnosis pods removed", time.Minute, func() (bool, string) {
+			pods := &corev1.PodList{}
+			if err := r.c.List(r.ctx, pods, client.InNamespace(lab.Namespace), client.MatchingLabels{v1alpha1.LabelRemediation: r.nr.Name}); err != nil {
+				return false, err.Error()
+			}
+			return len(pods.Items) == 0, fmt.Sprintf("%d pods left", len(pods.Items))
+		})
 	}
 	if sc.check != nil {
 		sc.check(t, r)

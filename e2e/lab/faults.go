@@ -44,6 +44,10 @@ const (
 	// CNI settings do not lead to the conflist that is there) and restarts containerd: `cni plugin not initialized`,
 	// the node NotReady.
 	FaultConfDirElsewhere Fault = "cni-conf-dir-elsewhere"
+	// FaultNoNetworkConfig removes every network configuration from the conf dir, as a CNI provider whose DaemonSet
+	// never wrote its conflist leaves a node: `cni plugin not initialized`, the node NotReady. No node repair can
+	// help (issue 17: each attempt drained the node for nothing): cnimedic escalates without a cordon.
+	FaultNoNetworkConfig Fault = "no-network-config"
 	// FaultIPAMExhausted fills the node's host-local range with leases of sandboxes that do not exist (leaked by
 	// teardowns that never ran): `no IP addresses available in range set`.
 	FaultIPAMExhausted Fault = "ipam-exhausted"
@@ -71,6 +75,7 @@ var Faults = []FaultInfo{
 	{FaultCNIVersionOldPlugins, v1alpha1.SignatureCNIVersionIncompatible, false, `the seed's variant: v0.9.1 plugins under cniVersion 1.0.0 (plugin supports ["0.1.0" ... "0.4.0"])`},
 	{FaultCNIVersionMissing, v1alpha1.SignatureCNIVersionMissing, false, "conflist without cniVersion"},
 	{FaultConfDirElsewhere, v1alpha1.SignatureCNINotInitialized, false, "containerd's CRI conf_dir points at an empty directory (the Calico seed): cni plugin not initialized"},
+	{FaultNoNetworkConfig, v1alpha1.SignatureCNINotInitialized, true, "no network configuration in the conf dir at all: cni plugin not initialized (escalated, never drained)"},
 	{FaultIPAMExhausted, v1alpha1.SignatureIPAMExhausted, false, "host-local range full of leases of sandboxes that no longer exist"},
 	{FaultFlannelPluginMissing, v1alpha1.SignaturePluginBinaryMissing, true, "flannel's conflist without the flannel plugin binary (a vendor plugin: escalated)"},
 	{FaultFlannelDaemonDown, v1alpha1.SignatureDaemonUnavailable, true, "flannel's plugin with no flanneld: /run/flannel/subnet.env missing (escalated)"},
@@ -145,6 +150,11 @@ func (l *Lab) Inject(ctx context.Context, nodeName string, f Fault) error {
 		}
 		cfg := bytes.Replace(ContainerdConfig(), []byte(`conf_dir = "/etc/cni/net.d"`), []byte(`conf_dir = "`+calicoConfDir+`"`), 1)
 		if err := writeAtomic(r, nodeContainerdConf, cfg, 0o644); err != nil {
+			return err
+		}
+		return restartUnits(ctx, node, "containerd.service")
+	case FaultNoNetworkConfig:
+		if err := r.Remove(strings.TrimPrefix(NodeConfList, "/")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 		return restartUnits(ctx, node, "containerd.service")
