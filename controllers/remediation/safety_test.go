@@ -280,15 +280,7 @@ func TestFailedVerificationRollsBack(t *testing.T) {
 	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) {
 		s.Verification.Timeout = &metav1.Duration{Duration: 5 * time.Minute}
 	})
-	h.runKubelet(kubelet{
-		outcome: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
-			if pod.Spec.Containers[0].Args[0] == "rollback" {
-				return &v1alpha1.ExecutorResult{Outcome: v1alpha1.OutcomeRolledBack, Message: "restored 1 file"}
-			}
-			return succeeded(pod)
-		},
-		canaryRuns: func(*corev1.Pod) bool { return false }, // the canary's sandbox keeps failing
-	})
+	h.runKubelet(rollingBackKubelet()) // the canary's sandbox keeps failing
 	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
 	h.waitPhase(nr.Name, v1alpha1.PhaseVerifying)
 	time.Sleep(300 * time.Millisecond)
@@ -512,15 +504,7 @@ func TestDeletingARolledBackRemediationLeavesTheNodeCordonedAndSaysSo(t *testing
 	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) {
 		s.Verification.Timeout = &metav1.Duration{Duration: 5 * time.Minute}
 	})
-	h.runKubelet(kubelet{
-		outcome: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
-			if pod.Spec.Containers[0].Args[0] == "rollback" {
-				return &v1alpha1.ExecutorResult{Outcome: v1alpha1.OutcomeRolledBack, Message: "restored 1 file"}
-			}
-			return succeeded(pod)
-		},
-		canaryRuns: func(*corev1.Pod) bool { return false },
-	})
+	h.runKubelet(rollingBackKubelet())
 	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
 	h.waitPhase(nr.Name, v1alpha1.PhaseVerifying)
 	time.Sleep(300 * time.Millisecond)
@@ -556,15 +540,7 @@ func TestTheExecutorPodsOfASucceededRepairAreRemoved(t *testing.T) {
 	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) {
 		s.Verification.Timeout = &metav1.Duration{Duration: 5 * time.Minute}
 	})
-	h.runKubelet(kubelet{
-		outcome: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
-			if pod.Spec.Containers[0].Args[0] == "rollback" {
-				return &v1alpha1.ExecutorResult{Outcome: v1alpha1.OutcomeRolledBack, Message: "restored 1 file"}
-			}
-			return succeeded(pod)
-		},
-		canaryRuns: func(pod *corev1.Pod) bool { return pod.Spec.NodeName == ok.Name },
-	})
+	h.runKubelet(rollingBackKubelet(ok.Name))
 	gone := func(nr string) error {
 		live := &corev1.PodList{}
 		if err := h.c.List(h.ctx, live, client.InNamespace(testNamespace), client.MatchingLabels{v1alpha1.LabelRemediation: nr}); err != nil {
@@ -631,5 +607,19 @@ func TestAPodWithoutAControllerBlocksTheDrainAtOnceUntilAnApproverAllowsIt(t *te
 				t.Error("the pod without a controller was not evicted once allowed")
 			}
 		})
+	}
+}
+
+// rollingBackKubelet plays a kubelet whose executor repairs and, asked to, rolls back, and on which the canary never
+// runs but on the nodes named: their repairs verify, the others' roll back.
+func rollingBackKubelet(canaryRunsOn ...string) kubelet {
+	return kubelet{
+		outcome: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
+			if pod.Spec.Containers[0].Args[0] == "rollback" {
+				return &v1alpha1.ExecutorResult{Outcome: v1alpha1.OutcomeRolledBack, Message: "restored 1 file"}
+			}
+			return succeeded(pod)
+		},
+		canaryRuns: func(pod *corev1.Pod) bool { return slices.Contains(canaryRunsOn, pod.Spec.NodeName) },
 	}
 }
