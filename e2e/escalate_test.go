@@ -3,7 +3,9 @@
 package e2e
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -42,6 +44,8 @@ func assertLeftAsIs(t *testing.T, r *run) {
 }
 
 // flannel's plugin binary is missing: a vendor plugin, which cnimedic never installs. Escalated, node left as is.
+// Under the lab policy's retry.cooldown of 0s the unchanged failure is escalated once, not again every few seconds
+// (issue 17: 16 Escalated NodeRemediations in two minutes); a different failure on the same node then opens its own.
 func TestFlannelPluginMissingEscalates(t *testing.T) {
 	scenario{
 		fault:       lab.FaultFlannelPluginMissing,
@@ -52,6 +56,39 @@ func TestFlannelPluginMissingEscalates(t *testing.T) {
 				t.Errorf("parameter plugin = %q, want flannel", got)
 			}
 			assertLeftAsIs(t, r)
+
+			// The failure persists (kubelet keeps failing the workload's sandboxes) for a minute: one escalation.
+			time.Sleep(time.Minute)
+			list := &v1alpha1.NodeRemediationList{}
+			if err := r.c.List(r.ctx, list, client.MatchingLabels{v1alpha1.LabelNode: r.node}); err != nil {
+				t.Fatal(err)
+			}
+			if len(list.Items) != 1 {
+				t.Errorf("%d NodeRemediations for one unchanged failure under cooldown 0s, want 1", len(list.Items))
+			}
+
+			// The node then breaks another way (flannel's files gone, the lab conflist at a cniVersion its plugins do
+			// not support): the different failure opens its own remediation, which repairs the node, whatever the
+			// escalation before it.
+			if err := theLab.Reset(r.ctx, r.node); err != nil {
+				t.Fatal(err)
+			}
+			if err := theLab.Inject(r.ctx, r.node, lab.FaultCNIVersionNewer); err != nil {
+				t.Fatal(err)
+			}
+			r.eventually("the different failure repaired by a remediation of its own", 3*time.Minute, func() (bool, string) {
+				if err := r.c.List(r.ctx, list, client.MatchingLabels{v1alpha1.LabelNode: r.node}); err != nil {
+					return false, err.Error()
+				}
+				var phases []string
+				for _, nr := range list.Items {
+					if nr.Spec.Signature == string(v1alpha1.SignatureCNIVersionIncompatible) && nr.Status.Phase == v1alpha1.PhaseSucceeded {
+						return true, ""
+					}
+					phases = append(phases, nr.Spec.Signature+"="+string(nr.Status.Phase))
+				}
+				return false, fmt.Sprintf("remediations of the node: %v", phases)
+			})
 		},
 	}.run(t)
 }

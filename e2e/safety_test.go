@@ -295,3 +295,53 @@ func TestTwoBrokenNodesOneAtATime(t *testing.T) {
 	mttrs = append(mttrs, fmt.Sprintf("%-52s %-26s MTTR %5.1fs for both nodes, one at a time", t.Name(), "cni-version-incompatible", time.Since(start).Seconds()))
 	t.Logf("both nodes repaired one at a time in %.1fs (at most %d held at once)", time.Since(start).Seconds(), maxHeld)
 }
+
+// A pod no controller recreates blocks the drain (kubectl's default without --force): the block is reported at
+// once, naming the annotation that allows it, and once an approver sets that annotation the drain evicts the pod
+// and the repair goes on (issue 17: it used to stall silently for the ten-minute drain timeout).
+func TestAPodWithoutAControllerIsReportedAtOnceAndEvictedOnceAllowed(t *testing.T) {
+	bare := &corev1.Pod{}
+	scenario{
+		fault:       lab.FaultCNIVersionNewer,
+		wantPhase:   v1alpha1.PhaseSucceeded,
+		wantReasons: []string{"Detected", "Diagnosing", "Approved", "Cordoned", "DrainBlocked", "Drained", "Repaired", "Succeeded"},
+		setup: func(t *testing.T, r *run) {
+			bare = &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: "bare", Namespace: workloadNS},
+				Spec: corev1.PodSpec{NodeName: r.node, TerminationGracePeriodSeconds: ptr.To(int64(1)),
+					Containers: []corev1.Container{{Name: "bare", Image: lab.WorkloadImage, ImagePullPolicy: corev1.PullIfNotPresent}}},
+			}
+			if err := r.c.Create(r.ctx, bare); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = r.c.Delete(context.Background(), bare, client.GracePeriodSeconds(0)) })
+			r.eventually("the pod without a controller runs", time.Minute, func() (bool, string) {
+				if err := r.c.Get(r.ctx, client.ObjectKeyFromObject(bare), bare); err != nil {
+					return false, err.Error()
+				}
+				return bare.Status.Phase == corev1.PodRunning, "phase " + string(bare.Status.Phase)
+			})
+		},
+		during: func(t *testing.T, r *run) {
+			nr := &v1alpha1.NodeRemediation{}
+			// Well before drain.timeout (2m in the lab policy): the block is said at once.
+			r.eventually("the drain reports the pod without a controller", 45*time.Second, func() (bool, string) {
+				if err := r.c.Get(r.ctx, client.ObjectKey{Name: r.nr.Name}, nr); err != nil {
+					return false, err.Error()
+				}
+				d := nr.Status.Drain
+				return d != nil && strings.Contains(d.BlockedBy, "declare no controller") && strings.Contains(d.BlockedBy, v1alpha1.AnnotationEvictUnmanagedPods),
+					fmt.Sprintf("phase %s drain %+v", nr.Status.Phase, d)
+			})
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"true"}}}`, v1alpha1.AnnotationEvictUnmanagedPods)
+			if err := r.c.Patch(r.ctx, nr, client.RawPatch("application/merge-patch+json", []byte(patch))); err != nil {
+				t.Fatal(err)
+			}
+		},
+		check: func(t *testing.T, r *run) {
+			if err := r.c.Get(r.ctx, client.ObjectKeyFromObject(bare), bare); err == nil && bare.DeletionTimestamp == nil {
+				t.Error("the pod without a controller was not evicted once allowed")
+			}
+		},
+	}.run(t)
+}
