@@ -137,6 +137,11 @@ func TestOnlyApproversWidenWhatRunsWithoutAHuman(t *testing.T) {
 			return annotate(dave, "daves-request", v1alpha1.AnnotationEvictUnmanagedPods, "true")
 		}, false, "may set cnimedic.io/approve, cnimedic.io/reject or cnimedic.io/evict-unmanaged-pods"},
 		{"erin lets it", func() error { return annotate(erin, "daves-request", v1alpha1.AnnotationEvictUnmanagedPods, "true") }, true, ""},
+		{"dave approves through the status", func() error {
+			nr := &v1alpha1.NodeRemediation{ObjectMeta: metav1.ObjectMeta{Name: "daves-request"}}
+			return dave.Status().Patch(ctx, nr, client.RawPatch("application/merge-patch+json",
+				[]byte(`{"status":{"phase":"Approved","approval":{"decision":"Approved","mode":"Manual","source":"dave","time":"2026-01-01T00:00:00Z"}}}`)))
+		}, false, ""},
 		{"tina asks for a repair", func() error { return newRequest(tina, "tinas-request", v1alpha1.Evidence{}, nil) }, false, ""},
 		{"tina edits the policy", func() error { return mergePatch(tina, ref("guarded"), `{"spec":{"paused":false}}`) }, false, ""},
 		{"erin changes the repair settings", func() error {
