@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -44,7 +45,17 @@ func TestForgedEventsLeaveAHealthyNodeUntouched(t *testing.T) {
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}) })
+	t.Cleanup(func() {
+		// The bait pod must be gone before the next scenario drains this node (t.Context is done by now).
+		bg := context.Background()
+		_ = c.Delete(bg, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bait", Namespace: ns}}, client.GracePeriodSeconds(0))
+		_ = c.Delete(bg, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		r.ctx = bg
+		r.eventually("the tenant's bait pod gone", 2*time.Minute, func() (bool, string) {
+			err := c.Get(bg, client.ObjectKey{Namespace: ns, Name: "bait"}, &corev1.Pod{})
+			return apierrors.IsNotFound(err), fmt.Sprintf("%v", err)
+		})
+	})
 	if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "forger", Namespace: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
