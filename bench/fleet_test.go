@@ -272,6 +272,12 @@ func (k *fleetKubelet) run(ctx context.Context, t *testing.T) {
 					k.executors++
 					k.mu.Unlock()
 					go k.finishExecutor(ctx, t, pod.DeepCopy())
+				case "diagnosis":
+					// The node's read-only diagnosis confirms the failure at once.
+					k.mu.Lock()
+					k.handled[string(pod.UID)] = true
+					k.mu.Unlock()
+					go k.finishDiagnosis(ctx, t, pod.DeepCopy())
 				case "canary":
 					if age < k.canary {
 						continue
@@ -291,6 +297,22 @@ func (k *fleetKubelet) run(ctx context.Context, t *testing.T) {
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// finishDiagnosis ends a diagnosis pod with a finding that confirms the bench's failure.
+func (k *fleetKubelet) finishDiagnosis(ctx context.Context, t *testing.T, pod *corev1.Pod) {
+	res := v1alpha1.ExecutorResult{RemediationID: pod.Labels[v1alpha1.LabelRemediation], Outcome: v1alpha1.OutcomeNoChange,
+		Message: "the diagnosis found 1 error(s)", Findings: []v1alpha1.Finding{{Severity: v1alpha1.SeverityError,
+			Signature: v1alpha1.SignatureCNIVersionIncompatible, Summary: "the conflist asks for a version its plugins do not support"}}}
+	raw, _ := json.Marshal(res)
+	pod.Status.Phase = corev1.PodSucceeded
+	for _, c := range pod.Spec.Containers {
+		pod.Status.ContainerStatuses = append(pod.Status.ContainerStatuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image,
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", Message: string(raw)}}})
+	}
+	if _, err := k.cp.Kube.CoreV1().Pods(Namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil && ctx.Err() == nil {
+		t.Errorf("diagnosis %s: %v", pod.Name, err)
 	}
 }
 
