@@ -30,7 +30,6 @@ const (
 	Vendor Kind = "vendor"
 )
 
-
 // KindOf says whether a plugin type is a reference plugin or belongs to a vendor. Anything that is not a known
 // reference plugin counts as a vendor's: replacing it with something else would be wrong whoever made it.
 func KindOf(pluginType string) Kind {
