@@ -76,6 +76,11 @@ func TestFlannelPluginMissingEscalates(t *testing.T) {
 			if err := theLab.Inject(r.ctx, r.node, lab.FaultCNIVersionNewer); err != nil {
 				t.Fatal(err)
 			}
+			// New pods meet the new failure (the old ones may have got their sandbox in the moment the node was
+			// healthy between the reset and the fault).
+			if err := r.c.DeleteAllOf(r.ctx, &corev1.Pod{}, client.InNamespace(workloadNS), client.MatchingLabels{"app": r.workload}); err != nil {
+				t.Fatal(err)
+			}
 			r.eventually("the different failure repaired by a remediation of its own", 3*time.Minute, func() (bool, string) {
 				if err := r.c.List(r.ctx, list, client.MatchingLabels{v1alpha1.LabelNode: r.node}); err != nil {
 					return false, err.Error()
