@@ -19,7 +19,7 @@ import (
 // executor image) and records it in the status together with the policy generation it was decided under and their
 // digest (v1alpha1.RunDigest). An approval records the digest it was given on. Before the cordon and before the
 // executor starts, the approval must still hold: recorded, given on the current digest, and the digest still that of
-// the current policy generation and executor image. Anything else voids it (approvalHolds, voidApproval).
+// the current policy generation and executor image. Anything else voids it (approvalHolds, mayAct).
 
 // decision is the outcome of deciding what will run: nothing to escalate, or why not.
 type decision struct {
@@ -32,14 +32,15 @@ type decision struct {
 func (r *Reconciler) decide(s *scope) decision {
 	nr, p := s.nr, s.policy
 	st := &nr.Status
-	cause := nr.DeepCopy()
-	st.Action = actionOf(p, cause)
+	// What the plan is built for: the hypothesis and its parameters, or the cause the node showed instead (the
+	// message's parameters were about another failure).
+	sig, params := v1alpha1.SignatureID(nr.Spec.Signature), nr.Spec.Parameters
+	st.Action = actionOf(p, nr)
 	if d := st.Diagnosis; d != nil && d.Confirmed != "" {
 		// The node confirmed a cause: its action follows from what the node shows.
 		st.Action = causeAction(p, v1alpha1.SignatureID(d.Confirmed))
 		if d.Confirmed != nr.Spec.Signature {
-			// Re-aimed at what the node shows: the message's parameters were about another failure.
-			cause.Spec.Signature, cause.Spec.Parameters = d.Confirmed, nil
+			sig, params = v1alpha1.SignatureID(d.Confirmed), nil
 		}
 	}
 	st.Plan = nil
@@ -64,10 +65,7 @@ func (r *Reconciler) decide(s *scope) decision {
 	if !st.Action.IsNodeAction() {
 		return decision{}
 	}
-	plan, err := planner.Build(planner.Request{
-		Signature: v1alpha1.SignatureID(cause.Spec.Signature), Action: st.Action,
-		Params: cause.Spec.Parameters, Repair: p.Spec.Repair,
-	})
+	plan, err := planner.Build(planner.Request{Signature: sig, Action: st.Action, Params: params, Repair: p.Spec.Repair})
 	switch {
 	case errors.Is(err, planner.ErrVendorPlugin):
 		return decision{ReasonEscalated, fmt.Sprintf("%v: cnimedic never installs or replaces a network provider's own plugin; check the provider's DaemonSet on node %s", err, nr.Spec.NodeName)}
