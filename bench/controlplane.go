@@ -222,9 +222,12 @@ func (cp *ControlPlane) install() error {
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "bench-leader-election", Namespace: Namespace},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "cnimedic-leader-election"},
 			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: ManagerUser}}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "bench-manager-pods", Namespace: Namespace},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "cnimedic-manager-pods"},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: ManagerUser}}},
 	}
 	// The manager's roles exactly as deployed: a missing permission shows here as it would in a cluster.
-	for _, f := range []string{"role.yaml", "leader_election_role.yaml"} {
+	for _, f := range []string{"role.yaml", "leader_election_role.yaml", "pods_role.yaml"} {
 		raw, err := os.ReadFile(filepath.Join(RepoRoot(), "config", "rbac", f))
 		if err != nil {
 			return err
