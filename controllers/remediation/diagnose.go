@@ -12,14 +12,11 @@ import (
 // reconcileDiagnose carries out a custom signature whose action is Diagnose: the executor's read-only diagnosis
 // runs on the node, its findings are recorded in status.result and the message, and the incident goes to a person
 // (Escalated). A diagnosis changes nothing on the node, so it needs no approval and holds no node: nothing is
-// cordoned or drained, and it does not count against maxConcurrent. A paused policy starts nothing, not even this.
+// cordoned or drained, and it does not count against maxConcurrent; like every diagnosis it waits for a pause, the
+// cluster-wide cap and its node's interval (awaitDiagnosis).
 func (r *Reconciler) reconcileDiagnose(ctx context.Context, s *scope) (reconcile.Result, error) {
-	nr, p := s.nr, s.policy
-	if p.Spec.Paused && nr.Status.ExecutorPod == "" {
-		s.event(normal, ReasonPolicyPaused, actionWait, fmt.Sprintf("policy %s is paused: the diagnosis waits", p.Name), "paused")
-		return reconcile.Result{RequeueAfter: r.poll()}, nil
-	}
-	res, wait, failed, err := r.awaitExecutor(ctx, s, modeDiagnose, phaseSince(nr, v1alpha1.PhaseDetected, s.now))
+	nr := s.nr
+	res, wait, failed, err := r.awaitDiagnosis(ctx, s, phaseSince(nr, v1alpha1.PhaseDetected, s.now))
 	rerun := fmt.Sprintf("run `kubectl cnimedic diagnose %s` for the node's report", nr.Spec.NodeName)
 	switch {
 	case err != nil:

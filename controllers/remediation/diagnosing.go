@@ -77,24 +77,8 @@ func (r *Reconciler) awaitExecutor(ctx context.Context, s *scope, mode executorM
 
 // reconcileDiagnosing runs the read-only diagnosis on the node and lets its findings decide (judge).
 func (r *Reconciler) reconcileDiagnosing(ctx context.Context, s *scope) (reconcile.Result, error) {
-	nr, p := s.nr, s.policy
-	if nr.Status.ExecutorPod == "" {
-		if p.Spec.Paused {
-			s.event(normal, ReasonPolicyPaused, actionWait, fmt.Sprintf("policy %s is paused: the diagnosis waits", p.Name), "paused")
-			return reconcile.Result{RequeueAfter: r.poll()}, nil
-		}
-		// Counted live and started under the lock, as admission does: reconciles running side by side must not
-		// each see a free place and start one diagnosis too many.
-		r.diagnoseMu.Lock()
-		defer r.diagnoseMu.Unlock()
-		if until, why, err := r.diagnosisHeld(ctx, s); err != nil {
-			return reconcile.Result{}, fmt.Errorf("deciding whether the diagnosis of node %s may start: %w", nr.Spec.NodeName, err)
-		} else if why != "" {
-			s.event(normal, ReasonDiagnosisQueued, actionWait, why, "queued")
-			return r.requeueAt(s, until), nil
-		}
-	}
-	res, wait, failed, err := r.awaitExecutor(ctx, s, modeDiagnose, phaseSince(nr, v1alpha1.PhaseDiagnosing, s.now))
+	nr := s.nr
+	res, wait, failed, err := r.awaitDiagnosis(ctx, s, phaseSince(nr, v1alpha1.PhaseDiagnosing, s.now))
 	switch {
 	case err != nil:
 		return reconcile.Result{}, fmt.Errorf("diagnosing node %s: %w", nr.Spec.NodeName, err)
@@ -108,6 +92,30 @@ func (r *Reconciler) reconcileDiagnosing(ctx context.Context, s *scope) (reconci
 	// The diagnosis is over; the repair's executor, if any, is another pod.
 	nr.Status.ExecutorPod = ""
 	return r.judge(ctx, s, res)
+}
+
+// awaitDiagnosis is awaitExecutor for the read-only diagnosis, whichever phase asks for it (Diagnosing, or a custom
+// signature's Diagnose action): a diagnosis not yet started waits while the policy is paused, while the cluster runs
+// as many as it may, and while its node was diagnosed a moment ago.
+func (r *Reconciler) awaitDiagnosis(ctx context.Context, s *scope, since time.Time) (*v1alpha1.ExecutorResult, *reconcile.Result, *executorFailure, error) {
+	if s.nr.Status.ExecutorPod == "" {
+		if p := s.policy; p.Spec.Paused {
+			s.event(normal, ReasonPolicyPaused, actionWait, fmt.Sprintf("policy %s is paused: the diagnosis waits", p.Name), "paused")
+			return nil, &reconcile.Result{RequeueAfter: r.poll()}, nil, nil
+		}
+		// Counted live and started under the lock, as admission does: reconciles running side by side must not
+		// each see a free place and start one diagnosis too many.
+		r.diagnoseMu.Lock()
+		defer r.diagnoseMu.Unlock()
+		if until, why, err := r.diagnosisHeld(ctx, s); err != nil {
+			return nil, nil, nil, fmt.Errorf("deciding whether the diagnosis of node %s may start: %w", s.nr.Spec.NodeName, err)
+		} else if why != "" {
+			s.event(normal, ReasonDiagnosisQueued, actionWait, why, "queued")
+			wait := r.requeueAt(s, until)
+			return nil, &wait, nil, nil
+		}
+	}
+	return r.awaitExecutor(ctx, s, modeDiagnose, since)
 }
 
 // diagnosisHeld says until when a diagnosis must wait, and why: too many run in the cluster, or the node was

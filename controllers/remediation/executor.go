@@ -228,9 +228,9 @@ func uniqueDirs(dirs ...string) []string {
 	return out
 }
 
-// runExecutor makes sure the executor pod of this mode exists and reports its result once it ended. done is false
-// while the pod runs. A pod that vanished without a result is reported as lost. The returned pod is nil until one
-// exists.
+// runExecutor makes sure the executor pod of this mode exists and reports its result once it ended (nil while the
+// pod runs). A pod that vanished without a result is reported as lost. The returned pod is nil until one exists.
+// awaitExecutor is its one caller.
 func (r *Reconciler) runExecutor(ctx context.Context, s *scope, mode executorMode) (res *v1alpha1.ExecutorResult, pod *corev1.Pod, lost string, err error) {
 	nr := s.nr
 	// A diagnosis is not an attempt at a repair: a remediation has one, under a name of its own.
