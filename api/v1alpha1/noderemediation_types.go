@@ -248,6 +248,10 @@ type NodeRemediationStatus struct {
 	// An approval holds only while it is unchanged.
 	// +optional
 	Digest string `json:"digest,omitempty"`
+	// ByHand is set when the remediation was created without the detection's evidence: a person's request, which
+	// no policy approves by itself. Recorded once, when the manager first takes the remediation.
+	// +optional
+	ByHand bool `json:"byHand,omitempty"`
 	// Diagnosis is what the read-only diagnosis on the node found before anyone was asked to approve.
 	// +optional
 	Diagnosis *Diagnosis `json:"diagnosis,omitempty"`

@@ -62,3 +62,18 @@ func TestAPlanOrFlagsOutsideTheNodesAllowlistAreRefusedByPlanAndApplyAlike(t *te
 		t.Errorf("the host root was written: %v", entries)
 	}
 }
+
+// TestDiagnoseReadsOnlyTheNodesCNIAndRuntimeFiles: a diagnosis pod mounts what a policy names (an operator may
+// create a Manual policy naming /etc as its conf dir); the remediator refuses to read outside the known roots, as
+// plan and apply do, and reports nothing of it.
+func TestDiagnoseReadsOnlyTheNodesCNIAndRuntimeFiles(t *testing.T) {
+	root := cliRoot(t)
+	for _, extra := range [][]string{{"--conf-dir", "/etc"}, {"--bin-dir", "/root"}, {"--containerd-config", "/etc/shadow"}} {
+		args := append(append([]string{"diagnose"}, offline(root)...), extra...)
+		out, stderr, code := remediator(t, 10*time.Second, "", args...)
+		if code != ExitBadInput || out != "" {
+			t.Errorf("%v: exit code %d (want %d), stdout %q", extra, code, ExitBadInput, out)
+		}
+		oneLineError(t, "diagnose "+extra[0], stderr, extra[0])
+	}
+}

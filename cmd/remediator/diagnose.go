@@ -34,6 +34,11 @@ still a diagnosis that was done: the exit code is 0 whenever the report was writ
 			if err := checkFormat(output); err != nil {
 				return err
 			}
+			// The same allowlist as plan and apply: a diagnosis reads only the node's CNI and runtime files, whatever
+			// dirs a policy names (the pod mounts what the policy says, read-only; this refuses to read it).
+			if err := flags.checkAllowlist(); err != nil {
+				return err
+			}
 			r := diagnose.Run(cmd.Context(), flags.DiagnoseOptions())
 			if termination != "" {
 				res := v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeNoChange, Message: diagnose.Summary(r),

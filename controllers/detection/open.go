@@ -71,7 +71,11 @@ func (r *Reconciler) openOrFeed(ctx context.Context, p *v1alpha1.RemediationPoli
 	for i := range list.Items {
 		nr := &list.Items[i]
 		if !nr.Status.Phase.IsTerminal() {
-			if nr.Spec.Signature == c.signature {
+			// Only what the detection opened under this policy is fed (it was created with evidence, which only the
+			// manager may write): a person's request stays a request, and is never made to look detected.
+			ev := nr.Spec.Evidence
+			detected := ev.EventCount > 0 || ev.NodeCondition != "" || len(ev.Pods) > 0
+			if nr.Spec.Signature == c.signature && nr.Spec.PolicyName == p.Name && detected && !nr.Status.ByHand {
 				return r.feed(ctx, nr, c)
 			}
 			return nil // another incident is open on the node: it goes first

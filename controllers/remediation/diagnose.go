@@ -28,6 +28,7 @@ func (r *Reconciler) reconcileDiagnose(ctx context.Context, s *scope) (reconcile
 		return reconcile.Result{}, nil
 	}
 	nr.Status.Result = res
+	recordDiagnosis(s, res)
 	if res.Outcome == v1alpha1.OutcomeFailed {
 		s.transition(v1alpha1.PhaseEscalated, ReasonDiagnosisFailed, fmt.Sprintf("custom signature %s asks for a diagnosis, which failed on node %s: %s; %s",
 			nr.Spec.Signature, nr.Spec.NodeName, res.Message, rerun))

@@ -167,16 +167,12 @@ func (r *Reconciler) maxDiagnoses() int {
 func (r *Reconciler) judge(ctx context.Context, s *scope, res *v1alpha1.ExecutorResult) (reconcile.Result, error) {
 	nr := s.nr
 	nr.Status.Result = res
+	d := recordDiagnosis(s, res)
 	if res.Outcome == v1alpha1.OutcomeFailed {
 		s.transition(v1alpha1.PhaseEscalated, ReasonDiagnosisFailed, fmt.Sprintf("the diagnosis of node %s failed: %s; nothing was changed on the node. Run `kubectl cnimedic diagnose %s`",
 			nr.Spec.NodeName, res.Message, nr.Spec.NodeName))
 		return reconcile.Result{}, nil
 	}
-	d := &v1alpha1.Diagnosis{Time: metav1.NewTime(s.now), Summary: res.Message, Findings: res.Findings}
-	if len(d.Findings) > maxRecordedFindings {
-		d.Findings = d.Findings[:maxRecordedFindings]
-	}
-	nr.Status.Diagnosis = d
 	hypothesis := v1alpha1.SignatureID(nr.Spec.Signature)
 	errs := errorFindings(res.Findings)
 	switch cause, action, repairable := repairableCause(s.policy, errs); {
@@ -213,6 +209,17 @@ func (r *Reconciler) judge(ctx context.Context, s *scope, res *v1alpha1.Executor
 	}
 	s.transition(v1alpha1.PhaseAwaitingApproval, ReasonAwaitingApproval, approvalInstructions(nr))
 	return r.reconcileAwaitingApproval(ctx, s)
+}
+
+// recordDiagnosis keeps what a diagnosis reported in the status, failed or not: its time also spaces the node's
+// diagnoses (diagnosisHeld).
+func recordDiagnosis(s *scope, res *v1alpha1.ExecutorResult) *v1alpha1.Diagnosis {
+	d := &v1alpha1.Diagnosis{Time: metav1.NewTime(s.now), Summary: res.Message, Findings: res.Findings}
+	if len(d.Findings) > maxRecordedFindings {
+		d.Findings = d.Findings[:maxRecordedFindings]
+	}
+	s.nr.Status.Diagnosis = d
+	return d
 }
 
 // repairableCause is the most specific cause the error findings show (the catalog's precedence) whose repair is a

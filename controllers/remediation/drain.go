@@ -152,8 +152,9 @@ func (r *Reconciler) drainHelper(ctx context.Context, p *v1alpha1.RemediationPol
 		// drain reports them instead.
 		Force: p.Spec.Drain.EvictUnmanagedPods || nr.Annotations[v1alpha1.AnnotationEvictUnmanagedPods] == "true",
 		AdditionalFilters: []drain.PodFilter{func(pod corev1.Pod) drain.PodDeleteStatus {
-			if pod.Labels[v1alpha1.LabelRemediation] != "" {
-				return drain.MakePodDeleteStatusSkip() // cnimedic's own executor and canary pods
+			if pod.Namespace == r.Config.Namespace && pod.Labels[v1alpha1.LabelRemediation] != "" {
+				// cnimedic's own executor, diagnosis and canary pods; the label elsewhere is anyone's to set
+				return drain.MakePodDeleteStatusSkip()
 			}
 			return drain.MakePodDeleteStatusOkay()
 		}},

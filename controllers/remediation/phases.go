@@ -31,6 +31,7 @@ func (r *Reconciler) reconcileNew(ctx context.Context, s *scope) (reconcile.Resu
 		return reconcile.Result{}, fmt.Errorf("labelling new remediation %s: %w", s.nr.Name, err)
 	}
 	nr := s.nr
+	nr.Status.ByHand = carriesNoEvidence(nr)
 	d := r.decide(s)
 	s.transition(v1alpha1.PhaseDetected, ReasonDetected, detectedMessage(nr))
 	s.nodeEvent(warning, ReasonDetected, actionDetect, detectedMessage(nr))
@@ -201,9 +202,15 @@ func isCustomSignature(p *v1alpha1.RemediationPolicy, sig string) bool {
 	return false
 }
 
-// requestedByHand: the remediation carries none of the detection's evidence (the admission policy lets only the
-// manager write it), so it is a person's request.
+// requestedByHand: the remediation carried none of the detection's evidence when the manager first took it (the
+// admission policy lets only the manager write evidence), so it is a person's request, whatever evidence the
+// detection may feed it later (status.byHand).
 func requestedByHand(nr *v1alpha1.NodeRemediation) bool {
+	return nr.Status.ByHand
+}
+
+// carriesNoEvidence says whether a remediation holds none of the detection's evidence.
+func carriesNoEvidence(nr *v1alpha1.NodeRemediation) bool {
 	ev := nr.Spec.Evidence
 	return ev.EventCount == 0 && ev.NodeCondition == "" && len(ev.Pods) == 0
 }

@@ -26,7 +26,7 @@ import (
 // only an approver can have approved it.
 func (r *Reconciler) stillBroken(ctx context.Context, s *scope, withPods bool) (bool, string) {
 	ev := s.nr.Spec.Evidence
-	if ev.EventCount == 0 && ev.NodeCondition == "" && len(ev.Pods) == 0 {
+	if carriesNoEvidence(s.nr) {
 		return true, "requested without evidence"
 	}
 	if ev.NodeCondition != "" {

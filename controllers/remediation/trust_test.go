@@ -138,6 +138,18 @@ func TestARequestMadeByHandWaitsForAnApproverUnderAnAutomaticPolicy(t *testing.T
 	if got := h.get(nr.Name); got.Status.Phase != v1alpha1.PhaseAwaitingApproval || got.Status.Approval != nil {
 		t.Fatalf("phase %s, approval %+v: a request made by hand was approved by the policy", got.Status.Phase, got.Status.Approval)
 	}
+	// Evidence written into it later (the detection feeding an open remediation of the node) does not turn the
+	// request into a detected incident: what it was is recorded once, in the status.
+	h.eventually(func() error {
+		cur := h.get(nr.Name)
+		patch := client.MergeFrom(cur.DeepCopy())
+		cur.Spec.Evidence = v1alpha1.Evidence{EventCount: 50, PodCount: 3}
+		return h.c.Patch(h.ctx, cur, patch)
+	}, "feed the request evidence")
+	time.Sleep(500 * time.Millisecond)
+	if got := h.get(nr.Name); got.Status.Phase != v1alpha1.PhaseAwaitingApproval || got.Status.Approval != nil || !got.Status.ByHand {
+		t.Fatalf("phase %s, approval %+v, byHand %v: evidence fed later made a request by hand approvable by the policy", got.Status.Phase, got.Status.Approval, got.Status.ByHand)
+	}
 	h.assertUntouched(node.Name, nr.Name)
 }
 

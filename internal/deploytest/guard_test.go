@@ -142,6 +142,16 @@ func TestOnlyApproversWidenWhatRunsWithoutAHuman(t *testing.T) {
 			return dave.Status().Patch(ctx, nr, client.RawPatch("application/merge-patch+json",
 				[]byte(`{"status":{"phase":"Approved","approval":{"decision":"Approved","mode":"Manual","source":"dave","time":"2026-01-01T00:00:00Z"}}}`)))
 		}, false, ""},
+		{"dave moves his request's node label to hide it from the retry cap", func() error {
+			return mergePatch(dave, &v1alpha1.NodeRemediation{ObjectMeta: metav1.ObjectMeta{Name: "daves-request"}}, `{"metadata":{"labels":{"cnimedic.io/node":"elsewhere"}}}`)
+		}, false, "the labels cnimedic.io/node and cnimedic.io/policy are set by cnimedic"},
+		{"dave creates a request labelled for another node", func() error {
+			return dave.Create(ctx, &v1alpha1.NodeRemediation{ObjectMeta: metav1.ObjectMeta{Name: "daves-mislabelled", Labels: map[string]string{v1alpha1.LabelNode: "elsewhere"}},
+				Spec: v1alpha1.NodeRemediationSpec{NodeName: "w1", PolicyName: "guarded", Signature: "ipam-exhausted"}})
+		}, false, "the labels cnimedic.io/node and cnimedic.io/policy are set by cnimedic"},
+		{"dave changes the canary image", func() error {
+			return mergePatch(dave, ref("guarded"), `{"spec":{"verification":{"canaryImage":"evil.example/canary:latest"}}}`)
+		}, false, "only approvers may change spec.verification.canaryImage"},
 		{"tina asks for a repair", func() error { return newRequest(tina, "tinas-request", v1alpha1.Evidence{}, nil) }, false, ""},
 		{"tina edits the policy", func() error { return mergePatch(tina, ref("guarded"), `{"spec":{"paused":false}}`) }, false, ""},
 		{"erin changes the repair settings", func() error {
