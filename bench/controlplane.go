@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"io"
 	"os"
 	"path/filepath"
@@ -89,7 +90,7 @@ func stopAll() {
 
 // StartControlPlane starts the control plane.
 func StartControlPlane(o ControlPlaneOptions) (*ControlPlane, error) {
-	root := RepoRoot()
+	root := repo.Root()
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
 		assets = filepath.Join(root, "bin", "k8s")
@@ -228,7 +229,7 @@ func (cp *ControlPlane) install() error {
 	}
 	// The manager's roles exactly as deployed: a missing permission shows here as it would in a cluster.
 	for _, f := range []string{"role.yaml", "leader_election_role.yaml", "pods_role.yaml"} {
-		raw, err := os.ReadFile(filepath.Join(RepoRoot(), "config", "rbac", f))
+		raw, err := os.ReadFile(filepath.Join(repo.Root(), "config", "rbac", f))
 		if err != nil {
 			return err
 		}

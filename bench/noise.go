@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -58,7 +59,7 @@ var everyday = []noiseMessage{
 
 // watchedNoise are the corpus's real messages with a watched reason that are no CNI failure.
 func watchedNoise() ([]noiseMessage, error) {
-	f, err := os.Open(filepath.Join(RepoRoot(), "internal", "signature", "testdata", "corpus.jsonl"))
+	f, err := os.Open(filepath.Join(repo.Root(), "internal", "signature", "testdata", "corpus.jsonl"))
 	if err != nil {
 		return nil, err
 	}

@@ -3,9 +3,9 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"time"
 )
@@ -89,18 +89,12 @@ func trim(v float64) string {
 	return fmt.Sprintf("%.4g", v)
 }
 
-// RepoRoot is the repository's top directory, found from this file's location.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), ".."))
-}
-
 // OutDir is where the benchmarks write: $BENCH_OUT, else bin/bench.
 func OutDir() string {
 	if d := os.Getenv("BENCH_OUT"); d != "" {
 		return d
 	}
-	return filepath.Join(RepoRoot(), "bin", "bench")
+	return filepath.Join(repo.Root(), "bin", "bench")
 }
 
 // Write stores the section in OutDir()/results/<id>.json.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"strings"
 	"testing"
@@ -34,7 +35,7 @@ func runMain(m *testing.M) int {
 	if f := flag.Lookup("test.list"); f != nil && f.Value.String() != "" {
 		return m.Run() // listing the tests needs no lab
 	}
-	cfg := lab.Default(lab.RepoRoot())
+	cfg := lab.Default(repo.Root())
 	if missing := cfg.Prerequisites(); len(missing) > 0 {
 		// Fail, never skip: a suite that silently runs nothing reads as green.
 		fmt.Fprintf(os.Stderr, "e2e: FAIL: the lab cannot come up on this machine; missing:\n  - %s\nRun `make e2e` (it builds them: make lab-deps).\n",

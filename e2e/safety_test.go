@@ -22,7 +22,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/e2e/lab"
-	"github.com/cnimedic/cnimedic/internal/nspawn"
+	"github.com/cnimedic/cnimedic/test/nspawn"
 )
 
 // Dry run: the whole workflow up to the executor's preview, and nothing changes: the node is never cordoned, the

@@ -5,6 +5,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,7 +105,7 @@ func TestCNIVersionIncompatibleOldPluginsEscalatesWhenOnlyARewriteIsAllowed(t *t
 // assertBundledPlugins fails unless each named plugin on the node is the bundled build.
 func assertBundledPlugins(t *testing.T, r *run, names ...string) {
 	t.Helper()
-	bundle := filepath.Join(lab.RepoRoot(), "bin", "cni-bundle")
+	bundle := filepath.Join(repo.Root(), "bin", "cni-bundle")
 	for _, p := range names {
 		want, err := os.ReadFile(filepath.Join(bundle, p))
 		if err != nil {

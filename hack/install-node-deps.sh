@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the host packages that booting systemd-nspawn nodes needs (internal/nspawn, hack/node-rootfs.sh, the lab).
+# Installs the host packages that booting systemd-nspawn nodes needs (test/nspawn, hack/node-rootfs.sh, the lab).
 #
 # Idempotent and quiet: when every package is already installed it prints nothing and touches nothing, so the
 # Makefile can call it before every target that boots a node. It needs root (apt), as the node tests do anyway.

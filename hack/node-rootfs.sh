@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Builds the shared root filesystem of the systemd-nspawn "nodes" (internal/nspawn, the remediator's systemd tests,
+# Builds the shared root filesystem of the systemd-nspawn "nodes" (test/nspawn, the remediator's systemd tests,
 # the lab) into bin/node-rootfs/: Debian bookworm with systemd as init, D-Bus, containerd, runc and the CNI
 # reference plugins, configured the way ../shared/notes/real-cluster-here.md measured that they work on our hosts
 # (cgroup v1 hybrid, no CAP_SYS_RESOURCE, PID 1 not systemd).
 #
-# Nodes never write into bin/node-rootfs/: each node mounts an overlayfs over it (internal/nspawn), so one build
+# Nodes never write into bin/node-rootfs/: each node mounts an overlayfs over it (test/nspawn), so one build
 # serves every node and every run. kubelet is deliberately not in here: its binary is built from Go modules
 # (hack/build-controlplane.sh kubelet) and placed into a node at boot with the Files/Binds options of
-# internal/nspawn, together with its unit and config, which belong to the lab.
+# test/nspawn, together with its unit and config, which belong to the lab.
 #
 # Idempotent and cached in two layers so that only what changed is redone:
 #   1. debootstrap (about a minute, network): cached as bin/node-rootfs.tar.zst, keyed by the suite, the mirror and
@@ -150,7 +150,7 @@ UNIT
 # CAP_SYS_RESOURCE (runc: "can't get final child's PID from pipe: EOF"); kubelet uses the cgroupfs driver, so runc
 # must too; the CNI bin dir is the conventional /opt/cni/bin, a link to Debian's /usr/lib/cni, so the seeds' messages
 # ("failed to find plugin ... in path [/opt/cni/bin]") read as they do on real clusters. The lab imports its pause
-# image under sandbox_image's name (or replaces this file through internal/nspawn's Files).
+# image under sandbox_image's name (or replaces this file through test/nspawn's Files).
 install -d "$r/etc/containerd" "$r/etc/cni/net.d" "$r/opt/cni"
 cat >"$r/etc/containerd/config.toml" <<'TOML'
 # Written by cnimedic's hack/node-rootfs.sh for lab nodes.
@@ -170,7 +170,7 @@ version = 2
     bin_dir = "/opt/cni/bin"
     conf_dir = "/etc/cni/net.d"
 TOML
-# Relative, so that the link resolves inside the node's root from the host too (internal/nspawn writes files with
+# Relative, so that the link resolves inside the node's root from the host too (test/nspawn writes files with
 # os.Root, which refuses absolute links that would leave the root).
 ln -sfn ../../usr/lib/cni "$r/opt/cni/bin"
 install -d "$r/etc/systemd/system/containerd.service.d"
@@ -189,7 +189,7 @@ Storage=volatile
 RuntimeMaxUse=32M
 CONF
 
-# Nodes get their address on a host bridge from systemd-networkd (internal/nspawn writes a .network file for host0).
+# Nodes get their address on a host bridge from systemd-networkd (test/nspawn writes a .network file for host0).
 chroot "$r" systemctl enable --quiet cnimedic-cgroup-rw.service containerd.service systemd-networkd.service
 # Nothing on a node should spend CPU on its own: no apt timers, and no getty on the console, which is a pipe.
 chroot "$r" systemctl mask --quiet apt-daily.timer apt-daily-upgrade.timer console-getty.service

@@ -21,8 +21,8 @@ helm-sync: ## Copy the generated CRDs, the manager's ClusterRole rules and the a
 verify-operability: ## Fail when docs/signatures.md, the chart's copies or deploy/cnimedic.yaml are stale.
 	go run ./hack/gendocs -check
 	go test ./hack/gendocs ./hack/krew
-	go test -run 'TestChartMatchesConfig|TestGeneratedRoleIsLeastPrivilege|TestAlertsUseTheMetricsTheCodeExports' ./internal/deploytest
-	go test -run TestRenderedInstallIsCurrent ./internal/manifests
+	go test -run 'TestChartMatchesConfig|TestGeneratedRoleIsLeastPrivilege|TestAlertsUseTheMetricsTheCodeExports' ./test/deploytest
+	go test -run TestRenderedInstallIsCurrent ./test/manifests
 
 .PHONY: krew
 krew: ## Build the plugin's release archives into bin/krew and write deploy/krew/cnimedic.yaml (PLUGIN_VERSION).

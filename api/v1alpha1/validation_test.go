@@ -3,6 +3,7 @@ package v1alpha1_test
 import (
 	"context"
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +20,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	policypkg "github.com/cnimedic/cnimedic/internal/policy"
-	"github.com/cnimedic/cnimedic/internal/testenv"
+	"github.com/cnimedic/cnimedic/test/testenv"
 )
 
 var env *testenv.Env
@@ -224,7 +225,7 @@ func TestBadUpdatesAreRejected(t *testing.T) {
 // TestSamplesAreAccepted applies every sample of config/samples and checks the defaults the API server fills in.
 func TestSamplesAreAccepted(t *testing.T) {
 	ctx := context.Background()
-	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "cnimedic_*.yaml"))
+	files, err := filepath.Glob(filepath.Join(repo.Root(), "config", "samples", "cnimedic_*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no samples found: %v", err)
 	}
@@ -295,7 +296,7 @@ func TestEveryRuleIsTested(t *testing.T) {
 	for _, c := range badUpdates {
 		tested.WriteString(c.want + "\n")
 	}
-	files, _ := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "crd", "bases", "*.yaml"))
+	files, _ := filepath.Glob(filepath.Join(repo.Root(), "config", "crd", "bases", "*.yaml"))
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"flag"
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"io"
 	"os"
 	"os/exec"
@@ -23,7 +24,7 @@ import (
 )
 
 func main() {
-	dir := flag.String("dir", filepath.Join(bench.RepoRoot(), "bin", "bench"), "the benchmarks' output directory")
+	dir := flag.String("dir", filepath.Join(repo.Root(), "bin", "bench"), "the benchmarks' output directory")
 	out := flag.String("out", "", "write the report here too (default DIR/report.txt)")
 	lab := flag.String("lab", "", "why the lab's MTTR is missing, when it is (empty: read DIR/e2e.log)")
 	flag.Parse()
@@ -67,8 +68,8 @@ func main() {
 }
 
 func write(w io.Writer, secs []bench.Section) {
-	commit, _ := exec.Command("git", "-C", bench.RepoRoot(), "rev-parse", "--short", "HEAD").Output()
-	dirty, _ := exec.Command("git", "-C", bench.RepoRoot(), "status", "--porcelain", "--untracked-files=no").Output()
+	commit, _ := exec.Command("git", "-C", repo.Root(), "rev-parse", "--short", "HEAD").Output()
+	dirty, _ := exec.Command("git", "-C", repo.Root(), "status", "--porcelain", "--untracked-files=no").Output()
 	state := ""
 	if len(strings.TrimSpace(string(dirty))) > 0 {
 		state = " (with uncommitted changes in the tree)"

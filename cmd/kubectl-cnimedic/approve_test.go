@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,8 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
-	"github.com/cnimedic/cnimedic/internal/manifests"
-	"github.com/cnimedic/cnimedic/internal/testenv"
+	"github.com/cnimedic/cnimedic/test/manifests"
 )
 
 // TestApproveAndRejectSetTheContractAnnotations runs approve and reject against the API server and reads the
@@ -113,7 +113,7 @@ func TestApproveOutsideTheApproverGroupIsRefused(t *testing.T) {
 	env, _ := apiServer(t)
 	f.namespace("cnimedic-system")
 	for _, dir := range []string{"rbac", "admission"} {
-		rendered, err := manifests.Render(filepath.Join(testenv.RepoRoot(), "config", dir))
+		rendered, err := manifests.Render(filepath.Join(repo.Root(), "config", dir))
 		if err != nil {
 			t.Fatal(err)
 		}

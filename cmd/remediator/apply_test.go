@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
-	"github.com/cnimedic/cnimedic/internal/nspawn"
-	"github.com/cnimedic/cnimedic/internal/nspawn/nspawntest"
 	"github.com/cnimedic/cnimedic/remediator/executor"
 	"github.com/cnimedic/cnimedic/remediator/hostrun"
 	"github.com/cnimedic/cnimedic/remediator/units"
+	"github.com/cnimedic/cnimedic/test/nspawn"
+	"github.com/cnimedic/cnimedic/test/nspawn/nspawntest"
 )
 
 // The apply tests run this test binary as the remediator: TestMain turns it into the command when its first

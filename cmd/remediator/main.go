@@ -10,12 +10,12 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/cnimedic/cnimedic/internal/planner"
 	"github.com/cnimedic/cnimedic/remediator/cri"
 	"github.com/cnimedic/cnimedic/remediator/diagnose"
 	"github.com/cnimedic/cnimedic/remediator/host"
 	"github.com/cnimedic/cnimedic/remediator/ipam"
 	"github.com/cnimedic/cnimedic/remediator/netstate"
-	"github.com/cnimedic/cnimedic/remediator/planner"
 	"github.com/cnimedic/cnimedic/remediator/runtimecfg"
 	"github.com/cnimedic/cnimedic/remediator/step"
 )

@@ -11,10 +11,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/planner"
 	"github.com/cnimedic/cnimedic/remediator/cri"
 	"github.com/cnimedic/cnimedic/remediator/diagnose"
 	"github.com/cnimedic/cnimedic/remediator/executor"
-	"github.com/cnimedic/cnimedic/remediator/planner"
 	"github.com/cnimedic/cnimedic/remediator/resolve"
 )
 

@@ -19,7 +19,7 @@ func repo() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// pluginDir is a set built by hack/build-cni-plugins.sh (remediator/internal/nodetest is out of cmd's reach).
+// pluginDir is a set built by hack/build-cni-plugins.sh (test/nodetest is out of cmd's reach).
 func pluginDir(t *testing.T, set string) string {
 	dir := filepath.Join(repo(), "bin", "cni-"+set)
 	if _, err := os.Stat(filepath.Join(dir, "bridge")); err != nil {

@@ -10,9 +10,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/planner"
 	"github.com/cnimedic/cnimedic/internal/policy"
 	"github.com/cnimedic/cnimedic/internal/signature"
-	"github.com/cnimedic/cnimedic/remediator/planner"
 )
 
 // What runs is what was approved. The manager alone decides what will run on the node (the action, the plan, the

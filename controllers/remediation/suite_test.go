@@ -26,7 +26,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/internal/events"
-	"github.com/cnimedic/cnimedic/internal/testenv"
+	"github.com/cnimedic/cnimedic/test/testenv"
 )
 
 // These suites run the workflow against a real kube-apiserver and etcd (envtest). No kubelet runs there, so the

@@ -21,7 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
-	"github.com/cnimedic/cnimedic/internal/nspawn"
+	"github.com/cnimedic/cnimedic/test/nspawn"
 )
 
 // Fault is a failure the lab injects into a node, for real: the node's own files and binaries are changed the way

@@ -1,14 +1,14 @@
 // Package lab runs a real Kubernetes cluster on this one machine for cnimedic's end-to-end suite and demo: a
 // control plane on the host (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, all built from Go
 // modules into bin/k8s) and worker nodes that are systemd-nspawn containers booting a real systemd with
-// containerd, runc, the CNI reference plugins and kubelet (internal/nspawn), on a host bridge. cnimedic is installed
+// containerd, runc, the CNI reference plugins and kubelet (test/nspawn), on a host bridge. cnimedic is installed
 // from deploy/cnimedic.yaml the way a user installs it, and faults are injected into the nodes' real files and
 // binaries (faults.go).
 //
 // Everything the lab makes lives under the repository's .lab/ (gitignored): .lab/cluster holds the PKI, etcd's
 // data, the logs, the nodes' state and the lab's own state file, and .lab/kubeconfig is the admin kubeconfig for
 // the user. Outside it the lab changes only what it must and undoes it in Down: the host bridge, the nodes'
-// cgroups and mounts (internal/nspawn), and a few host sysctls kubelet insists on (restored to their old values).
+// cgroups and mounts (test/nspawn), and a few host sysctls kubelet insists on (restored to their old values).
 //
 // One lab per machine: a flock on .lab/lab.lock serialises lab commands of this checkout, and the bridge, the node
 // names and the API server's address are machine-wide, so a second checkout's lab is refused with a message that
@@ -40,14 +40,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/cnimedic/cnimedic/internal/nspawn"
-	"github.com/cnimedic/cnimedic/internal/ociimage"
+	"github.com/cnimedic/cnimedic/hack/ociimage"
+	"github.com/cnimedic/cnimedic/test/nspawn"
 )
 
 // Config says where the lab's inputs are and how it is laid out. Default fills it for a repository.
@@ -99,12 +98,6 @@ func Default(root string) Config {
 		HostAddr:   netip.MustParsePrefix("10.213.0.1/24"),
 		Workers:    2,
 	}
-}
-
-// RepoRoot is the repository's top directory, found from this file's location (tests and `go run` alike).
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
 func (c Config) binary(name string) string { return filepath.Join(c.K8sBin, name) }

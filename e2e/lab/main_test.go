@@ -3,7 +3,7 @@ package lab
 import (
 	"testing"
 
-	"github.com/cnimedic/cnimedic/internal/labtest"
+	"github.com/cnimedic/cnimedic/test/labtest"
 )
 
 // TestMain keeps the tests' temporary files under the repository's .lab/tmp, never /tmp (files there have been seen

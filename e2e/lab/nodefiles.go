@@ -10,8 +10,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/cnimedic/cnimedic/internal/nspawn"
-	"github.com/cnimedic/cnimedic/internal/ociimage"
+	"github.com/cnimedic/cnimedic/hack/ociimage"
+	"github.com/cnimedic/cnimedic/test/nspawn"
 )
 
 // Paths inside a lab node.

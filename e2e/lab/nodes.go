@@ -22,8 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
-	"github.com/cnimedic/cnimedic/internal/nspawn"
-	"github.com/cnimedic/cnimedic/internal/ociimage"
+	"github.com/cnimedic/cnimedic/hack/ociimage"
+	"github.com/cnimedic/cnimedic/test/nspawn"
 )
 
 // bootNodes boots every worker that does not run yet, all at once.

@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/cnimedic/cnimedic/internal/testenv"
+	"github.com/cnimedic/cnimedic/test/testenv"
 )
 
 func main() {

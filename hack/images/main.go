@@ -1,5 +1,5 @@
 // Command images builds the lab's container images without a registry or a Docker engine: it compiles the static
-// binaries they hold and writes one docker-archive per image into bin/images/ (internal/ociimage), with an index
+// binaries they hold and writes one docker-archive per image into bin/images/ (hack/ociimage), with an index
 // (images.json) that the lab reads to import them into every node (`ctr -n k8s.io images import`).
 //
 //	cnimedic.local/pause:dev     the pod sandbox process, named in the nodes' containerd sandbox_image
@@ -27,7 +27,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/cnimedic/cnimedic/internal/ociimage"
+	"github.com/cnimedic/cnimedic/hack/ociimage"
 	"github.com/cnimedic/cnimedic/remediator/plugins"
 )
 

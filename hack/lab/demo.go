@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"sort"
@@ -200,7 +201,7 @@ func faultList() string {
 }
 
 func rel(path string) string {
-	if r, ok := strings.CutPrefix(path, lab.RepoRoot()+"/"); ok {
+	if r, ok := strings.CutPrefix(path, repo.Root()+"/"); ok {
 		return r
 	}
 	return path

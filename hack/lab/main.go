@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"os/signal"
 	"strings"
@@ -56,7 +57,7 @@ func main() {
 }
 
 func run(ctx context.Context, cmd string, args []string) error {
-	l, err := lab.New(lab.Default(lab.RepoRoot()))
+	l, err := lab.New(lab.Default(repo.Root()))
 	if err != nil {
 		return err
 	}

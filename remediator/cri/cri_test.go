@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cnimedic/cnimedic/remediator/internal/nodetest"
+	"github.com/cnimedic/cnimedic/test/nodetest"
 )
 
 // TestAgainstARealContainerd talks to Debian's containerd 1.6 started by the test: the seed's "cni plugin not

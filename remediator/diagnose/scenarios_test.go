@@ -13,7 +13,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/nodetest"
+	"github.com/cnimedic/cnimedic/test/nodetest"
 )
 
 // Each seed scenario laid out as a node directory; diagnose must name the failure, its signature and, in text,

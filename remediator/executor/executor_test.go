@@ -16,12 +16,12 @@ import (
 	"testing"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
-	"github.com/cnimedic/cnimedic/internal/labtest"
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/testresolve"
 	"github.com/cnimedic/cnimedic/remediator/journal"
 	"github.com/cnimedic/cnimedic/remediator/step"
 	"github.com/cnimedic/cnimedic/remediator/units"
+	"github.com/cnimedic/cnimedic/test/labtest"
+	"github.com/cnimedic/cnimedic/test/testresolve"
 )
 
 func TestMain(m *testing.M) {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/testresolve"
 	"github.com/cnimedic/cnimedic/remediator/step"
 	"github.com/cnimedic/cnimedic/remediator/units"
+	"github.com/cnimedic/cnimedic/test/testresolve"
 )
 
 // The SIGKILL tests run the executor in a child process: this test binary, re-executed with faultEnv set to a

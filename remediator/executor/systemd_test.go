@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
-	"github.com/cnimedic/cnimedic/internal/nspawn"
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/sysnode"
 	"github.com/cnimedic/cnimedic/remediator/units"
+	"github.com/cnimedic/cnimedic/test/nspawn"
+	"github.com/cnimedic/cnimedic/test/sysnode"
 )
 
 // These tests run the executor against a real systemd: a systemd-nspawn node with Debian's containerd.service and

@@ -18,13 +18,13 @@ import (
 	"time"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
-	"github.com/cnimedic/cnimedic/internal/labtest"
-	"github.com/cnimedic/cnimedic/internal/nspawn"
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/sysnode"
-	"github.com/cnimedic/cnimedic/remediator/internal/testresolve"
 	"github.com/cnimedic/cnimedic/remediator/plugins"
 	"github.com/cnimedic/cnimedic/remediator/units"
+	"github.com/cnimedic/cnimedic/test/labtest"
+	"github.com/cnimedic/cnimedic/test/nspawn"
+	"github.com/cnimedic/cnimedic/test/sysnode"
+	"github.com/cnimedic/cnimedic/test/testresolve"
 )
 
 // These tests play the executor pod on the host and a node booted with systemd-nspawn: the Launcher stages this

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/nodetest"
+	"github.com/cnimedic/cnimedic/test/nodetest"
 )
 
 func TestRangeSetsCountLikeHostLocal(t *testing.T) {

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
-	"github.com/cnimedic/cnimedic/internal/labtest"
 	"github.com/cnimedic/cnimedic/remediator/host"
+	"github.com/cnimedic/cnimedic/test/labtest"
 )
 
 // A journal test re-executes its own binary as a second process that holds the lock and gets SIGKILLed.

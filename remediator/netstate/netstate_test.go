@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/nodetest"
+	"github.com/cnimedic/cnimedic/test/nodetest"
 )
 
 func TestNetnsStalenessAndRemoval(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/nodetest"
+	"github.com/cnimedic/cnimedic/test/nodetest"
 )
 
 // The diagnose and preview pods see the host under /host and have no dynamic loader of their own. Debian's plugins

@@ -3,7 +3,7 @@ package plugins
 import (
 	"testing"
 
-	"github.com/cnimedic/cnimedic/internal/labtest"
+	"github.com/cnimedic/cnimedic/test/labtest"
 )
 
 func TestMain(m *testing.M) { labtest.Main(m) }

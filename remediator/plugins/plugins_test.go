@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/nodetest"
+	"github.com/cnimedic/cnimedic/test/nodetest"
 )
 
 // The real binaries' VERSION answers, asked through libcni.

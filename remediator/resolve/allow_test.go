@@ -12,9 +12,9 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/nodetest"
 	"github.com/cnimedic/cnimedic/remediator/netstate"
 	"github.com/cnimedic/cnimedic/remediator/step"
+	"github.com/cnimedic/cnimedic/test/nodetest"
 )
 
 // TestALinkTheNodesCNIConfigurationDoesNotMakeIsNeverDeleted: a plan's Link comes from an event's text, so a

@@ -15,8 +15,8 @@ import (
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/cnicache"
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/nodetest"
 	"github.com/cnimedic/cnimedic/remediator/step"
+	"github.com/cnimedic/cnimedic/test/nodetest"
 )
 
 // TestUnconvertibleCachedResultAgainstARealRuntime reproduces the lab's FailedKillPod on a real containerd 1.6:

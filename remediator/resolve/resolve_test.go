@@ -14,9 +14,9 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/nodetest"
 	"github.com/cnimedic/cnimedic/remediator/netstate"
 	"github.com/cnimedic/cnimedic/remediator/step"
+	"github.com/cnimedic/cnimedic/test/nodetest"
 )
 
 // apply carries a resolution out the plain way (write, chmod, remove, run actions). It stands in for the

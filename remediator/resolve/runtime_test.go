@@ -14,9 +14,9 @@ import (
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/cri"
 	"github.com/cnimedic/cnimedic/remediator/host"
-	"github.com/cnimedic/cnimedic/remediator/internal/nodetest"
 	"github.com/cnimedic/cnimedic/remediator/ipam"
 	"github.com/cnimedic/cnimedic/remediator/step"
+	"github.com/cnimedic/cnimedic/test/nodetest"
 )
 
 // TestReclaimAndStaleNetnsAgainstARealRuntime runs two real pod sandboxes on a real containerd with real bridge and

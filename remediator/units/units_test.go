@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cnimedic/cnimedic/internal/labtest"
-	"github.com/cnimedic/cnimedic/internal/nspawn"
-	"github.com/cnimedic/cnimedic/remediator/internal/sysnode"
+	"github.com/cnimedic/cnimedic/test/labtest"
+	"github.com/cnimedic/cnimedic/test/nspawn"
+	"github.com/cnimedic/cnimedic/test/sysnode"
 )
 
 func TestMain(m *testing.M) { labtest.Main(m) }

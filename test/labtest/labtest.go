@@ -7,20 +7,14 @@ package labtest
 
 import (
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 )
 
-// RepoRoot is the repository's top directory, found from this file's location.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
-
 // TmpDir is the directory test files go under: .lab/tmp in the repository.
-func TmpDir() string { return filepath.Join(RepoRoot(), ".lab", "tmp") }
+func TmpDir() string { return filepath.Join(repo.Root(), ".lab", "tmp") }
 
 // Main runs a package's tests with TMPDIR pointing at TmpDir, so that t.TempDir and os.MkdirTemp stay out of /tmp.
 // Use it from TestMain: func TestMain(m *testing.M) { labtest.Main(m) }.

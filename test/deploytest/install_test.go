@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,7 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
-	"github.com/cnimedic/cnimedic/internal/testenv"
+	"github.com/cnimedic/cnimedic/test/testenv"
 )
 
 // The install steps of docs/operations.md, run verbatim against a fresh API server (no CRDs installed), must
@@ -242,7 +243,7 @@ func freshAPIServer(t *testing.T) *rest.Config {
 }
 
 func TestTheInstallStepsOfTheDocsSucceedTheFirstTimeOnAFreshCluster(t *testing.T) {
-	root := testenv.RepoRoot()
+	root := repo.Root()
 	doc, err := os.ReadFile(filepath.Join(root, "docs", "operations.md"))
 	if err != nil {
 		t.Fatal(err)

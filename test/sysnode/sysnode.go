@@ -1,4 +1,4 @@
-// Package sysnode boots a real systemd node (internal/nspawn, through nspawntest) for the executor's tests:
+// Package sysnode boots a real systemd node (test/nspawn, through nspawntest) for the executor's tests:
 // Debian's real containerd.service and a stand-in kubelet.service (a long-running process with the real unit's
 // restart policy; the real kubelet needs the lab's control plane). A missing prerequisite fails the test with
 // the make target that installs it (nspawntest.Require): these tests never skip, except under an explicit -short.
@@ -7,8 +7,8 @@ package sysnode
 import (
 	"testing"
 
-	"github.com/cnimedic/cnimedic/internal/nspawn"
-	"github.com/cnimedic/cnimedic/internal/nspawn/nspawntest"
+	"github.com/cnimedic/cnimedic/test/nspawn"
+	"github.com/cnimedic/cnimedic/test/nspawn/nspawntest"
 )
 
 // Unit names on a test node.

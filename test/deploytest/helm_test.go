@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -24,8 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
-	"github.com/cnimedic/cnimedic/internal/manifests"
-	"github.com/cnimedic/cnimedic/internal/testenv"
+	"github.com/cnimedic/cnimedic/test/manifests"
 )
 
 // The chart is rendered with Helm's own library (helm.sh/helm/v3: chart loader, values coalescing and template
@@ -33,7 +33,7 @@ import (
 
 const chartNamespace = "cnimedic-system"
 
-func chartDir() string { return filepath.Join(testenv.RepoRoot(), "deploy", "helm", "cnimedic") }
+func chartDir() string { return filepath.Join(repo.Root(), "deploy", "helm", "cnimedic") }
 
 func loadChart(t *testing.T) *chart.Chart {
 	t.Helper()
@@ -223,7 +223,7 @@ metrics: {port: 9443, serviceMonitor: {enabled: true, labels: {release: prom}}, 
 // TestChartMatchesConfig keeps the chart and config/ from drifting: the CRDs, the manager's generated rules and
 // the alerts are copies (make helm-sync), and the admission policy is the same policy.
 func TestChartMatchesConfig(t *testing.T) {
-	root := testenv.RepoRoot()
+	root := repo.Root()
 	for copyPath, source := range map[string]string{
 		"crds/cnimedic.io_noderemediations.yaml":    "config/crd/bases/cnimedic.io_noderemediations.yaml",
 		"crds/cnimedic.io_remediationpolicies.yaml": "config/crd/bases/cnimedic.io_remediationpolicies.yaml",

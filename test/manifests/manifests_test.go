@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,7 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/cnimedic/cnimedic/internal/testenv"
+	"github.com/cnimedic/cnimedic/test/testenv"
 )
 
 func objects(t *testing.T, stream []byte) []*unstructured.Unstructured {
@@ -41,7 +42,7 @@ func objects(t *testing.T, stream []byte) []*unstructured.Unstructured {
 // TestDefaultInstallsOnARealAPIServer renders config/default and applies every object to a real kube-apiserver,
 // CRDs first, as `kubectl apply -k config/default` would.
 func TestDefaultInstallsOnARealAPIServer(t *testing.T) {
-	rendered, err := Render(filepath.Join(testenv.RepoRoot(), "config", "default"))
+	rendered, err := Render(filepath.Join(repo.Root(), "config", "default"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,11 +96,11 @@ func established(crd *apiextensionsv1.CustomResourceDefinition) bool {
 
 // TestRenderedInstallIsCurrent fails when deploy/cnimedic.yaml was not re-rendered after a change in config/.
 func TestRenderedInstallIsCurrent(t *testing.T) {
-	rendered, err := Render(filepath.Join(testenv.RepoRoot(), "config", "default"))
+	rendered, err := Render(filepath.Join(repo.Root(), "config", "default"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	committed, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "deploy", "cnimedic.yaml"))
+	committed, err := os.ReadFile(filepath.Join(repo.Root(), "deploy", "cnimedic.yaml"))
 	if err != nil {
 		t.Fatalf("deploy/cnimedic.yaml: %v (run make deploy-render)", err)
 	}

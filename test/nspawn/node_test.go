@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"io"
 	"net"
 	"net/netip"
@@ -22,8 +23,8 @@ import (
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	"golang.org/x/sys/unix"
 
-	"github.com/cnimedic/cnimedic/internal/nspawn"
-	"github.com/cnimedic/cnimedic/internal/nspawn/nspawntest"
+	"github.com/cnimedic/cnimedic/test/nspawn"
+	"github.com/cnimedic/cnimedic/test/nspawn/nspawntest"
 )
 
 // helperEnv makes the test binary boot a node and then wait to be killed (TestStaleNodeFromKilledRun): the
@@ -58,7 +59,7 @@ func bootAndWaitToBeKilled(name string) int {
 
 // orphanStateDir is unique per helper process, as t.TempDir would be.
 func orphanStateDir(name string, helperPID int) string {
-	return filepath.Join(nspawntest.RepoRoot(), ".lab", "tmp", "nspawn-orphans", name+"-"+strconv.Itoa(helperPID))
+	return filepath.Join(repo.Root(), ".lab", "tmp", "nspawn-orphans", name+"-"+strconv.Itoa(helperPID))
 }
 
 // fakeKubelet is what the lab does with the real kubelet: a binary and a unit placed into the node at boot.
@@ -79,7 +80,7 @@ func TestNodeLifecycle(t *testing.T) {
 	defer cancel()
 
 	// Host-side inputs for Files (copied from the host) and Binds.
-	inputs := filepath.Join(nspawntest.RepoRoot(), ".lab", "tmp", "nspawn-life-inputs")
+	inputs := filepath.Join(repo.Root(), ".lab", "tmp", "nspawn-life-inputs")
 	if err := os.MkdirAll(inputs, 0o755); err != nil {
 		t.Fatal(err)
 	}

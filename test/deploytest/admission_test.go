@@ -3,6 +3,7 @@ package deploytest
 import (
 	"context"
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,8 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
-	"github.com/cnimedic/cnimedic/internal/manifests"
-	"github.com/cnimedic/cnimedic/internal/testenv"
+	"github.com/cnimedic/cnimedic/test/manifests"
+	"github.com/cnimedic/cnimedic/test/testenv"
 )
 
 // One control plane for the package, started by the first test that needs one.
@@ -35,7 +36,7 @@ func apiServer(t *testing.T) *testenv.Env {
 // apply renders a kustomize directory of config/ and server-side applies every object as the admin.
 func apply(t *testing.T, c client.Client, dir string) {
 	t.Helper()
-	rendered, err := manifests.Render(filepath.Join(testenv.RepoRoot(), "config", dir))
+	rendered, err := manifests.Render(filepath.Join(repo.Root(), "config", dir))
 	if err != nil {
 		t.Fatal(err)
 	}

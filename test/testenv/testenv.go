@@ -8,9 +8,9 @@ package testenv
 
 import (
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 
@@ -26,18 +26,12 @@ import (
 	cnimedicv1 "github.com/cnimedic/cnimedic/api/v1alpha1"
 )
 
-// RepoRoot is the repository's top directory, found from this file's location.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
-
 // AssetsDir is where kube-apiserver and etcd are expected: $KUBEBUILDER_ASSETS, else bin/k8s.
 func AssetsDir() string {
 	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
 		return dir
 	}
-	return filepath.Join(RepoRoot(), "bin", "k8s")
+	return filepath.Join(repo.Root(), "bin", "k8s")
 }
 
 // Env is a running control plane.
@@ -64,7 +58,7 @@ func Start() (*Env, error) {
 	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{filepath.Join(repo.Root(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := env.Start()

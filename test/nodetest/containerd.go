@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +20,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/cnimedic/cnimedic/internal/labtest"
 )
 
 // PauseImage is the sandbox image the test containerd uses; ImportPause builds it from a static Go binary
@@ -175,9 +174,9 @@ func unmountUnder(dir string) {
 // image and imports it with ctr into the k8s.io namespace, unpacked for the native snapshotter.
 func (c *Containerd) ImportPause(t testing.TB) {
 	t.Helper()
-	bin := filepath.Join(labtest.RepoRoot(), "bin", "test-pause")
-	build := exec.Command("go", "build", "-o", bin, "./remediator/internal/nodetest/pause")
-	build.Dir = labtest.RepoRoot()
+	bin := filepath.Join(repo.Root(), "bin", "test-pause")
+	build := exec.Command("go", "build", "-o", bin, "./test/nodetest/pause")
+	build.Dir = repo.Root()
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the pause binary: %v\n%s", err, out)

@@ -1,6 +1,7 @@
 package deploytest
 
 import (
+	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,8 +11,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
-	"github.com/cnimedic/cnimedic/internal/manifests"
-	"github.com/cnimedic/cnimedic/internal/testenv"
+	"github.com/cnimedic/cnimedic/test/manifests"
 )
 
 // lintRules reports what least privilege forbids in a role's rules: a wildcard verb, resource or API group, and
@@ -64,7 +64,7 @@ func lintClusterWide(role string, rules []rbacv1.PolicyRule) []string {
 // TestGeneratedRoleIsLeastPrivilege reads the ClusterRole controller-gen writes from the +kubebuilder:rbac markers
 // and fails on any wildcard or any Secrets access.
 func TestGeneratedRoleIsLeastPrivilege(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
+	raw, err := os.ReadFile(filepath.Join(repo.Root(), "config", "rbac", "role.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestGeneratedRoleIsLeastPrivilege(t *testing.T) {
 // leader election, metrics, the roles for people), and checks that the executor's ServiceAccount is bound to
 // nothing and mounts no token: the executor pod carries no API credentials.
 func TestEveryShippedRoleIsLeastPrivilege(t *testing.T) {
-	rendered, err := manifests.Render(filepath.Join(testenv.RepoRoot(), "config", "rbac"))
+	rendered, err := manifests.Render(filepath.Join(repo.Root(), "config", "rbac"))
 	if err != nil {
 		t.Fatal(err)
 	}

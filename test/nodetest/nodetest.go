@@ -6,6 +6,7 @@ package nodetest
 
 import (
 	"fmt"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -14,7 +15,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/cnimedic/cnimedic/internal/labtest"
+	"github.com/cnimedic/cnimedic/test/labtest"
 )
 
 // Plugin sets.
@@ -33,9 +34,9 @@ func PluginDir(t testing.TB, set string) string {
 	var dir, how string
 	switch set {
 	case Old:
-		dir, how = filepath.Join(labtest.RepoRoot(), "bin", "cni-old"), "hack/build-cni-plugins.sh old"
+		dir, how = filepath.Join(repo.Root(), "bin", "cni-old"), "hack/build-cni-plugins.sh old"
 	case Bundle:
-		dir, how = filepath.Join(labtest.RepoRoot(), "bin", "cni-bundle"), "hack/build-cni-plugins.sh bundle"
+		dir, how = filepath.Join(repo.Root(), "bin", "cni-bundle"), "hack/build-cni-plugins.sh bundle"
 	case Debian:
 		dir, how = "/usr/lib/cni", "hack/build-cni-plugins.sh debian"
 	default:

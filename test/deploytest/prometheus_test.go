@@ -2,6 +2,7 @@ package deploytest
 
 import (
 	"encoding/json"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -17,8 +18,7 @@ import (
 	promql "github.com/prometheus/prometheus/promql/parser"
 	"k8s.io/apimachinery/pkg/runtime"
 
-	"github.com/cnimedic/cnimedic/internal/manifests"
-	"github.com/cnimedic/cnimedic/internal/testenv"
+	"github.com/cnimedic/cnimedic/test/manifests"
 )
 
 // exportedMetrics finds every metric the manager's code defines: the prometheus.*Opts literals with a Namespace
@@ -30,7 +30,7 @@ func exportedMetrics(t *testing.T) map[string][]string {
 	out := map[string][]string{}
 	fset := token.NewFileSet()
 	for _, dir := range []string{"controllers", "internal"} {
-		err := filepath.WalkDir(filepath.Join(testenv.RepoRoot(), dir), func(path string, d fs.DirEntry, err error) error {
+		err := filepath.WalkDir(filepath.Join(repo.Root(), dir), func(path string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
 				return err
 			}
@@ -174,7 +174,7 @@ func TestAlertsUseTheMetricsTheCodeExports(t *testing.T) {
 			t.Fatalf("the source scan found no %s (found %v): the scan is broken", must, metrics)
 		}
 	}
-	rendered, err := manifests.Render(filepath.Join(testenv.RepoRoot(), "config", "prometheus"))
+	rendered, err := manifests.Render(filepath.Join(repo.Root(), "config", "prometheus"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +221,7 @@ func TestAlertsUseTheMetricsTheCodeExports(t *testing.T) {
 // TestMonitoringStaysOptIn keeps the Prometheus Operator's kinds out of the default install: applying
 // config/default must work on a cluster without their CRDs.
 func TestMonitoringStaysOptIn(t *testing.T) {
-	rendered, err := manifests.Render(filepath.Join(testenv.RepoRoot(), "config", "default"))
+	rendered, err := manifests.Render(filepath.Join(repo.Root(), "config", "default"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func TestMonitoringStaysOptIn(t *testing.T) {
 // range variables replaced by a duration) and checks its metrics as the alerts' are checked.
 func TestDashboardQueriesUseTheMetricsTheCodeExports(t *testing.T) {
 	metrics := exportedMetrics(t)
-	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "deploy", "grafana", "cnimedic.json"))
+	raw, err := os.ReadFile(filepath.Join(repo.Root(), "deploy", "grafana", "cnimedic.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

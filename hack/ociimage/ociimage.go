@@ -112,7 +112,7 @@ func Build(spec Spec) (v1.Image, error) {
 	}
 	img, err := mutate.Append(empty.Image, mutate.Addendum{
 		Layer:   layer,
-		History: v1.History{CreatedBy: "cnimedic internal/ociimage", Created: v1.Time{Time: epoch}},
+		History: v1.History{CreatedBy: "cnimedic hack/ociimage", Created: v1.Time{Time: epoch}},
 	})
 	if err != nil {
 		return nil, err

@@ -135,7 +135,7 @@ func nspawnPath(p string) string {
 // networkdConfig is host0's systemd-networkd configuration for a bridged node.
 func (n *Network) networkdConfig() []byte {
 	var b strings.Builder
-	b.WriteString("# Written by cnimedic's internal/nspawn: the node's static address on the host bridge.\n")
+	b.WriteString("# Written by cnimedic's test/nspawn: the node's static address on the host bridge.\n")
 	b.WriteString("[Match]\nName=host0\n\n[Network]\n")
 	fmt.Fprintf(&b, "Address=%s\n", n.Address)
 	if n.Gateway.IsValid() {

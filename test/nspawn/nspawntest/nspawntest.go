@@ -12,32 +12,26 @@ package nspawntest
 
 import (
 	"context"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
-	"github.com/cnimedic/cnimedic/internal/nspawn"
+	"github.com/cnimedic/cnimedic/test/nspawn"
 )
-
-// RepoRoot is the repository's top directory, found from this file's location.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
-}
 
 // BaseRoot is the node root filesystem built by `make node-rootfs`: $CNIMEDIC_NODE_ROOTFS, else bin/node-rootfs.
 func BaseRoot() string {
 	if dir := os.Getenv("CNIMEDIC_NODE_ROOTFS"); dir != "" {
 		return dir
 	}
-	return filepath.Join(RepoRoot(), "bin", "node-rootfs")
+	return filepath.Join(repo.Root(), "bin", "node-rootfs")
 }
 
 // StateDir is where the node called name keeps its state during tests.
-func StateDir(name string) string { return filepath.Join(RepoRoot(), ".lab", "nspawn", name) }
+func StateDir(name string) string { return filepath.Join(repo.Root(), ".lab", "nspawn", name) }
 
 // Require fails the test unless this machine can boot nodes: root, systemd-nspawn and nsenter, the root filesystem.
 // Only an explicit `go test -short` (make test-unit, fast feedback) skips it instead.
