@@ -176,6 +176,10 @@ type Diagnosis struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=20
 	Findings []Finding `json:"findings,omitempty"`
+	// Layout is the node's layout as the diagnosis found it: the units, socket, config files and CNI directories
+	// a repair on this node works with.
+	// +optional
+	Layout *NodeLayout `json:"layout,omitempty"`
 }
 
 // PhaseTransition is one entry of a NodeRemediation's history.

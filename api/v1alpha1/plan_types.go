@@ -160,6 +160,9 @@ type ExecutorResult struct {
 	// +optional
 	// +listType=atomic
 	Findings []Finding `json:"findings,omitempty"`
+	// Layout is the node's layout as a diagnosis found it.
+	// +optional
+	Layout *NodeLayout `json:"layout,omitempty"`
 }
 
 // FindingSeverity says how bad a finding is.
