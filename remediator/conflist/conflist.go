@@ -79,7 +79,7 @@ func (f File) Types() []string {
 // file name, as go-cni does. A missing dir yields no files and no error: the runtime treats it the same way
 // ("no network config found").
 func List(root host.Root, confDir string) ([]File, error) {
-	dir := local(root, confDir)
+	dir := root.Local(confDir)
 	names, err := libcni.ConfFiles(dir, Extensions)
 	if err != nil {
 		return nil, fmt.Errorf("reading CNI conf dir %s: %w", confDir, err)
@@ -96,7 +96,7 @@ func List(root host.Root, confDir string) ([]File, error) {
 // or unparseable file is exactly what diagnose has to show.
 func Read(root host.Root, path string) File {
 	f := File{Path: path, Format: formatOf(path)}
-	lp := local(root, path)
+	lp := root.Local(path)
 	if st, err := os.Stat(lp); err == nil {
 		f.Mode = st.Mode().Perm()
 	}

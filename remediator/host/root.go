@@ -34,3 +34,13 @@ func (r Root) HostPath(local string) string {
 	}
 	return filepath.Clean("/" + rel)
 }
+
+// Local is where this process sees the host path p, with symlinks resolved inside the host root: a host link such
+// as /opt/cni/bin -> /usr/lib/cni must not lead into the executor's own image. A path that cannot be resolved is
+// mapped as it is (Path).
+func (r Root) Local(p string) string {
+	if l, err := r.Resolve(p); err == nil {
+		return l
+	}
+	return r.Path(p)
+}

@@ -43,7 +43,7 @@ type Network struct {
 // Read lists every network directory under dataDir (a host path) with its leases. A missing data dir is no
 // network and no error.
 func Read(root host.Root, dataDir string) ([]Network, error) {
-	entries, err := os.ReadDir(local(root, dataDir))
+	entries, err := os.ReadDir(root.Local(dataDir))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -62,7 +62,7 @@ func Read(root host.Root, dataDir string) ([]Network, error) {
 // ReadNetwork reads one network directory (a host path).
 func ReadNetwork(root host.Root, dir string) Network {
 	n := Network{Name: filepath.Base(dir), Dir: dir}
-	entries, err := os.ReadDir(local(root, dir))
+	entries, err := os.ReadDir(root.Local(dir))
 	if err != nil {
 		n.Error = err.Error()
 		return n
@@ -74,7 +74,7 @@ func ReadNetwork(root host.Root, dir string) Network {
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
-		raw, err := host.ReadFile(local(root, path), host.MaxSmallFile)
+		raw, err := host.ReadFile(root.Local(path), host.MaxSmallFile)
 		if err != nil {
 			problems = append(problems, err.Error())
 			continue

@@ -36,7 +36,7 @@ type Netns struct {
 // means the runtime could not be asked, and then nothing is called stale. procDir is the /proc to scan for
 // processes inside each namespace (the executor runs in the host's PID namespace).
 func ListNetns(root host.Root, dir string, live map[string]string, procDir string) ([]Netns, error) {
-	entries, err := os.ReadDir(local(root, dir))
+	entries, err := os.ReadDir(root.Local(dir))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -50,7 +50,7 @@ func ListNetns(root host.Root, dir string, live map[string]string, procDir strin
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
-		lp := local(root, path)
+		lp := root.Local(path)
 		n := Netns{Path: path, Mounted: isNsfs(lp)}
 		if n.Mounted {
 			if ino, err := inode(lp); err == nil {

@@ -106,7 +106,7 @@ func CheckExpected(l *Link, expected string) {
 // FlannelSubnet reads FLANNEL_SUBNET (the address cni0 must carry, such as 10.244.1.1/24) from flannel's
 // subnet.env (a host path). Absent file: empty and no error.
 func FlannelSubnet(root host.Root, path string) (string, error) {
-	raw, err := host.ReadFile(local(root, path), host.MaxSmallFile)
+	raw, err := host.ReadFile(root.Local(path), host.MaxSmallFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}

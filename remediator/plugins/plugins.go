@@ -75,7 +75,7 @@ func Probe(ctx context.Context, root host.Root, binDirs []string, pluginType str
 	info := Info{Type: pluginType, Kind: KindOf(pluginType)}
 	dirs := make([]string, len(binDirs))
 	for i, d := range binDirs {
-		dirs[i] = local(root, d)
+		dirs[i] = root.Local(d)
 	}
 	path, err := invoke.FindInPath(pluginType, dirs)
 	if err != nil {

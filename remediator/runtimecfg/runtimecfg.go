@@ -75,7 +75,7 @@ func (c Config) Raw() []byte { return c.raw }
 // Read reads config.toml at a host path.
 func Read(root host.Root, path string) Config {
 	c := Config{Path: path, Settings: Settings{BinDirs: []string{DefaultBinDir}, ConfDir: DefaultConfDir, MaxConfNum: DefaultMaxConfNum}}
-	raw, err := host.ReadFile(local(root, path), host.MaxContainerdConfig)
+	raw, err := host.ReadFile(root.Local(path), host.MaxContainerdConfig)
 	if errors.Is(err, os.ErrNotExist) {
 		c.Version = 2
 		c.Table = TableString(CNITable(2))
