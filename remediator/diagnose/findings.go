@@ -43,9 +43,14 @@ func findings(r Report) []Finding {
 			Summary: fmt.Sprintf("containerd's configuration %s does not parse: %s. containerd cannot start with it.", cfg.Path, cfg.ParseError),
 			Repair:  "Fix the file by hand or restore it from a backup; cnimedic never rewrites a file it cannot parse."})
 	}
-	if len(cfg.Imports) > 0 {
+	if len(cfg.DropIns) > 0 {
 		add(Finding{Severity: Info, Path: cfg.Path,
-			Summary: fmt.Sprintf("containerd's configuration imports %s; CNI settings there override the ones reported here.", strings.Join(cfg.Imports, ", "))})
+			Summary: fmt.Sprintf("containerd's configuration imports %s; the CNI settings reported are the merged ones.", strings.Join(cfg.DropIns, ", "))})
+	}
+	for _, e := range cfg.DropInErrors {
+		add(Finding{Severity: Error, Path: cfg.Path,
+			Summary: fmt.Sprintf("containerd cannot load a drop-in its configuration imports: %s.", e),
+			Repair:  "Fix or remove the drop-in, or the import naming it; containerd refuses to start while it fails to load."})
 	}
 	if r.Containerd.TeardownBug {
 		add(Finding{Severity: Warning, Signature: sigMissing,

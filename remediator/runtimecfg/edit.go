@@ -87,7 +87,7 @@ func Edit(raw []byte, exists bool, w Want) ([]byte, []Change, error) {
 		// its containerd reads.
 		_, hasOld := cur["bin_dir"]
 		_, hasNew := cur["bin_dirs"]
-		if version == 3 && (hasNew || !hasOld) {
+		if version >= 3 && (hasNew || !hasOld) {
 			want("bin_dirs", []any{w.BinDir}, "["+basicString(w.BinDir)+"]")
 		} else {
 			want("bin_dir", w.BinDir, basicString(w.BinDir))

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
@@ -25,12 +27,12 @@ const (
 
 // CNITable returns the path of the CRI CNI table for a config version: version 1 (no version key, containerd
 // 1.x) uses plugins.cri.cni, version 2 (containerd 1.x and 2.x) plugins."io.containerd.grpc.v1.cri".cni and version
-// 3 (containerd 2.x) plugins."io.containerd.cri.v1.runtime".cni.
+// 3 and 4 (containerd 2.x) plugins."io.containerd.cri.v1.runtime".cni.
 func CNITable(version int) []string {
-	switch version {
-	case 3:
+	switch {
+	case version >= 3:
 		return []string{"plugins", "io.containerd.cri.v1.runtime", "cni"}
-	case 2:
+	case version == 2:
 		return []string{"plugins", "io.containerd.grpc.v1.cri", "cni"}
 	default:
 		return []string{"plugins", "cri", "cni"}
@@ -63,8 +65,17 @@ type Config struct {
 	Settings Settings `json:"settings"`
 	// Explicit lists the CNI keys the file sets itself (the rest are defaults).
 	Explicit []string `json:"explicit,omitempty"`
-	// Imports are other files containerd merges over this one; their CNI settings win and are not followed here.
+	// Imports are the file's imports as it writes them (paths or glob patterns, relative ones to its directory).
 	Imports []string `json:"imports,omitempty"`
+	// DropIns are the files containerd merges over this one, in the order it merges them (Read follows the
+	// imports as containerd does: breadth first, globs expanded in lexical order, each file once).
+	DropIns []string `json:"dropIns,omitempty"`
+	// Sources names, for each CNI key a drop-in sets, the drop-in whose value is in effect (the last one to set it).
+	// Keys not listed come from Path, or are containerd's defaults.
+	Sources map[string]string `json:"sources,omitempty"`
+	// DropInErrors are drop-ins containerd would fail on: missing, unreadable, not TOML, or of a higher version
+	// than Path (containerd refuses to start with them).
+	DropInErrors []string `json:"dropInErrors,omitempty"`
 
 	raw []byte
 }
@@ -72,8 +83,106 @@ type Config struct {
 // Raw returns the file's bytes.
 func (c Config) Raw() []byte { return c.raw }
 
-// Read reads config.toml at a host path.
+// Read reads containerd's config at a host path and the drop-ins it imports, merged as containerd merges them:
+// each file's CNI table read by that file's own version (containerd migrates each file before merging), and a key
+// a later file sets replaces the earlier value (containerd's merge of plugin tables). Settings are the result.
 func Read(root host.Root, path string) Config {
+	c := readFile(root, path)
+	if !c.Exists || c.ParseError != "" {
+		return c
+	}
+	loaded := map[string]bool{path: true}
+	pending := resolveImports(root, path, c.Imports)
+	for len(pending) > 0 {
+		p := pending[0]
+		pending = pending[1:]
+		if loaded[p] {
+			continue
+		}
+		loaded[p] = true
+		c.DropIns = append(c.DropIns, p)
+		d := readFile(root, p)
+		switch {
+		case !d.Exists:
+			c.DropInErrors = append(c.DropInErrors, p+": does not exist")
+			continue
+		case d.ParseError != "":
+			c.DropInErrors = append(c.DropInErrors, p+": "+d.ParseError)
+			continue
+		case d.Version > c.Version:
+			c.DropInErrors = append(c.DropInErrors, fmt.Sprintf("%s: version %d is higher than %s's %d", p, d.Version, path, c.Version))
+		}
+		for _, k := range d.Explicit {
+			c.override(k, d.Settings)
+			if c.Sources == nil {
+				c.Sources = map[string]string{}
+			}
+			c.Sources[k] = p
+			// bin_dir and bin_dirs both say the bin dirs: the later file's word is the one in effect.
+			switch k {
+			case "bin_dir":
+				delete(c.Sources, "bin_dirs")
+			case "bin_dirs":
+				delete(c.Sources, "bin_dir")
+			}
+			if !slices.Contains(c.Explicit, k) {
+				c.Explicit = append(c.Explicit, k)
+			}
+		}
+		pending = append(pending, resolveImports(root, p, d.Imports)...)
+	}
+	return c
+}
+
+// override takes the setting of key from s.
+func (c *Config) override(key string, s Settings) {
+	switch key {
+	case "bin_dir", "bin_dirs":
+		c.Settings.BinDirs = s.BinDirs
+	case "conf_dir":
+		c.Settings.ConfDir = s.ConfDir
+	case "conf_template":
+		c.Settings.ConfTemplate = s.ConfTemplate
+	case "max_conf_num":
+		c.Settings.MaxConfNum = s.MaxConfNum
+	}
+}
+
+// SourceOf is the file whose value of key is in effect: the drop-in that set it last, else Path.
+func (c Config) SourceOf(key string) string {
+	if p, ok := c.Sources[key]; ok {
+		return p
+	}
+	return c.Path
+}
+
+// resolveImports turns a file's imports into host paths as containerd does: a relative path is relative to the
+// importing file's directory, and a path with "*" is a glob, expanded in lexical order (here under the host
+// root).
+func resolveImports(root host.Root, parent string, imports []string) []string {
+	var out []string
+	for _, p := range imports {
+		p = filepath.Clean(p)
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(parent), p)
+		}
+		if !strings.Contains(p, "*") {
+			out = append(out, p)
+			continue
+		}
+		matches, err := filepath.Glob(root.Path(p))
+		if err != nil {
+			continue
+		}
+		for _, m := range matches {
+			out = append(out, root.HostPath(m))
+		}
+	}
+	return out
+}
+
+// readFile reads one config file at a host path, without its imports.
+func readFile(root host.Root, path string) Config {
 	c := Config{Path: path, Settings: Settings{BinDirs: []string{DefaultBinDir}, ConfDir: DefaultConfDir, MaxConfNum: DefaultMaxConfNum}}
 	raw, err := host.ReadFile(root.Local(path), host.MaxContainerdConfig)
 	if errors.Is(err, os.ErrNotExist) {
@@ -150,9 +259,10 @@ func decode(raw []byte) (map[string]any, error) {
 	return doc, nil
 }
 
-// versionOf returns the config format version; a file without one is version 1.
+// versionOf returns the config format version; a file without one is version 1. Version 4 (containerd 2.2 and
+// later) moved the server's settings into plugins and keeps version 3's CRI tables.
 func versionOf(doc map[string]any) int {
-	if v, ok := doc["version"].(int64); ok && v >= 1 && v <= 3 {
+	if v, ok := doc["version"].(int64); ok && v >= 1 && v <= 4 {
 		return int(v)
 	}
 	return 1
