@@ -19,6 +19,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/host"
+	"github.com/cnimedic/cnimedic/remediator/node"
 	"github.com/cnimedic/cnimedic/remediator/plugins"
 	"github.com/cnimedic/cnimedic/remediator/units"
 	"github.com/cnimedic/cnimedic/test/labtest"
@@ -181,8 +182,7 @@ func (n *testNode) launcher(t *testing.T) *Launcher {
 		Executable: os.Args[0],
 		BundleDir:  n.bundle,
 		Config: Config{
-			ConfDir:       "/etc/cni/net.d",
-			BinDirs:       []string{binDir},
+			Settings:      node.Settings{ConfDir: "/etc/cni/net.d", BinDirs: []string{binDir}},
 			CriticalUnits: []string{runtime_, kubelet},
 			Settle:        300 * time.Millisecond,
 		},

@@ -8,56 +8,14 @@ import (
 	"io/fs"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
-	"github.com/cnimedic/cnimedic/remediator/host"
+	"github.com/cnimedic/cnimedic/remediator/node"
 )
 
-// Env is what resolving a step needs to know about the node. Paths are host paths.
-type Env struct {
-	Root host.Root
-	// ConfDir is the CNI conf dir the runtime reads (containerd's conf_dir).
-	ConfDir string
-	// BinDirs are the CNI plugin search path (containerd's bin_dir, possibly several).
-	BinDirs []string
-	// ContainerdConfig is containerd's config.toml.
-	ContainerdConfig string
-	// IPAMDataDir is host-local's data dir (/var/lib/cni/networks).
-	IPAMDataDir string
-	// NetnsDir is where named network namespaces are bind-mounted (/var/run/netns).
-	NetnsDir string
-	// CNICacheDir is libcni's cache of results (cnicache.DefaultDir when empty; runtimes use libcni's default,
-	// so only tests set it).
-	CNICacheDir string
-	// BundleDir is the directory of the bundled reference plugins and their sha256 manifest (a path inside the
-	// executor's own image, not a host path).
-	BundleDir string
-	// CRIEndpoint is the runtime's CRI socket (host path).
-	CRIEndpoint string
-
-	// CNISpecCeiling is the highest CNI spec version the runtime's own libcni implements (1.0.0 for containerd 1.6
-	// and 1.7, 1.1.0 for 2.x; see diagnose.RuntimeSpecCeiling). SetCNIVersion never picks a version above it when
-	// it chooses one itself. Empty: no limit. Read it while the runtime is still up (it is stopped during repairs).
-	CNISpecCeiling string
-	// NetNS is the network namespace (a path in this process's view) whose links DeleteLink works on; empty is
-	// this process's own, which in the executor pod (hostNetwork) is the host's. Tests point it elsewhere.
-	NetNS string
-	// FlannelSubnetEnv is flanneld's subnet.env (host path; /run/flannel/subnet.env when empty): while it exists,
-	// flannel's VXLAN device flannel.1 is the node's own, which DeleteLink may delete.
-	FlannelSubnetEnv string
-	// ProcDir is the /proc scanned for processes still inside a network namespace before RemoveStaleNetns calls
-	// it stale (the executor runs in the host's PID namespace); empty skips that check.
-	ProcDir string
-	// Backups lists earlier copies of a host file that the executor kept (its journals), newest first.
-	// RestoreConfList restores the newest one that loads. Nil: no backups are known.
-	Backups func(hostPath string) ([]BackupCopy, error)
-}
+// Env is what resolving a step needs to know about the node: the node's one settings value (remediator/node).
+type Env = node.Settings
 
 // BackupCopy is an earlier copy of a file, as the executor kept it.
-type BackupCopy struct {
-	// Source says where the copy comes from (such as the journal and record), for the result's message.
-	Source  string
-	Content []byte
-	Mode    fs.FileMode
-}
+type BackupCopy = node.BackupCopy
 
 // Edit replaces, creates or removes one file on the host.
 type Edit struct {
