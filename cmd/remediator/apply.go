@@ -122,6 +122,9 @@ func runApply(cmd *cobra.Command, flags *NodeFlags, o applyOptions) error {
 	if err := flags.checkAllowlist(); err != nil {
 		return err
 	}
+	if err := flags.checkRepairable(); err != nil {
+		return err
+	}
 	plan, canonical, err := readPlan(o.planFile, cmd.InOrStdin(), flags.nodeUnits())
 	if err != nil {
 		return err
@@ -143,16 +146,18 @@ func runApply(cmd *cobra.Command, flags *NodeFlags, o applyOptions) error {
 	// Asked now, while the runtime is up: the run stops it. (A pod without the CRI socket leaves it to the
 	// host-side run, which asks before it stops anything.)
 	env.CNISpecCeiling = specCeiling(cmd, flags)
-	critical := []string{flags.RuntimeUnit, flags.KubeletUnit}
+	critical := flags.nodeUnits()
 
 	var res v1alpha1.ExecutorResult
 	if o.inProcess {
 		res = applyInProcess(ctx, flags, o, env, critical, plan, mode)
 	} else {
-		cfg := hostrun.EnvConfig(env)
-		// The pod mounts only the state dir and the bus: the host-side run reads containerd's config itself for
-		// the dirs no flag gave, sees the host's own /proc, and gets the bundle's staged copy (set by the launcher).
-		cfg.ConfDir, cfg.BinDirs = flags.ConfDir, flags.BinDirs
+		cfg := hostrun.EnvConfig(flags.given())
+		// The pod mounts only the state dir, the bus and the runtime's socket: the host-side run detects the layout
+		// and reads containerd's config itself for what no flag gave (node.Complete, once), sees the host's own
+		// /proc, and gets the bundle's staged copy (set by the launcher).
+		cfg.Units = nil
+		cfg.CNISpecCeiling = env.CNISpecCeiling
 		cfg.ProcDir = "/proc"
 		cfg.BundleDir = ""
 		cfg.CriticalUnits = critical
@@ -245,7 +250,7 @@ is left) goes to stdout and, shortened, to --termination-message-path. Asking ag
 				} else {
 					defer m.Close()
 					ex := &executor.Executor{Env: flags.Env(), JournalBase: hostrun.JournalBase(stateDir), Units: m,
-						CriticalUnits: []string{flags.RuntimeUnit, flags.KubeletUnit}}
+						CriticalUnits: flags.nodeUnits()}
 					res = ex.Undo(cmd.Context(), id, "asked on the command line")
 				}
 			} else {
@@ -357,6 +362,14 @@ func newHostRecover(flags *NodeFlags) *cobra.Command {
 
 const defaultVerifyDeadline = 60 * time.Second
 
+// verifyView is what the verification reads of the run's settings: the files and the runtime, not the links (the
+// run's netns is for DeleteLink), and containerd's config read again, since the repair may have changed it.
+func verifyView(env step.Env) step.Env {
+	v := env
+	v.NetNS, v.Links, v.Runtime, v.FlannelSubnetEnv = "", nil, nil, ""
+	return v
+}
+
 // diagnoseVerifier verifies a node with the read side's diagnosis: no finding of severity error (conflists parse,
 // the plugins of the chosen chain are present and support its cniVersion, containerd's CNI settings hold), and
 // the runtime reports NetworkReady over CRI. containerd loads the CNI config a moment after it starts, so this
@@ -366,16 +379,7 @@ func diagnoseVerifier(deadline time.Duration) executor.Verifier {
 		ctx, cancel := context.WithTimeout(ctx, deadline)
 		defer cancel()
 		for {
-			rep := diagnose.Run(ctx, diagnose.Options{
-				Root:             env.Root,
-				ContainerdConfig: env.ContainerdConfig,
-				ConfDir:          env.ConfDir,
-				BinDirs:          env.BinDirs,
-				CRIEndpoint:      env.CRIEndpoint,
-				IPAMDataDir:      env.IPAMDataDir,
-				NetnsDir:         env.NetnsDir,
-				ProcDir:          env.ProcDir,
-			})
+			rep := diagnose.Run(ctx, diagnose.Options{Settings: verifyView(env)})
 			var problems []string
 			for _, f := range rep.Findings {
 				if f.Severity == diagnose.Error {

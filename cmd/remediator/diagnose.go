@@ -42,7 +42,7 @@ still a diagnosis that was done: the exit code is 0 whenever the report was writ
 			r := diagnose.Run(cmd.Context(), flags.DiagnoseOptions())
 			if termination != "" {
 				res := v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeNoChange, Message: diagnose.Summary(r),
-					Findings: diagnose.Decisive(r)}
+					Findings: diagnose.Decisive(r), Layout: r.Layout}
 				if err := os.WriteFile(termination, executor.TerminationMessage(res, executor.TerminationMessageLimit), 0o644); err != nil {
 					return fmt.Errorf("termination message: %w", err)
 				}

@@ -10,105 +10,69 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/cnimedic/cnimedic/internal/planner"
-	"github.com/cnimedic/cnimedic/remediator/cri"
 	"github.com/cnimedic/cnimedic/remediator/diagnose"
 	"github.com/cnimedic/cnimedic/remediator/host"
 	"github.com/cnimedic/cnimedic/remediator/ipam"
 	"github.com/cnimedic/cnimedic/remediator/netstate"
+	"github.com/cnimedic/cnimedic/remediator/node"
 	"github.com/cnimedic/cnimedic/remediator/runtimecfg"
 	"github.com/cnimedic/cnimedic/remediator/step"
 )
 
-// NodeFlags say where the node's parts are. Paths are host paths, seen through HostRoot.
+// NodeFlags are the node's settings as the flags give them (one parse, straight into node.Settings), and the
+// units and bus the flags name. Env completes them once per run from the node itself (node.Complete).
 type NodeFlags struct {
-	HostRoot         string
-	ConfDir          string
-	BinDirs          []string
-	ContainerdConfig string
-	CRISocket        string
-	IPAMDir          string
-	NetnsDir         string
-	FlannelSubnetEnv string
-	KubeletUnit      string
-	RuntimeUnit      string
-	BundleDir        string
-	DBusAddress      string
-	ProcDir          string
-	LinkNetNS        string
-	Links            []string
+	node.Settings
+	KubeletUnit string
+	RuntimeUnit string
+	DBusAddress string
+
+	complete *node.Settings
 }
 
 // Register adds the flags to a command.
 func (f *NodeFlags) Register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.HostRoot, "host-root", "/", "directory where the host's root filesystem is visible (the executor pod mounts it)")
-	fs.StringVar(&f.ConfDir, "conf-dir", "", "CNI conf dir (host path); empty: containerd's conf_dir from its config.toml, default "+runtimecfg.DefaultConfDir)
-	fs.StringSliceVar(&f.BinDirs, "bin-dir", nil, "CNI plugin dirs, searched in order (host paths); empty: containerd's bin_dir, default "+runtimecfg.DefaultBinDir)
-	fs.StringVar(&f.ContainerdConfig, "containerd-config", runtimecfg.DefaultPath, "containerd's config.toml (host path)")
-	fs.StringVar(&f.CRISocket, "cri-socket", cri.DefaultEndpoint, "the runtime's CRI socket, also containerd's API socket (host path)")
-	fs.StringVar(&f.IPAMDir, "ipam-dir", ipam.DefaultDataDir, "host-local IPAM data dir (host path)")
-	fs.StringVar(&f.NetnsDir, "netns-dir", netstate.DefaultNetnsDir, "named network namespaces dir (host path)")
-	fs.StringVar(&f.FlannelSubnetEnv, "flannel-subnet-env", "/run/flannel/subnet.env", "flannel's subnet.env, which says what address cni0 must carry (host path)")
-	fs.StringVar(&f.KubeletUnit, "kubelet-unit", planner.DefaultKubeletUnit, "kubelet's systemd unit")
-	fs.StringVar(&f.RuntimeUnit, "runtime-unit", planner.DefaultRuntimeUnit, "the container runtime's systemd unit")
-	fs.StringVar(&f.BundleDir, "bundle-dir", "/opt/cnimedic/cni-bundle", "bundled reference plugins with their SHA256SUMS (a path in the remediator's own filesystem)")
+	s := &f.Settings
+	fs.StringVar((*string)(&s.Root), "host-root", "/", "directory where the host's root filesystem is visible (the executor pod mounts it)")
+	fs.StringVar(&s.ConfDir, "conf-dir", "", "CNI conf dir (host path); empty: the one the runtime reads (containerd's conf_dir, drop-ins merged), default "+runtimecfg.DefaultConfDir)
+	fs.StringSliceVar(&s.BinDirs, "bin-dir", nil, "CNI plugin dirs, searched in order (host paths); empty: the runtime's (containerd's bin_dir), default "+runtimecfg.DefaultBinDir)
+	fs.StringVar(&s.ContainerdConfig, "containerd-config", "", "containerd's config.toml (host path); empty: the detected layout's (kubeadm's "+runtimecfg.DefaultPath+")")
+	fs.StringVar(&s.CRIEndpoint, "cri-socket", "", "the runtime's CRI socket, also containerd's API socket (host path); empty: the detected layout's (kubeadm's "+node.KubeadmSocket+")")
+	fs.StringVar(&s.IPAMDataDir, "ipam-dir", ipam.DefaultDataDir, "host-local IPAM data dir (host path)")
+	fs.StringVar(&s.NetnsDir, "netns-dir", netstate.DefaultNetnsDir, "named network namespaces dir (host path)")
+	fs.StringVar(&s.FlannelSubnetEnv, "flannel-subnet-env", "/run/flannel/subnet.env", "flannel's subnet.env, which says what address cni0 must carry (host path)")
+	fs.StringVar(&f.KubeletUnit, "kubelet-unit", "", "kubelet's systemd unit; empty: the detected layout's (kubeadm's "+node.KubeletUnit+"; k3s and RKE2 run kubelet and the runtime in one unit)")
+	fs.StringVar(&f.RuntimeUnit, "runtime-unit", "", "the container runtime's systemd unit; empty: the detected layout's (kubeadm's "+node.RuntimeUnit+")")
+	fs.StringVar(&s.BundleDir, "bundle-dir", "/opt/cnimedic/cni-bundle", "bundled reference plugins with their SHA256SUMS (a path in the remediator's own filesystem)")
 	fs.StringVar(&f.DBusAddress, "dbus-address", "", "systemd's D-Bus address; empty: $DBUS_SYSTEM_BUS_ADDRESS or the system bus")
-	fs.StringVar(&f.ProcDir, "proc-dir", "/proc", "/proc of the host's PID namespace, scanned for processes inside network namespaces")
-	fs.StringVar(&f.LinkNetNS, "link-netns", "", "network namespace (a path) whose links are read and deleted; empty: this process's (the host's, with hostNetwork)")
-	fs.StringSliceVar(&f.Links, "link", nil, "links to report (default cni0, flannel.1, flannel-v6.1)")
+	fs.StringVar(&s.ProcDir, "proc-dir", "/proc", "/proc of the host's PID namespace, scanned for processes inside network namespaces")
+	fs.StringVar(&s.NetNS, "link-netns", "", "network namespace (a path) whose links are read and deleted; empty: this process's (the host's, with hostNetwork)")
+	fs.StringSliceVar(&s.Links, "link", nil, "links to report (default cni0, flannel.1, flannel-v6.1)")
 }
 
 // Root is the host root.
-func (f *NodeFlags) Root() host.Root { return host.Root(f.HostRoot) }
+func (f *NodeFlags) Root() host.Root { return f.Settings.Root }
 
-// Settings reads containerd's CNI settings and fills in the conf and bin dirs the flags leave empty.
-func (f *NodeFlags) settings() (confDir string, binDirs []string) {
-	s := runtimecfg.Read(f.Root(), f.ContainerdConfig).Settings
-	confDir, binDirs = f.ConfDir, f.BinDirs
-	if confDir == "" {
-		confDir = s.ConfDir
-	}
-	if len(binDirs) == 0 {
-		binDirs = s.BinDirs
-	}
-	return confDir, binDirs
+// given is the settings as the flags give them, with the units they name (nothing read from the node).
+func (f *NodeFlags) given() node.Settings {
+	s := f.Settings
+	s.Units = node.UnitList(f.KubeletUnit, f.RuntimeUnit)
+	return s
 }
 
-// Env is the resolvers' view of the node.
+// Env is the node's settings for this run: the flags, completed once from the node (its layout, and the runtime's
+// configuration read once, drop-ins merged).
 func (f *NodeFlags) Env() step.Env {
-	confDir, binDirs := f.settings()
-	return step.Env{
-		Root:             f.Root(),
-		ConfDir:          confDir,
-		BinDirs:          binDirs,
-		ContainerdConfig: f.ContainerdConfig,
-		IPAMDataDir:      f.IPAMDir,
-		NetnsDir:         f.NetnsDir,
-		FlannelSubnetEnv: f.FlannelSubnetEnv,
-		BundleDir:        f.BundleDir,
-		CRIEndpoint:      f.CRISocket,
-		NetNS:            f.LinkNetNS,
-		ProcDir:          f.ProcDir,
+	if f.complete == nil {
+		s := node.Complete(f.given())
+		f.complete = &s
 	}
+	return *f.complete
 }
 
 // DiagnoseOptions are the diagnosis' view of the node.
 func (f *NodeFlags) DiagnoseOptions() diagnose.Options {
-	return diagnose.Options{
-		Root:             f.Root(),
-		ContainerdConfig: f.ContainerdConfig,
-		ConfDir:          f.ConfDir,
-		BinDirs:          f.BinDirs,
-		CRIEndpoint:      f.CRISocket,
-		IPAMDataDir:      f.IPAMDir,
-		NetnsDir:         f.NetnsDir,
-		FlannelSubnetEnv: f.FlannelSubnetEnv,
-		Links:            f.Links,
-		LinkNetNS:        f.LinkNetNS,
-		ProcDir:          f.ProcDir,
-		Units:            []string{f.KubeletUnit, f.RuntimeUnit},
-		UnitStates:       unitStates(f.DBusAddress),
-	}
+	return diagnose.Options{Settings: f.Env(), UnitStates: unitStates(f.DBusAddress)}
 }
 
 // subcommands builds the commands besides diagnose and plan; the executor half adds apply in its own file's
@@ -141,12 +105,12 @@ func newRoot() *cobra.Command {
 // check refuses flags that name what is not there: a --host-root that is not a directory would otherwise be
 // reported as a node with nothing installed.
 func (f *NodeFlags) check() error {
-	st, err := os.Stat(f.HostRoot)
+	st, err := os.Stat(string(f.Settings.Root))
 	if err != nil {
 		return badInput(fmt.Errorf("--host-root: %w", err))
 	}
 	if !st.IsDir() {
-		return badInput(fmt.Errorf("--host-root: %s is not a directory", f.HostRoot))
+		return badInput(fmt.Errorf("--host-root: %s is not a directory", f.Settings.Root))
 	}
 	return nil
 }

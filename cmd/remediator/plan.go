@@ -38,6 +38,9 @@ would make with their diffs) in the pod's termination message. A plan that apply
 				var plan v1alpha1.Plan
 				err := flags.checkAllowlist()
 				if err == nil {
+					err = flags.checkRepairable()
+				}
+				if err == nil {
 					plan, _, err = readPlan(planFile, cmd.InOrStdin(), flags.nodeUnits())
 				}
 				if err != nil {
@@ -60,6 +63,9 @@ would make with their diffs) in the pod's termination message. A plan that apply
 			req, err := planRequest(signature, action, params, repair)
 			if err != nil {
 				return badInput(err)
+			}
+			if err := flags.checkRepairable(); err != nil {
+				return err
 			}
 			plan, err := planner.Build(req)
 			if err != nil {
@@ -140,7 +146,7 @@ func previewResult(p resolve.PlanPreview) v1alpha1.ExecutorResult {
 
 // specCeiling asks containerd its version, while it is up, to cap the cniVersion a repair may choose.
 func specCeiling(cmd *cobra.Command, flags *NodeFlags) string {
-	c, err := cri.Dial(flags.Root().Path(flags.CRISocket))
+	c, err := cri.Dial(flags.Root().Path(flags.Env().CRIEndpoint))
 	if err != nil {
 		return ""
 	}

@@ -11,11 +11,13 @@ import (
 	"regexp"
 	"strconv"
 
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/conflist"
 	"github.com/cnimedic/cnimedic/remediator/cri"
 	"github.com/cnimedic/cnimedic/remediator/host"
 	"github.com/cnimedic/cnimedic/remediator/ipam"
 	"github.com/cnimedic/cnimedic/remediator/netstate"
+	"github.com/cnimedic/cnimedic/remediator/node"
 	"github.com/cnimedic/cnimedic/remediator/plugins"
 	"github.com/cnimedic/cnimedic/remediator/runtimecfg"
 )
@@ -32,25 +34,11 @@ type UnitState struct {
 // D-Bus).
 type UnitStater func(ctx context.Context, units []string) []UnitState
 
-// Options say where to look. Paths are host paths; empty ones take the value containerd's config.toml gives, or
-// the usual default.
+// Options say where to look: the node's settings (remediator/node; empty paths take the value the layout and
+// containerd's config give, or the usual default), and how to read the units.
 type Options struct {
-	Root             host.Root
-	ContainerdConfig string
-	ConfDir          string
-	BinDirs          []string
-	CRIEndpoint      string
-	IPAMDataDir      string
-	NetnsDir         string
-	// FlannelSubnetEnv is flannel's subnet.env, which says what address cni0 must carry.
-	FlannelSubnetEnv string
-	// Links are the links to report; LinkNetNS is the namespace to look in ("" for this process's own).
-	Links     []string
-	LinkNetNS string
-	// ProcDir is scanned for processes inside network namespaces ("" skips it).
-	ProcDir string
-	// Units and their reader; nil UnitStates leaves the units out of the report, saying so.
-	Units      []string
+	node.Settings
+	// UnitStates reads the units' states; nil leaves the units out of the report, saying so.
 	UnitStates UnitStater
 	// SkipRuntime does not dial the runtime socket (a node without one, or a test of files alone).
 	SkipRuntime bool
@@ -86,6 +74,9 @@ type Report struct {
 	LinksErr  string           `json:"linksError,omitempty"`
 	Units     []UnitState      `json:"units,omitempty"`
 	UnitsNote string           `json:"unitsNote,omitempty"`
+
+	// Layout is the node's layout as node.Detect found it (nil when it was not detected).
+	Layout *v1alpha1.NodeLayout `json:"layout,omitempty"`
 
 	// Findings say what is wrong, most severe first.
 	Findings []Finding `json:"findings"`
@@ -148,7 +139,12 @@ func Run(ctx context.Context, o Options) Report {
 	if cfgPath == "" {
 		cfgPath = runtimecfg.DefaultPath
 	}
-	r.Containerd.Config = runtimecfg.Read(o.Root, cfgPath)
+	if o.Runtime != nil && o.Runtime.Path == cfgPath {
+		r.Containerd.Config = *o.Runtime // read once for the run (node.Complete)
+	} else {
+		r.Containerd.Config = runtimecfg.Read(o.Root, cfgPath)
+	}
+	r.Layout = o.Layout
 	settings := r.Containerd.Config.Settings
 	r.ConfDir = firstNonEmpty(o.ConfDir, settings.ConfDir)
 	r.BinDirs = o.BinDirs
@@ -202,6 +198,7 @@ func Run(ctx context.Context, o Options) Report {
 	}
 	r.CNI11 = cni11(r)
 	r.Findings = append(r.Findings, findings(r)...)
+	r.Findings = append(r.Findings, layoutFindings(o.Settings)...)
 	sortFindings(r.Findings)
 	return r
 }
@@ -343,7 +340,7 @@ func (r *Report) readLinks(o Options, files []conflist.File) {
 	if len(names) == 0 {
 		names = netstate.DefaultLinks
 	}
-	h, err := netstate.Open(o.LinkNetNS)
+	h, err := netstate.Open(o.NetNS)
 	if err != nil {
 		r.LinksErr = err.Error()
 		return

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/host"
+	"github.com/cnimedic/cnimedic/remediator/node"
 	"github.com/cnimedic/cnimedic/test/nodetest"
 )
 
@@ -23,8 +24,8 @@ func run(t *testing.T, root string, o Options) (Report, string) {
 	t.Helper()
 	o.Root = host.Root(root)
 	o.SkipRuntime = o.SkipRuntime || o.CRIEndpoint == ""
-	if o.LinkNetNS == "" {
-		o.LinkNetNS = nodetest.NewNetns(t, filepath.Join(root, "run", "test-netns"), "links")
+	if o.NetNS == "" {
+		o.NetNS = nodetest.NewNetns(t, filepath.Join(root, "run", "test-netns"), "links")
 	}
 	r := Run(context.Background(), o)
 	var b bytes.Buffer
@@ -162,7 +163,7 @@ func TestDiagnoseStaleCNI0Address(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	r, text := run(t, root, Options{LinkNetNS: ns})
+	r, text := run(t, root, Options{Settings: node.Settings{NetNS: ns}})
 	f := expect(t, r, text, sigStaleState, Error, "Link cni0 carries 10.244.5.1/24 but should carry 10.244.1.1/24", `already has an IP address different from 10.244.1.1/24`)
 	if !strings.Contains(f.Repair, "DeleteLink") {
 		t.Errorf("repair: %q", f.Repair)
@@ -174,8 +175,8 @@ func TestDiagnoseStaleCNI0Address(t *testing.T) {
 // many addresses a reclaim frees, and names the stale network namespace.
 func TestDiagnoseARealRuntime(t *testing.T) {
 	n := nodetest.StartNode(t, nodetest.Debian)
-	o := Options{CRIEndpoint: n.SocketHostPath(), IPAMDataDir: n.IPAMDir, NetnsDir: n.NetnsHostDir(), ProcDir: "/proc",
-		LinkNetNS: nodetest.NewNetns(t, n.Local("/run/test-links"), "links")}
+	o := Options{Settings: node.Settings{CRIEndpoint: n.SocketHostPath(), IPAMDataDir: n.IPAMDir, NetnsDir: n.NetnsHostDir(), ProcDir: "/proc",
+		NetNS: nodetest.NewNetns(t, n.Local("/run/test-links"), "links")}}
 	r, text := run(t, n.Root, o)
 	expect(t, r, text, sigNotInitialized, Error, "NetworkReady=false", "cni plugin not initialized")
 	if r.Containerd.Version == "" || r.Containerd.TeardownBug || r.CNI11.Runtime == nil || *r.CNI11.Runtime {

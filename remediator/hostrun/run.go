@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
@@ -12,6 +13,7 @@ import (
 	"github.com/cnimedic/cnimedic/remediator/executor"
 	"github.com/cnimedic/cnimedic/remediator/host"
 	"github.com/cnimedic/cnimedic/remediator/journal"
+	"github.com/cnimedic/cnimedic/remediator/node"
 	"github.com/cnimedic/cnimedic/remediator/runtimecfg"
 	"github.com/cnimedic/cnimedic/remediator/step"
 	"github.com/cnimedic/cnimedic/remediator/units"
@@ -80,6 +82,12 @@ func HostRun(ctx context.Context, root host.Root, stateDir, id string, deps Deps
 	}
 	confFromRuntime, binFromRuntime := cfg.ConfDir == "", len(cfg.BinDirs) == 0
 	cfg = fillFromHost(ctx, root, cfg)
+	if cfg.UnitsContradict {
+		// Before anything is stopped: the units the run would stop and start are not the ones this node runs its
+		// kubelet and runtime in.
+		return v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeFailed,
+			Message: "nothing was changed on the node: " + strings.Join(cfg.Contradictions, "; ")}
+	}
 	ex := deps.executor(root, stateDir, cfg, m)
 	ex.RefreshEnv = currentDirs(root, cfg.ContainerdConfig, confFromRuntime, binFromRuntime)
 	res := ex.Run(ctx, id, plan)
@@ -129,19 +137,19 @@ func HostRecover(ctx context.Context, root host.Root, stateDir, id, reason strin
 	return res
 }
 
-// fillFromHost completes what the pod could not know without mounting more of the host: containerd's CNI conf
-// and bin dirs from its config.toml, and the CNI spec version its libcni implements (asked now, before the plan
+// fillFromHost completes what the pod could not know without mounting more of the host, once: the node's layout
+// and containerd's CNI conf and bin dirs from its config, drop-ins merged (node.Complete; values the pod was given
+// stay, a contradiction is recorded), and the CNI spec version its libcni implements (asked now, before the plan
 // stops it; a resumed run whose runtime is already down goes without that ceiling).
 func fillFromHost(ctx context.Context, root host.Root, cfg Config) Config {
-	if cfg.ConfDir == "" || len(cfg.BinDirs) == 0 {
-		s := runtimecfg.Read(root, cfg.ContainerdConfig).Settings
-		if cfg.ConfDir == "" {
-			cfg.ConfDir = s.ConfDir
-		}
-		if len(cfg.BinDirs) == 0 {
-			cfg.BinDirs = s.BinDirs
-		}
+	s := cfg.Settings
+	s.Root = root
+	if len(s.Units) == 0 && len(cfg.CriticalUnits) > 0 {
+		// The units the pod was given, in the order a repair stops them.
+		s.Units = slices.Clone(cfg.CriticalUnits)
+		slices.Reverse(s.Units)
 	}
+	cfg.Settings = node.Complete(s)
 	if cfg.CNISpecCeiling == "" && cfg.CRIEndpoint != "" {
 		if c, err := cri.Dial(root.Path(cfg.CRIEndpoint)); err == nil {
 			if v, _, err := c.ContainerdVersion(ctx); err == nil {

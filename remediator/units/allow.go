@@ -70,8 +70,8 @@ func NewAllowlist(nodeUnits ...string) (Allowlist, error) {
 	return a, nil
 }
 
-// CheckLayout checks the node's kubelet and runtime units as the remediator's flags give them; the error names
-// the flag.
+// CheckLayout checks the node's kubelet and runtime units as the remediator's flags give them (an empty one is
+// the detected layout's, checked by NewAllowlist); the error names the flag.
 func CheckLayout(kubelet, runtime string) error {
 	if err := knownAs("--kubelet-unit", kubelet, KubeletUnits); err != nil {
 		return err
@@ -80,6 +80,9 @@ func CheckLayout(kubelet, runtime string) error {
 }
 
 func knownAs(flag, unit string, known []string) error {
+	if unit == "" {
+		return nil
+	}
 	c, err := Canonical(unit)
 	if err != nil {
 		return fmt.Errorf("%s: %w", flag, err)
