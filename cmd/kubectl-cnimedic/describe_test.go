@@ -176,8 +176,8 @@ func TestDescribeShowsThePreviewsDiffsBeforeTheApproveCommand(t *testing.T) {
 		nr.Status.Plan = &plan
 		nr.Status.Digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 		nr.Status.Preview = &v1alpha1.PlanPreview{Time: f.ago(30 * time.Second), PlanDigest: v1alpha1.PlanDigest(plan),
-			Message: "preview only: nothing was changed",
-			Files: []v1alpha1.PreviewFile{{Path: "/etc/cni/net.d/10-flannel.conflist", Why: "set cniVersion 0.4.0, which every plugin supports", Diff: evil, Truncated: true}},
+			Message:   "preview only: nothing was changed",
+			Files:     []v1alpha1.PreviewFile{{Path: "/etc/cni/net.d/10-flannel.conflist", Why: "set cniVersion 0.4.0, which every plugin supports", Diff: evil, Truncated: true}},
 			Truncated: true}
 	})
 	out := mustRun(t, kubeconfig, "describe", "pending")
