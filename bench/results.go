@@ -3,11 +3,12 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 // Figure is one measured figure of the report, with its target and the baseline measured in the same run.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/cnimedic/cnimedic/e2e/lab"
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 // theLab is the lab every test runs on; TestMain brings it up (or finds it up) and holds its lock.

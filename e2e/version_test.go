@@ -5,7 +5,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/e2e/lab"
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 // conflistVersion is the cniVersion of the node's lab conflist.

@@ -39,3 +39,12 @@ func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
+
+// CurrentPreview is status.preview when it previewed the plan recorded now, and nil otherwise: a preview of an
+// earlier plan is never shown as what will run.
+func (st *NodeRemediationStatus) CurrentPreview() *PlanPreview {
+	if st.Preview == nil || st.Plan == nil || st.Preview.PlanDigest != PlanDigest(*st.Plan) {
+		return nil
+	}
+	return st.Preview
+}

@@ -40,3 +40,20 @@ func TestEveryInputOfTheRunDigestChangesIt(t *testing.T) {
 		t.Error("the same inputs gave another digest")
 	}
 }
+
+func TestAPreviewOfAnotherPlanIsNotCurrent(t *testing.T) {
+	plan := Plan{Steps: []PlanStep{{Type: StepSetCNIVersion, CNIVersion: "0.4.0"}}}
+	st := NodeRemediationStatus{Plan: &plan, Preview: &PlanPreview{PlanDigest: PlanDigest(plan)}}
+	if st.CurrentPreview() == nil {
+		t.Fatal("the preview of the recorded plan is not current")
+	}
+	other := Plan{Steps: []PlanStep{{Type: StepSetCNIVersion, CNIVersion: "0.3.1"}}}
+	st.Plan = &other
+	if st.CurrentPreview() != nil {
+		t.Error("a preview of another plan is shown as current")
+	}
+	st.Plan = nil
+	if st.CurrentPreview() != nil {
+		t.Error("a preview is current with no plan recorded")
+	}
+}

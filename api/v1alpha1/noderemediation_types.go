@@ -182,6 +182,59 @@ type Diagnosis struct {
 	Layout *NodeLayout `json:"layout,omitempty"`
 }
 
+// PlanPreview is what a plan would change on the node, as `remediator plan` resolved it there without writing
+// anything: the exact diff of each file. It is bounded to fit the status: a diff cut to fit says so (truncated).
+type PlanPreview struct {
+	// Time the preview ended (or was given up).
+	Time metav1.Time `json:"time"`
+	// PlanDigest is the PlanDigest of the plan previewed.
+	// +kubebuilder:validation:MaxLength=80
+	PlanDigest string `json:"planDigest"`
+	// Unavailable says why there is no preview: the preview failed or was lost. A remediation without a preview
+	// can still be approved: the digest binds the plan, the preview only shows it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Unavailable string `json:"unavailable,omitempty"`
+	// Message summarises the preview, such as how many steps would fail as the node is now.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+	// Failures are the steps that would fail as the node is now, in words (at most 10).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	// +kubebuilder:validation:items:MaxLength=512
+	Failures []string `json:"failures,omitempty"`
+	// Files are the files the plan would write or remove, with their diffs (at most 20).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	Files []PreviewFile `json:"files,omitempty"`
+	// Truncated is set when a diff was cut or files were left out to fit: the node's own `remediator plan` shows
+	// them whole.
+	// +optional
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// PreviewFile is one file a plan would change. Its diff is the node's file content: print it as text that may
+// carry terminal escapes.
+type PreviewFile struct {
+	// Path on the host.
+	// +kubebuilder:validation:MaxLength=4096
+	Path string `json:"path"`
+	// Why the plan changes it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Why string `json:"why,omitempty"`
+	// Diff is the unified diff of a text file, or what a binary would become (size and sha256).
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Diff string `json:"diff,omitempty"`
+	// Truncated is set when the diff was cut to fit.
+	// +optional
+	Truncated bool `json:"truncated,omitempty"`
+}
+
 // PhaseTransition is one entry of a NodeRemediation's history.
 type PhaseTransition struct {
 	// Phase entered.
@@ -259,6 +312,11 @@ type NodeRemediationStatus struct {
 	// Diagnosis is what the read-only diagnosis on the node found before anyone was asked to approve.
 	// +optional
 	Diagnosis *Diagnosis `json:"diagnosis,omitempty"`
+	// Preview is what the plan would change on the node, resolved there by a read-only preview while the
+	// remediation waited for a person. It describes the plan whose digest it carries: it is current only while that
+	// is the digest of status.plan (CurrentPreview). An approval never waits for it.
+	// +optional
+	Preview *PlanPreview `json:"preview,omitempty"`
 	// Approval records when and how approval arrived.
 	// +optional
 	Approval *ApprovalRecord `json:"approval,omitempty"`

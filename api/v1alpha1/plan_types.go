@@ -234,4 +234,10 @@ type FileChange struct {
 	// Diff is a unified diff of a text file, possibly shortened.
 	// +optional
 	Diff string `json:"diff,omitempty"`
+	// Why the file is changed (a preview says it).
+	// +optional
+	Why string `json:"why,omitempty"`
+	// Truncated is set when the diff was shortened to fit the termination message.
+	// +optional
+	Truncated bool `json:"truncated,omitempty"`
 }

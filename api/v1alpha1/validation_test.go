@@ -3,7 +3,6 @@ package v1alpha1_test
 import (
 	"context"
 	"fmt"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	policypkg "github.com/cnimedic/cnimedic/internal/policy"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"github.com/cnimedic/cnimedic/test/testenv"
 )
 

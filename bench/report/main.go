@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"flag"
 	"fmt"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"io"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cnimedic/cnimedic/bench"
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 func main() {

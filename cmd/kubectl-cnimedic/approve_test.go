@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/test/manifests"
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 // TestApproveAndRejectSetTheContractAnnotations runs approve and reject against the API server and reads the

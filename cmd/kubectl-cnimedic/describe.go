@@ -154,7 +154,12 @@ func writeDescription(out io.Writer, d *Description, now time.Time) error {
 		p.kv(0, "Completed", ct.UTC().Format(time.RFC3339)+took)
 	}
 	if d.Waiting != nil {
-		p.kv(0, "Waiting for", fmt.Sprintf("%s: %s", d.Waiting.Kind, d.Waiting.Detail))
+		if d.Waiting.Kind == WaitApproval {
+			// The approver reads what will change first: the command comes after the plan and its preview.
+			p.kv(0, "Waiting for", fmt.Sprintf("%s: read the plan and its preview on the node below, then approve or reject", d.Waiting.Kind))
+		} else {
+			p.kv(0, "Waiting for", fmt.Sprintf("%s: %s", d.Waiting.Kind, d.Waiting.Detail))
+		}
 	}
 	if a := nr.Status.Approval; a != nil {
 		line := fmt.Sprintf("%s by %s at %s (policy mode %s)", a.Decision, a.Source, a.Time.UTC().Format(time.RFC3339), a.Mode)
@@ -231,6 +236,11 @@ func writeDescription(out io.Writer, d *Description, now time.Time) error {
 		for i, s := range nr.Status.Plan.Steps {
 			p.line(1, fmt.Sprintf("%d. %s", i+1, planStep(s)))
 		}
+	}
+
+	writePreview(p, nr)
+	if d.Waiting != nil && d.Waiting.Kind == WaitApproval {
+		p.kv(0, "Approve", d.Waiting.Detail)
 	}
 
 	writeExecutor(p, nr)
@@ -338,6 +348,73 @@ func writeExecutor(p *prefixWriter, nr *v1alpha1.NodeRemediation) {
 			}
 		}
 	}
+}
+
+// writePreview shows what the plan would change on the node, as the read-only preview there resolved it: the diff
+// of each file. A preview of another plan than the one recorded is never shown as this plan's. The diffs are the
+// node's file content: like every other text here they go through termsafe (writeDescription's writer).
+func writePreview(p *prefixWriter, nr *v1alpha1.NodeRemediation) {
+	st := &nr.Status
+	if st.Plan == nil || len(st.Plan.Steps) == 0 {
+		return
+	}
+	pv := st.CurrentPreview()
+	switch {
+	case pv == nil && st.Preview != nil:
+		p.kv(0, "Preview", fmt.Sprintf("<none for this plan>: the preview of %s was of plan %s; the plan above is %s",
+			st.Preview.Time.UTC().Format(time.RFC3339), shortDigest(st.Preview.PlanDigest), shortDigest(v1alpha1.PlanDigest(*st.Plan))))
+		return
+	case pv == nil:
+		if st.Phase == v1alpha1.PhaseAwaitingApproval {
+			p.kv(0, "Preview", "<not yet>: the read-only preview of the plan on the node has not reported")
+		}
+		return
+	case pv.Unavailable != "":
+		p.kv(0, "Preview", "unavailable: "+pv.Unavailable)
+		return
+	}
+	p.line(0, "Preview:")
+	p.kv(1, "Time", pv.Time.UTC().Format(time.RFC3339)+" (on the node; nothing was changed)")
+	p.kv(1, "Plan digest", pv.PlanDigest)
+	if pv.Message != "" {
+		p.kv(1, "Message", pv.Message)
+	}
+	for _, f := range pv.Failures {
+		p.line(1, "WOULD FAIL: "+f)
+	}
+	if len(pv.Files) == 0 {
+		p.line(1, "<no file would change>")
+	}
+	cut := false
+	for _, f := range pv.Files {
+		head := f.Path
+		if f.Why != "" {
+			head += ": " + f.Why
+		}
+		p.line(1, head)
+		for _, l := range strings.Split(strings.TrimRight(f.Diff, "\n"), "\n") {
+			p.line(2, l)
+		}
+		if f.Truncated {
+			p.line(2, "(diff cut to fit the status)")
+			cut = true
+		}
+	}
+	if pv.Truncated && !cut {
+		p.line(1, "(files or failures left out to fit the status)")
+	}
+	if pv.Truncated {
+		p.line(1, fmt.Sprintf("The whole preview is in the preview pod's log while the remediation is open: kubectl logs -n <cnimedic's namespace> -l %s=%s,%s=preview",
+			v1alpha1.LabelRemediation, nr.Name, v1alpha1.LabelComponent))
+	}
+}
+
+// shortDigest is a digest's first 12 hex digits, as the manager's messages give it.
+func shortDigest(d string) string {
+	if h, ok := strings.CutPrefix(d, "sha256:"); ok && len(h) > 12 {
+		return h[:12]
+	}
+	return d
 }
 
 // planStep renders one typed step with the fields its type uses.

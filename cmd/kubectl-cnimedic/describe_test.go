@@ -147,7 +147,7 @@ func TestDescribeOfAnOpenRepairSaysWhatItWaitsFor(t *testing.T) {
 	f.policy("manual", nil)
 	f.remediation("open", "w2", "manual", v1alpha1.PhaseAwaitingApproval, 3*time.Minute, nil)
 	out := mustRun(t, kubeconfig, "describe", "open")
-	for _, want := range []string{"Waiting for:     Approval: kubectl cnimedic approve open", "Plan:\n  <none>", "so far", "Events:\n  <none>"} {
+	for _, want := range []string{"Waiting for:     Approval: read the plan", "Approve:         kubectl cnimedic approve open", "Plan:\n  <none>", "so far", "Events:\n  <none>"} {
 		if !strings.Contains(squash(out), squash(want)) {
 			t.Errorf("describe lacks %q:\n%s", want, out)
 		}
@@ -157,4 +157,56 @@ func TestDescribeOfAnOpenRepairSaysWhatItWaitsFor(t *testing.T) {
 // squash collapses runs of spaces, so that assertions do not depend on column widths.
 func squash(s string) string {
 	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == ' ' }), " ")
+}
+
+// TestDescribeShowsThePreviewsDiffsBeforeTheApproveCommand: an approver reads what the plan would change on the
+// node (the preview's per-file diff) before the command that approves it. The diff is the node's file content: an
+// escape sequence in it is shown, never obeyed. A preview of another plan is never shown as this plan's.
+func TestDescribeShowsThePreviewsDiffsBeforeTheApproveCommand(t *testing.T) {
+	f, kubeconfig := newFixture(t)
+	f.policy("manual", nil)
+	plan := v1alpha1.Plan{Steps: []v1alpha1.PlanStep{
+		{Type: v1alpha1.StepStopUnit, Unit: "kubelet.service"},
+		{Type: v1alpha1.StepSetCNIVersion, ConfList: "10-flannel.conflist"},
+		{Type: v1alpha1.StepStartUnit, Unit: "kubelet.service"},
+	}}
+	// A conflist whose "name" carries ESC [2J (clear the screen) and an OSC title change.
+	evil := conflistDiff + "   \"comment\": \"\x1b[2J\x1b]0;owned\x07\",\n"
+	f.remediation("pending", "w1", "manual", v1alpha1.PhaseAwaitingApproval, time.Minute, func(nr *v1alpha1.NodeRemediation) {
+		nr.Status.Plan = &plan
+		nr.Status.Digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+		nr.Status.Preview = &v1alpha1.PlanPreview{Time: f.ago(30 * time.Second), PlanDigest: v1alpha1.PlanDigest(plan),
+			Message:   "preview only: nothing was changed",
+			Files:     []v1alpha1.PreviewFile{{Path: "/etc/cni/net.d/10-flannel.conflist", Why: "set cniVersion 0.4.0, which every plugin supports", Diff: evil, Truncated: true}},
+			Truncated: true}
+	})
+	out := mustRun(t, kubeconfig, "describe", "pending")
+	t.Log("\n" + out)
+	for _, want := range []string{"Preview:", "/etc/cni/net.d/10-flannel.conflist: set cniVersion 0.4.0", `+  "cniVersion": "0.4.0",`, "(diff cut to fit the status)",
+		`\x1b[2J\x1b]0;owned\x07`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe lacks %q", want)
+		}
+	}
+	if strings.ContainsAny(out, "\x1b\x07") {
+		t.Error("describe printed a raw escape from the node's file")
+	}
+	diff, approve := strings.Index(out, `+  "cniVersion": "0.4.0",`), strings.Index(out, "kubectl cnimedic approve pending")
+	if diff < 0 || approve < diff {
+		t.Errorf("the approve command (at %d) comes before the preview's diff (at %d)", approve, diff)
+	}
+
+	// The plan changed since (the manager decided again): the old preview is not this plan's.
+	f.remediation("replanned", "w2", "manual", v1alpha1.PhaseAwaitingApproval, time.Minute, func(nr *v1alpha1.NodeRemediation) {
+		other := plan
+		other.Steps = append([]v1alpha1.PlanStep(nil), plan.Steps...)
+		other.Steps[0].Unit, other.Steps[2].Unit = "kubelet-custom.service", "kubelet-custom.service"
+		nr.Status.Plan = &other
+		nr.Status.Preview = &v1alpha1.PlanPreview{Time: f.ago(30 * time.Second), PlanDigest: v1alpha1.PlanDigest(plan),
+			Files: []v1alpha1.PreviewFile{{Path: "/etc/cni/net.d/10-flannel.conflist", Diff: conflistDiff}}}
+	})
+	out = mustRun(t, kubeconfig, "describe", "replanned")
+	if !strings.Contains(out, "<none for this plan>") || strings.Contains(out, `+  "cniVersion": "0.4.0",`) {
+		t.Errorf("a preview of another plan is shown as this plan's:\n%s", out)
+	}
 }

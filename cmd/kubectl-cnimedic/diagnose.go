@@ -24,7 +24,7 @@ import (
 )
 
 // diagnose runs the remediator's read-only diagnosis on a node through a short-lived pod shaped like the executor
-// pod (design.md, executor contract): hostNetwork because the node's CNI may be broken, pinned by nodeName,
+// pod (docs/executor.md): hostNetwork because the node's CNI may be broken, pinned by nodeName,
 // tolerating every taint, no API credentials. Unlike the executor it mounts the host paths read-only: a diagnosis
 // changes nothing.
 //

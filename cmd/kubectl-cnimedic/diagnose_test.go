@@ -28,7 +28,7 @@ func testDiagnoseSpec() diagnoseSpec {
 		Output: outputJSON}, Timeout: time.Minute}
 }
 
-// TestDiagnosePodIsExecutorShapedAndReadOnly checks the pod against the executor contract (design.md): it runs
+// TestDiagnosePodIsExecutorShapedAndReadOnly checks the pod against the executor contract (docs/executor.md): it runs
 // while CNI is broken, on that node whatever its taints, without API credentials, and it can change nothing.
 func TestDiagnosePodIsExecutorShapedAndReadOnly(t *testing.T) {
 	pod := diagnosePod(testDiagnoseSpec())

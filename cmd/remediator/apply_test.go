@@ -140,11 +140,12 @@ func TestApplyCommandRepairsAndRollsBackOnANode(t *testing.T) {
 		t.Fatalf("units were restarted: %s -> %s", ids, after)
 	}
 
-	// A repair that does not make the node verify: another conflist, first in name order, does not parse. The
-	// verification fails, the repaired file comes back byte for byte, the broken one is untouched, the units run,
-	// and the command fails.
-	broken := filepath.Join(node.RootDir(), "etc/cni/net.d/00-broken.conflist")
-	if err := os.WriteFile(broken, []byte(`{"cniVersion": "1.0.0", "name": `), 0o644); err != nil {
+	// A repair that does not make the node verify: the loopback plugin, which containerd runs for every pod, is
+	// missing. The verification fails, the repaired file comes back byte for byte, nothing is put in loopback's
+	// place, the units run, and the command fails. (A broken conflist first in name order no longer serves: it is
+	// then the file the runtime loads, and a step naming 10-lab.conflist is refused before anything is stopped.)
+	broken := filepath.Join(node.RootDir(), "usr/lib/cni/loopback")
+	if err := os.Rename(broken, broken+".away"); err != nil {
 		t.Fatal(err)
 	}
 	res, msg, err = apply(t, node, plan("0.4.0"), "cmd-unverified", "--verify-timeout", "3s")
@@ -154,8 +155,8 @@ func TestApplyCommandRepairsAndRollsBackOnANode(t *testing.T) {
 	if after, _ := os.ReadFile(conf); !bytes.Equal(before, after) {
 		t.Fatalf("not rolled back:\n%s", after)
 	}
-	if b, _ := os.ReadFile(broken); string(b) != `{"cniVersion": "1.0.0", "name": ` {
-		t.Fatalf("the unparseable conflist was touched: %q", b)
+	if _, err := os.Stat(broken); !os.IsNotExist(err) {
+		t.Fatalf("something was put in the missing loopback plugin's place: %v", err)
 	}
 	if !strings.Contains(string(msg), `"RolledBack"`) {
 		t.Fatalf("termination message: %s", msg)
@@ -164,7 +165,7 @@ func TestApplyCommandRepairsAndRollsBackOnANode(t *testing.T) {
 	assertUnitsUp(t, node)
 
 	// The cluster did not accept the repair: `remediator rollback` undoes it from the journal, byte for byte.
-	if err := os.Remove(broken); err != nil {
+	if err := os.Rename(broken+".away", broken); err != nil {
 		t.Fatal(err)
 	}
 	rb := exec.Command(os.Args[0], "rollback", "--remediation-id", "cmd-repair", "--host-root", node.RootDir(),

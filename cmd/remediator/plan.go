@@ -135,7 +135,14 @@ func previewResult(p resolve.PlanPreview) v1alpha1.ExecutorResult {
 			if diff == "" {
 				diff = c.Binary
 			}
-			res.Changes = append(res.Changes, v1alpha1.FileChange{Path: c.Path, Diff: diff})
+			switch {
+			case diff != "":
+			case c.Remove:
+				diff = "remove " + c.Path
+			case c.OldMode != c.Mode:
+				diff = fmt.Sprintf("chmod %#o -> %#o", c.OldMode, c.Mode)
+			}
+			res.Changes = append(res.Changes, v1alpha1.FileChange{Path: c.Path, Diff: diff, Why: c.Why})
 		}
 	}
 	if failed > 0 {

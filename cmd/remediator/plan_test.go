@@ -9,7 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/diagnose"
+	"github.com/cnimedic/cnimedic/remediator/executor"
 	"github.com/cnimedic/cnimedic/remediator/resolve"
 )
 
@@ -195,6 +197,63 @@ func TestPlanFilePreviewIsReportedAsAResult(t *testing.T) {
 	if len(res.Changes) != 1 || res.Changes[0].Path != "/etc/cni/net.d/10-containerd-net.conflist" ||
 		!strings.Contains(res.Changes[0].Diff, `+  "cniVersion": "0.4.0",`) {
 		t.Fatalf("changes %s", raw)
+	}
+	if after, err := os.ReadFile(filepath.Join(root, "etc/cni/net.d/10-containerd-net.conflist")); err != nil || !bytes.Equal(after, conf) {
+		t.Fatal("the preview changed the conflist")
+	}
+}
+
+// TestAPreviewOfAHugeDiffFitsTheTerminationMessage: the preview an approver reads comes back in the pod's
+// termination message, which Kubernetes cuts at 4096 bytes. A conflist written on one long line gives a diff of
+// two huge lines: the result still fits, still names the file and why, keeps the start of the diff, and says the
+// diff was cut.
+func TestAPreviewOfAHugeDiffFitsTheTerminationMessage(t *testing.T) {
+	if err := os.MkdirAll(filepath.Join(repo(), ".lab", "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.MkdirTemp(filepath.Join(repo(), ".lab", "tmp"), "cli-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(root) })
+	old := pluginDir(t, "old")
+	for _, p := range []string{"bridge", "host-local", "portmap", "loopback"} {
+		raw, err := os.ReadFile(filepath.Join(old, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, root, "/opt/cni/bin/"+p, raw, 0o755)
+	}
+	conf := []byte(`{"cniVersion":"1.0.0","name":"containerd-net","comment":"` + strings.Repeat("x", 20000) +
+		`","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.88.0.0/16"}]]}},{"type":"portmap","capabilities":{"portMappings":true}}]}` + "\n")
+	write(t, root, "/etc/cni/net.d/10-containerd-net.conflist", conf, 0o644)
+	write(t, root, "/plan.json", []byte(`{"steps":[{"type":"StopUnit","unit":"kubelet.service"},{"type":"SetCNIVersion"},{"type":"StartUnit","unit":"kubelet.service"}]}`), 0o644)
+	term := filepath.Join(root, "termination-log")
+	stdout := runCLI(t, "plan", "--plan", filepath.Join(root, "plan.json"), "--termination-message-path", term, "--host-root", root,
+		"--cri-socket", "/run/none.sock", "--link", "cnmnone0", "--dbus-address", "unix:path=/run/none-bus")
+
+	var full resolve.PlanPreview
+	if err := json.Unmarshal(stdout, &full); err != nil || len(full.Steps) != 3 || len(full.Steps[1].Changes) != 1 || len(full.Steps[1].Changes[0].Diff) < 40000 {
+		t.Fatalf("the pod's log should carry the whole diff: %v\n%.400s", err, stdout)
+	}
+	raw, err := os.ReadFile(term)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) > executor.TerminationMessageLimit {
+		t.Fatalf("termination message of %d bytes; Kubernetes keeps %d", len(raw), executor.TerminationMessageLimit)
+	}
+	var res v1alpha1.ExecutorResult
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatalf("%v\n%s", err, raw)
+	}
+	if res.Outcome != v1alpha1.OutcomeNoChange || len(res.Changes) != 1 {
+		t.Fatalf("result %s", raw)
+	}
+	c := res.Changes[0]
+	if c.Path != "/etc/cni/net.d/10-containerd-net.conflist" || c.Why == "" || !c.Truncated ||
+		!strings.HasPrefix(c.Diff, "--- a/etc/cni/net.d/10-containerd-net.conflist\n") {
+		t.Errorf("change %+v: want the path, why, the start of the diff and the truncated mark", c)
 	}
 	if after, err := os.ReadFile(filepath.Join(root, "etc/cni/net.d/10-containerd-net.conflist")); err != nil || !bytes.Equal(after, conf) {
 		t.Fatal("the preview changed the conflist")

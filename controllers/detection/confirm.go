@@ -34,13 +34,13 @@ const mirrorAnnotation = "kubernetes.io/config.mirror"
 //
 //   - Setup: a pod that is not being deleted, not terminal, with the PodReadyToStartContainers condition False,
 //     since the condition's lastTransitionTime. Kubelet computes the condition on every status it generates
-//     (pkg/kubelet/status/generate.go, GeneratePodReadyToStartContainersCondition): True as soon as the pod has a
+//     (kubelet's GeneratePodReadyToStartContainersCondition): True as soon as the pod has a
 //     ready sandbox with its network set up (runtimeutil.PodSandboxChanged says no new sandbox is needed), False
 //     while kubelet must still create one. A pod whose sandbox works but whose image never pulls shows True; a
 //     sandbox that fails on a CNI error keeps it False for as long as the failure lasts.
 //   - Teardown: a pod being deleted, past its grace period (the deletion timestamp is the moment the grace period
 //     ends), whose phase is still not terminal. Kubelet writes the terminal phase only once the pod is torn down:
-//     SyncTerminatingPod (pkg/kubelet/kubelet.go) records FailedKillPod and returns the error when killPod fails
+//     kubelet's SyncTerminatingPod records FailedKillPod and returns the error when killPod fails
 //     (KillPodSandbox / StopPodSandbox, where a CNI DEL failure surfaces), before it generates the terminal status
 //     (generateAPIPodStatus with podIsTerminal), so the phase stays Pending or Running while teardown fails and the
 //     pod worker retries; once killPod succeeds the status it writes is Succeeded or Failed, including for a pod

@@ -15,7 +15,7 @@ import (
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 )
 
-// Messages as measured on a real node (../shared/notes/real-cluster-here.md) and in the seeds.
+// Messages as measured on a real node of the lab (docs/lab.md) and in the seed runbooks.
 const (
 	msgIncompatible = `Failed to create pod sandbox: rpc error: code = Unknown desc = failed to setup network for sandbox "4b6e2a0d8c1f": plugin type="bridge" failed (add): incompatible CNI versions; config is "1.0.0", plugin supports ["0.1.0" "0.2.0" "0.3.0" "0.3.1" "0.4.0"]`
 	msgNotReady     = `container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized`

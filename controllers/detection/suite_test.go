@@ -29,7 +29,7 @@ import (
 // These suites run the detection against a real kube-apiserver and etcd (envtest). The tests post events, pod
 // statuses and node conditions through the API exactly as a kubelet posts them (core/v1 Events with the node as
 // source host, PodReadyToStartContainers, the Ready condition's message), with the messages measured on a real node
-// in ../shared/notes. envtest runs no kubelet: the tests write what it would, with the admin's credentials.
+// of the lab (docs/lab.md). envtest runs no kubelet: the tests write what it would, with the admin's credentials.
 
 var (
 	env  *testenv.Env

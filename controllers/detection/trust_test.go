@@ -32,7 +32,7 @@ import (
 // policy), filled in by kube-controller-manager's clusterrole-aggregation controller, which envtest does not run. So
 // edit arrives empty; tenant() does what that controller does, from the API server's own bootstrap roles, rather
 // than writing rules by hand. TestATenantWithEditCannotWritePodStatus checks the result grants what
-// ../shared/notes/trust-facts.md says: pods and events written, pods/status not.
+// docs/security.md says: pods and events written, pods/status not.
 
 const msgVersionMissing = `error killing pod: [failed to "KillPodSandbox" for "8d4f0b1e-3a39-4c1e-9d53-6f7c2a1b9e20" with KillPodSandboxError: "rpc error: code = Unknown desc = failed to destroy network for sandbox \"bbc85f891eaf060c5a879e27bba9b6b06450210161dfdecfbb2732959fb6500a\": invalid version \"\": the version is empty"]`
 

@@ -14,7 +14,7 @@
 // names and the API server's address are machine-wide, so a second checkout's lab is refused with a message that
 // says which one is running.
 //
-// The facts behind every flag are measured in ../shared/notes/real-cluster-here.md and real-systemd-here.md.
+// The machine facts behind the flags are in docs/lab.md.
 //
 // Measured on our CI machine kind (2 vCPU VM, 24 GiB, cgroup v1 hybrid), binaries already built:
 //   - `lab up` from nothing: 32-44 s: etcd 0.4 s, kube-apiserver ready 4.5 s, the two nodes booted at once with

@@ -92,7 +92,7 @@ func (l *Lab) kubeletConfigYAML() ([]byte, error) {
 	c := kubeletConfig{
 		APIVersion: "kubelet.config.k8s.io/v1beta1",
 		Kind:       "KubeletConfiguration",
-		// The measured recipe (../shared/notes/real-cluster-here.md): kubelet 1.37 refuses cgroup v1 unless told
+		// The measured recipe (docs/lab.md): kubelet 1.37 refuses cgroup v1 unless told
 		// not to, the node's containerd uses cgroupfs, and the VM may have swap.
 		CgroupDriver:             "cgroupfs",
 		FailCgroupV1:             false,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"sort"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/e2e/lab"
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 // The demo tells one story a first-time user can follow: a real cluster, cnimedic installed, a node broken the way

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"os/signal"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"time"
 
 	"github.com/cnimedic/cnimedic/e2e/lab"
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 func usage() {

@@ -107,6 +107,8 @@ func Build(r Request) (v1alpha1.Plan, error) {
 			if !signature.IsReferencePlugin(p) {
 				return v1alpha1.Plan{}, fmt.Errorf("%w (%s)", ErrVendorPlugin, p)
 			}
+			// A hint too: the node installs it only when its loaded conflist uses it (or it is loopback) and it is
+			// missing or too old (remediator/resolve, InstallReferencePlugins).
 			list = []string{p}
 		}
 		repair = []v1alpha1.PlanStep{{Type: v1alpha1.StepInstallReferencePlugins, Plugins: list}}
@@ -149,7 +151,9 @@ func Build(r Request) (v1alpha1.Plan, error) {
 	return v1alpha1.Plan{Steps: steps}, nil
 }
 
-// confList is the file name of the configuration the evidence named, or "" (the runtime's default network).
+// confList is the file name of the configuration the evidence named, or "" (the runtime's default network). It is
+// a hint that narrows, never widens: on the node the step works only on the file the runtime loads, and a name that
+// is not that file is refused before anything is stopped (remediator/resolve, target).
 func confList(p map[string]string) string {
 	f := p[ParamConfigFile]
 	if f == "" {

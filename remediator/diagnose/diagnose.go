@@ -316,6 +316,37 @@ func IPAMObjects(f conflist.File) [][]byte {
 	return out
 }
 
+// HostLocalWithoutRanges lists the plugin types of a file's chain whose host-local IPAM has no range at all:
+// neither the old-style "subnet" nor a non-empty "ranges", with no "ipRanges" capability through which the runtime
+// would hand one over. host-local (its LoadIPAMConfig) then refuses every ADD with "no IP ranges specified".
+// flannel's plugin is left out: it writes its delegate's range from flanneld's subnet.env.
+func HostLocalWithoutRanges(f conflist.File) []string {
+	list, err := conflist.Parse(f.Path, f.Raw())
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, p := range list.Plugins {
+		if p.Network.IPAM.Type != "host-local" || p.Network.Type == "flannel" {
+			continue
+		}
+		var c struct {
+			Capabilities map[string]bool `json:"capabilities"`
+			IPAM         struct {
+				Subnet string            `json:"subnet"`
+				Ranges []json.RawMessage `json:"ranges"`
+			} `json:"ipam"`
+		}
+		if json.Unmarshal(p.Bytes, &c) != nil {
+			continue
+		}
+		if c.IPAM.Subnet == "" && len(c.IPAM.Ranges) == 0 && !c.Capabilities["ipRanges"] {
+			out = append(out, p.Network.Type)
+		}
+	}
+	return out
+}
+
 func (r *Report) readNetns(o Options, live map[string]string) {
 	dir := firstNonEmpty(o.NetnsDir, netstate.DefaultNetnsDir)
 	ns, err := netstate.ListNetns(o.Root, dir, live, o.ProcDir)

@@ -164,6 +164,11 @@ func chainFindings(r Report, cl ConfList) []Finding {
 			Summary: fmt.Sprintf("%s %s. Pods may start, but deleting them fails with: failed to destroy network for sandbox ...: invalid version \"\": the version is empty; they then stay attached to their network namespace.", name, what),
 			Repair:  repair + "."})
 	}
+	for _, t := range HostLocalWithoutRanges(cl.File) {
+		out = append(out, Finding{Severity: Error, Signature: sigConfigInvalid, Path: name, Fix: v1alpha1.ActionEscalate,
+			Summary: fmt.Sprintf("The host-local IPAM of plugin %q in %s has neither \"subnet\" nor \"ranges\" (and the plugin does not take \"ipRanges\" from the runtime): host-local fails every pod with \"no IP ranges specified\".", t, name),
+			Repair:  "The CNI provider, or whoever writes this conflist, must write the node's pod subnet into it; cnimedic never invents a subnet."})
+	}
 	version := cl.EffectiveVersion
 	var missing, broken, behind []string
 	var example plugins.Info

@@ -33,6 +33,8 @@ func TerminationMessage(res v1alpha1.ExecutorResult, limit int) []byte {
 	passes := []func(){
 		func() { cutDiffs(&r, 20) },
 		func() { cutDiffs(&r, 6) },
+		// A diff of few, long lines (a conflist written on one line): its start, rather than nothing.
+		func() { cutDiffBytes(&r, limit/2) },
 		func() { cutStepMessages(&r, 300) },
 		func() { r.Message = cut(r.Message, 1000) },
 		func() { cutDiffs(&r, 0) },
@@ -105,11 +107,26 @@ func cutDiffs(r *v1alpha1.ExecutorResult, n int) {
 		if len(lines) <= n || d == "" {
 			continue
 		}
+		r.Changes[i].Truncated = true
 		if n == 0 {
 			r.Changes[i].Diff = "(diff left out to fit; see the pod's log)"
 			continue
 		}
 		r.Changes[i].Diff = strings.Join(lines[:n], "") + shortened
+	}
+}
+
+// cutDiffBytes shares budget bytes among the diffs, cutting each one longer than its share.
+func cutDiffBytes(r *v1alpha1.ExecutorResult, budget int) {
+	if len(r.Changes) == 0 {
+		return
+	}
+	share := budget / len(r.Changes)
+	for i := range r.Changes {
+		if d := r.Changes[i].Diff; len(d) > share {
+			r.Changes[i].Diff = cut(d, share)
+			r.Changes[i].Truncated = true
+		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -64,24 +65,32 @@ func binDirs(env step.Env) []string {
 	return []string{runtimecfg.DefaultBinDir}
 }
 
-// target returns the configuration file a step works on: the named one in the conf dir, or the one the runtime
-// loads first (the pods' default network), which is the first file in name order.
+// target returns the configuration file a step works on: the one the runtime loads, which is the first file in
+// name order of the conf dir (containerd's go-cni; it is the pods' default network). A plan step may name a file
+// (the name comes from a message's parameters, internal/planner): the name is only a hint that narrows, so it is
+// accepted when it is that same file and refused otherwise, naming both. A file the runtime does not load is never
+// edited because a message named it.
 func target(env step.Env, name string) (conflist.File, error) {
 	dir := confDir(env)
-	if name != "" {
-		if name != filepath.Base(name) {
-			return conflist.File{}, fmt.Errorf("confList %q must be a file name in %s", name, dir)
-		}
-		return conflist.Read(env.Root, filepath.Join(dir, name)), nil
+	if name != "" && name != filepath.Base(name) {
+		return conflist.File{}, fmt.Errorf("confList %q must be a file name in %s", name, dir)
 	}
 	files, err := conflist.List(env.Root, dir)
 	if err != nil {
 		return conflist.File{}, err
 	}
 	if len(files) == 0 {
+		if name != "" {
+			return conflist.File{}, fmt.Errorf("confList %s named by the plan: the runtime loads no network configuration from %s (it holds none); refusing to touch it", name, dir)
+		}
 		return conflist.File{}, fmt.Errorf("no network configuration in %s", dir)
 	}
-	return files[0], nil
+	loaded := files[0]
+	if name != "" && name != filepath.Base(loaded.Path) {
+		return conflist.File{}, fmt.Errorf("confList %s named by the plan is not the file the runtime loads (%s, the first in name order of %s); refusing to touch it",
+			filepath.Join(dir, name), loaded.Path, dir)
+	}
+	return loaded, nil
 }
 
 // SetCNIVersion sets or adds the cniVersion of a configuration file: the step's version, or else the highest
@@ -150,10 +159,15 @@ func keepMode(m, def fs.FileMode) fs.FileMode {
 	return m
 }
 
-// InstallReferencePlugins installs bundled reference plugins: the step's list, or every reference plugin the
-// default network's chain uses plus loopback (containerd runs it for every pod). Each binary is verified against
-// the bundle's sha256 manifest before it is handed to the executor, which backs up the binary it replaces. Vendor
-// plugins are never installed or replaced; they are reported.
+// InstallReferencePlugins installs bundled reference plugins, each only where the node needs it: a plugin of the
+// chain of the configuration the runtime loads (flannel's delegate and its IPAM plugin included), or loopback
+// (containerd runs it for every pod), that is missing, cannot answer VERSION, or does not support the version it is
+// asked for (the conflist's effective cniVersion; for loopback also the 1.0.0 containerd 1.6 and later configures
+// it with). The step may name plugins (from a message's parameters, internal/planner): a name is a hint that
+// narrows that set, never widens it; a named plugin outside it, or present and new enough, is reported in the
+// message and not installed. Without names, every plugin of the set that needs it is installed. Each binary is
+// verified against the bundle's sha256 manifest before it is handed to the executor, which backs up the binary it
+// replaces. Vendor plugins are never installed or replaced; they are reported.
 func InstallReferencePlugins(ctx context.Context, env step.Env, s v1alpha1.PlanStep) (step.Resolution, error) {
 	if env.BundleDir == "" {
 		return step.Resolution{}, fmt.Errorf("no plugin bundle (BundleDir) is configured")
@@ -162,12 +176,10 @@ func InstallReferencePlugins(ctx context.Context, env step.Env, s v1alpha1.PlanS
 	if err != nil {
 		return step.Resolution{}, err
 	}
+	u := usedPlugins(env)
 	names := s.Plugins
 	if len(names) == 0 {
-		names = []string{"loopback"}
-		if f, err := target(env, ""); err == nil && f.Valid() {
-			names = append(f.Types(), "loopback")
-		}
+		names = u.types
 	}
 	var res step.Resolution
 	var notes []string
@@ -182,8 +194,19 @@ func InstallReferencePlugins(ctx context.Context, env step.Env, s v1alpha1.PlanS
 			notes = append(notes, fmt.Sprintf("%s is a vendor plugin: not replaced (its provider's DaemonSet installs it)", name))
 			continue
 		}
+		want, used := u.versions[name]
+		if !used {
+			notes = append(notes, fmt.Sprintf("%s is not installed: %s", name, u.notUsed))
+			continue
+		}
+		cur := plugins.Probe(ctx, env.Root, dirs, name)
+		need := needWords(cur, want)
+		if need == "" {
+			notes = append(notes, fmt.Sprintf("%s (%s) is not replaced: it supports %s", name, cur.Path, strings.Join(want, " and ")))
+			continue
+		}
 		if !bundle.Has(name) {
-			notes = append(notes, fmt.Sprintf("%s is not in the bundle", name))
+			notes = append(notes, fmt.Sprintf("%s is not in the bundle (%s)", name, need))
 			continue
 		}
 		content, err := bundle.Verified(name)
@@ -192,19 +215,15 @@ func InstallReferencePlugins(ctx context.Context, env step.Env, s v1alpha1.PlanS
 		}
 		// Install over the binary the runtime finds today, so that no older copy earlier in the path shadows
 		// the new one; a missing plugin goes into the first bin dir.
-		cur := plugins.Probe(ctx, env.Root, dirs, name)
 		dest := filepath.Join(dirs[0], name)
 		if cur.Found {
 			dest = cur.Path
 			if old, err := os.ReadFile(env.Root.Path(dest)); err == nil && bytes.Equal(old, content) && cur.Mode == PluginMode {
-				notes = append(notes, fmt.Sprintf("%s is already the bundled build", dest))
+				notes = append(notes, fmt.Sprintf("%s is already the bundled build (%s)", dest, need))
 				continue
 			}
 		}
-		why := fmt.Sprintf("install bundled reference plugin %s (sha256 verified)", name)
-		if cur.Found {
-			why += fmt.Sprintf("; it replaces %s, which supported %s", cur.Path, versionsWords(cur))
-		}
+		why := fmt.Sprintf("install bundled reference plugin %s (sha256 verified): %s", name, need)
 		res.Edits = append(res.Edits, step.Edit{Path: dest, Content: content, Mode: PluginMode, Why: why})
 	}
 	var lines []string
@@ -216,6 +235,101 @@ func InstallReferencePlugins(ctx context.Context, env step.Env, s v1alpha1.PlanS
 		res.Message = "nothing to install"
 	}
 	return res, nil
+}
+
+// needWords says why a plugin needs installing, or "" when it answers VERSION with every version in want.
+func needWords(cur plugins.Info, want []string) string {
+	switch {
+	case !cur.Found:
+		return "it is missing"
+	case cur.Error != "":
+		return fmt.Sprintf("it replaces %s, which cannot answer VERSION (%s)", cur.Path, cur.Error)
+	}
+	var lacks []string
+	for _, v := range want {
+		if !cur.Supports(v) {
+			lacks = append(lacks, v)
+		}
+	}
+	if len(lacks) > 0 {
+		return fmt.Sprintf("it replaces %s, which supports %s, not %s", cur.Path, versionsWords(cur), strings.Join(lacks, " and "))
+	}
+	return ""
+}
+
+// used is the set of plugins the node runs for a pod: the chain of the configuration the runtime loads, in chain
+// order, then loopback; each with the CNI versions it is asked for.
+type used struct {
+	types    []string
+	versions map[string][]string
+	// notUsed says, for a plugin outside the set, what the set is.
+	notUsed string
+}
+
+// loopbackVersion is the version containerd 1.6 and later configure the loopback interface with, whatever the
+// conflist says (remediator/diagnose reports a loopback plugin older than that).
+const loopbackVersion = "1.0.0"
+
+func usedPlugins(env step.Env) used {
+	u := used{versions: map[string][]string{}}
+	add := func(t, v string) {
+		if t == "" {
+			return
+		}
+		if _, ok := u.versions[t]; !ok {
+			u.types = append(u.types, t)
+			u.versions[t] = nil
+		}
+		if v != "" && !slices.Contains(u.versions[t], v) {
+			u.versions[t] = append(u.versions[t], v)
+		}
+	}
+	f, err := target(env, "")
+	switch {
+	case err != nil:
+		u.notUsed = fmt.Sprintf("only loopback is used: %v", err)
+	case !f.Valid():
+		u.notUsed = fmt.Sprintf("only loopback is used: %s, the configuration the runtime loads, does not load (%s)", f.Path, f.ParseError)
+	default:
+		for _, t := range chainTypes(f) {
+			add(t, f.EffectiveVersion)
+		}
+		u.notUsed = fmt.Sprintf("%s, the configuration the runtime loads, uses %s, and containerd runs loopback", f.Path, strings.Join(u.types, ", "))
+	}
+	lo := ""
+	if env.CNISpecCeiling == "" || plugins.AtLeast(env.CNISpecCeiling, loopbackVersion) {
+		lo = loopbackVersion
+	}
+	add("loopback", lo)
+	return u
+}
+
+// chainTypes are the plugin types a loaded configuration executes: its chain's plugins and their IPAM plugins, and
+// for flannel's plugin the plugin it delegates to (its delegate's "type", bridge when unset) with that one's IPAM
+// plugin (flannel's own "ipam" type, host-local when unset).
+func chainTypes(f conflist.File) []string {
+	out := f.Types()
+	list, err := conflist.Parse(f.Path, f.Raw())
+	if err != nil {
+		return out
+	}
+	for _, p := range list.Plugins {
+		if p.Network.Type != "flannel" {
+			continue
+		}
+		var c struct {
+			Delegate struct {
+				Type string `json:"type"`
+			} `json:"delegate"`
+		}
+		_ = json.Unmarshal(p.Bytes, &c)
+		for _, t := range []string{orDefault(c.Delegate.Type, "bridge"), orDefault(p.Network.IPAM.Type, "host-local")} {
+			if !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
 }
 
 func versionsWords(i plugins.Info) string {
@@ -276,23 +390,33 @@ func RepairRuntimeCNIConfig(_ context.Context, env step.Env, s v1alpha1.PlanStep
 	return res, nil
 }
 
-// FixConfFileModes makes every configuration file in the conf dir readable by all (0644) and every plugin the
-// default chain uses, and loopback, executable (0755). Files that already have the needed bits keep their mode.
+// FixConfFileModes makes the configuration file the runtime loads (the first in name order of the conf dir)
+// readable by all (0644), and every plugin its chain uses, and loopback, executable (0755). Files that already
+// have the needed bits keep their mode. Other configuration files are not the runtime's and are not changed: an
+// unreadable one is named in the message.
 func FixConfFileModes(ctx context.Context, env step.Env, _ v1alpha1.PlanStep) (step.Resolution, error) {
 	files, err := conflist.List(env.Root, confDir(env))
 	if err != nil {
 		return step.Resolution{}, err
 	}
 	var res step.Resolution
+	var others []string
 	types := map[string]bool{"loopback": true}
 	for i, f := range files {
-		if i == 0 && f.Valid() {
-			for _, t := range f.Types() {
+		unreadable := f.Mode&0o444 != 0o444
+		if i > 0 {
+			if unreadable {
+				others = append(others, fmt.Sprintf("%s (mode %#o) is not the file the runtime loads and is left as it is", f.Path, f.Mode))
+			}
+			continue
+		}
+		if f.Valid() {
+			for _, t := range chainTypes(f) {
 				types[t] = true
 			}
 		}
 		// A file that does not load is RestoreConfList's business; it is not rewritten here, not even byte for byte.
-		if f.Mode&0o444 == 0o444 || !f.Valid() {
+		if !unreadable || !f.Valid() {
 			continue
 		}
 		res.Edits = append(res.Edits, step.Edit{Path: f.Path, Content: f.Raw(), Mode: ConfMode,
@@ -315,7 +439,10 @@ func FixConfFileModes(ctx context.Context, env step.Env, _ v1alpha1.PlanStep) (s
 		res.Edits = append(res.Edits, step.Edit{Path: p.Path, Content: content, Mode: PluginMode,
 			Why: fmt.Sprintf("make plugin %s executable: mode %#o -> %#o", p.Path, p.Mode, PluginMode)})
 	}
-	res.Message = summarize(res.Edits, "every configuration file is readable and every plugin of the chain executable")
+	res.Message = summarize(res.Edits, "the configuration the runtime loads is readable and every plugin of its chain executable")
+	if len(others) > 0 {
+		res.Message += "; " + strings.Join(others, "; ")
+	}
 	return res, nil
 }
 

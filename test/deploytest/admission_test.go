@@ -3,7 +3,6 @@ package deploytest
 import (
 	"context"
 	"fmt"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/test/manifests"
+	"github.com/cnimedic/cnimedic/test/repo"
 	"github.com/cnimedic/cnimedic/test/testenv"
 )
 

@@ -2,7 +2,6 @@ package deploytest
 
 import (
 	"encoding/json"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -19,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/cnimedic/cnimedic/test/manifests"
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 // exportedMetrics finds every metric the manager's code defines: the prometheus.*Opts literals with a Namespace

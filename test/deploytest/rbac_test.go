@@ -1,7 +1,6 @@
 package deploytest
 
 import (
-	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/cnimedic/cnimedic/test/manifests"
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 // lintRules reports what least privilege forbids in a role's rules: a wildcard verb, resource or API group, and

@@ -7,10 +7,11 @@ package labtest
 
 import (
 	"fmt"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 // TmpDir is the directory test files go under: .lab/tmp in the repository.

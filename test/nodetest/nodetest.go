@@ -6,7 +6,6 @@ package nodetest
 
 import (
 	"fmt"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cnimedic/cnimedic/test/labtest"
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 // Plugin sets.

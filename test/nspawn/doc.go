@@ -18,8 +18,7 @@
 // Boot waits for SystemState=running; Halt powers the node off the orderly way and then removes every trace of it
 // (processes, mounts, cgroups, nspawn's files in /run/systemd/nspawn, the state directory); Cleanup does the same
 // at once, for a node left behind by a process that was killed. Boot runs Cleanup on its state directory first,
-// so a killed test run never breaks the next one. The flags and the host facts behind them are measured in
-// ../shared/notes/real-systemd-here.md and real-cluster-here.md.
+// so a killed test run never breaks the next one. The host facts behind the flags are in docs/lab.md.
 //
 // Measured on our CI machine kind (2 vCPU VM, cgroup v1 hybrid, systemd 252 in the node, containerd 1.6.20):
 //   - boot to SystemState=running: 0.4-0.5 s on an idle host, up to 2 s while other builds load both CPUs;

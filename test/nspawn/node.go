@@ -212,7 +212,7 @@ func (n *Node) start(ctx context.Context, opts *Options, nspawnBin string) error
 	return nil
 }
 
-// nspawnArgs are systemd-nspawn's flags for a node, as measured in ../shared/notes/real-cluster-here.md.
+// nspawnArgs are systemd-nspawn's flags for a node, for the reasons docs/lab.md gives.
 func nspawnArgs(opts *Options) []string {
 	dir := opts.StateDir
 	args := []string{

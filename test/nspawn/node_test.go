@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"io"
 	"net"
 	"net/netip"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/test/nspawn"
 	"github.com/cnimedic/cnimedic/test/nspawn/nspawntest"
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 // helperEnv makes the test binary boot a node and then wait to be killed (TestStaleNodeFromKilledRun): the

@@ -8,7 +8,6 @@ package testenv
 
 import (
 	"fmt"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"sync"
@@ -24,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	cnimedicv1 "github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 // AssetsDir is where kube-apiserver and etcd are expected: $KUBEBUILDER_ASSETS, else bin/k8s.

@@ -12,7 +12,6 @@ package nspawntest
 
 import (
 	"context"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cnimedic/cnimedic/test/nspawn"
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 // BaseRoot is the node root filesystem built by `make node-rootfs`: $CNIMEDIC_NODE_ROOTFS, else bin/node-rootfs.
