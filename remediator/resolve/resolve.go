@@ -339,8 +339,9 @@ func versionsWords(i plugins.Info) string {
 	return strings.Join(i.Versions, ", ")
 }
 
-// RepairRuntimeCNIConfig writes containerd's CRI CNI settings from the step's Runtime spec into config.toml,
-// changing only those keys. A config.toml that does not parse is refused.
+// RepairRuntimeCNIConfig writes containerd's CRI CNI settings from the step's Runtime spec, changing only those
+// keys, where they last (runtimeEdits: a drop-in that sets them, the template of a generated config, else
+// config.toml). A file that does not parse is refused.
 func RepairRuntimeCNIConfig(_ context.Context, env step.Env, s v1alpha1.PlanStep) (step.Resolution, error) {
 	if s.Runtime == nil {
 		return step.Resolution{}, fmt.Errorf("RepairRuntimeCNIConfig needs the runtime settings to write")
@@ -352,10 +353,6 @@ func RepairRuntimeCNIConfig(_ context.Context, env step.Env, s v1alpha1.PlanStep
 	if path == "" {
 		path = runtimecfg.DefaultPath
 	}
-	cfg := runtimecfg.Read(env.Root, path)
-	if cfg.ParseError != "" {
-		return step.Resolution{}, fmt.Errorf("%s does not parse (%s); it is not rewritten", path, cfg.ParseError)
-	}
 	want := runtimecfg.Want{BinDir: s.Runtime.BinDir, ConfDir: s.Runtime.ConfDir}
 	if s.Runtime.ConfTemplate != "" {
 		t := s.Runtime.ConfTemplate
@@ -365,23 +362,22 @@ func RepairRuntimeCNIConfig(_ context.Context, env step.Env, s v1alpha1.PlanStep
 		n := int(*s.Runtime.MaxConfNum)
 		want.MaxConfNum = &n
 	}
-	edited, changes, err := runtimecfg.Edit(cfg.Raw(), cfg.Exists, want)
+	edits, notes, err := runtimeEdits(env, path, want)
 	if err != nil {
-		return step.Resolution{}, fmt.Errorf("%s: %w", path, err)
+		return step.Resolution{}, err
 	}
-	if len(changes) == 0 {
-		return step.Resolution{Message: fmt.Sprintf("%s already has the wanted CNI settings (containerd's defaults count for keys it leaves out)", path)}, nil
+	if len(edits) == 0 {
+		msg := fmt.Sprintf("%s already has the wanted CNI settings (containerd's defaults count for keys it leaves out)", path)
+		if len(notes) > 0 {
+			msg += "; " + strings.Join(notes, "; ")
+		}
+		return step.Resolution{Message: msg}, nil
 	}
-	var words []string
-	for _, c := range changes {
-		words = append(words, fmt.Sprintf("%s %s -> %s", c.Key, c.From, c.To))
+	var whys []string
+	for _, e := range edits {
+		whys = append(whys, e.Path+": "+strings.TrimPrefix(e.Why, "set containerd's CRI CNI settings: "))
 	}
-	why := "set containerd's CRI CNI settings: " + strings.Join(words, ", ")
-	mode := ConfMode
-	if st, err := os.Stat(env.Root.Path(path)); err == nil {
-		mode = st.Mode().Perm()
-	}
-	res := step.Resolution{Edits: []step.Edit{{Path: path, Content: edited, Mode: mode, Why: why}}, Message: path + ": " + why}
+	res := step.Resolution{Edits: edits, Message: "set containerd's CRI CNI settings: " + strings.Join(append(whys, notes...), "; ")}
 	if want.ConfDir != "" {
 		if files, _ := conflist.List(env.Root, want.ConfDir); len(files) == 0 {
 			res.Message += fmt.Sprintf("; note: %s holds no network configuration yet", want.ConfDir)

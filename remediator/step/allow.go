@@ -169,7 +169,26 @@ func NewPaths(env Env) (Paths, error) {
 	if err := a.addFile(runtime, "containerd config", cfg); err != nil {
 		errs = append(errs, err)
 	}
+	// The files containerd's config is made of besides itself: the drop-ins it merges and, where it is generated
+	// at every start (k3s, RKE2), the template it is generated from. Only those under the known roots are allowed;
+	// one elsewhere is left out (an edit there is refused), which does not stop the rest of the node's repairs.
+	for _, f := range RuntimeConfigFiles(env) {
+		_ = a.addFile(runtime, "containerd config file", f)
+	}
 	return a, errors.Join(errs...)
+}
+
+// RuntimeConfigFiles are the drop-ins and the template of the node's containerd config, as the run's settings
+// found them (node.Complete): the other files a RepairRuntimeCNIConfig may write.
+func RuntimeConfigFiles(env Env) []string {
+	var out []string
+	if env.Runtime != nil && env.Runtime.Path == env.ContainerdConfig {
+		out = append(out, env.Runtime.DropIns...)
+	}
+	if l := env.Layout; l != nil && l.RuntimeConfig == env.ContainerdConfig && l.RuntimeConfigTemplate != "" {
+		out = append(out, l.RuntimeConfigTemplate)
+	}
+	return out
 }
 
 // addDir allows dir (a host path under roots) and what its symlinks resolve to, which must stay under roots.
