@@ -15,7 +15,9 @@ import (
 	"github.com/cnimedic/cnimedic/remediator/cri"
 	"github.com/cnimedic/cnimedic/remediator/diagnose"
 	"github.com/cnimedic/cnimedic/remediator/executor"
+	"github.com/cnimedic/cnimedic/remediator/node"
 	"github.com/cnimedic/cnimedic/remediator/resolve"
+	"github.com/cnimedic/cnimedic/remediator/step"
 )
 
 func newPlan(flags *NodeFlags) *cobra.Command {
@@ -60,7 +62,7 @@ would make with their diffs) in the pod's termination message. A plan that apply
 				}
 				return writeOutput(cmd.OutOrStdout(), output, p, func(w io.Writer) error { return resolve.WritePreviewText(w, p) })
 			}
-			req, err := planRequest(signature, action, params, repair)
+			req, err := planRequest(signature, action, params, repair, flags.Env())
 			if err != nil {
 				return badInput(err)
 			}
@@ -90,7 +92,10 @@ would make with their diffs) in the pod's termination message. A plan that apply
 
 // planRequest checks the flags that build a plan: a known signature (or an --action for a custom one), JSON
 // that decodes, and enum values the RemediationPolicy CRD would accept.
-func planRequest(signature, action, params, repair string) (planner.Request, error) {
+//
+// What the policy's spec.repair leaves unset comes from the node's layout before the CRD's defaults: its units
+// (one unit for both on k3s and RKE2), its containerd config and its standard CNI dirs.
+func planRequest(signature, action, params, repair string, env step.Env) (planner.Request, error) {
 	req := planner.Request{Signature: v1alpha1.SignatureID(signature), Action: v1alpha1.RepairAction(action)}
 	if signature == "" {
 		return req, fmt.Errorf("give --signature or --plan")
@@ -115,6 +120,7 @@ func planRequest(signature, action, params, repair string) (planner.Request, err
 	default:
 		return req, fmt.Errorf("--policy-repair: versionStrategy %q: want %s or %s", s, v1alpha1.VersionRepairRewriteConfig, v1alpha1.VersionRepairUpgradePlugins)
 	}
+	layoutDefaults(&req.Repair, env)
 	req.Repair = planner.Defaulted(req.Repair)
 	return req, nil
 }
@@ -163,4 +169,34 @@ func specCeiling(cmd *cobra.Command, flags *NodeFlags) string {
 		return ""
 	}
 	return diagnose.RuntimeSpecCeiling(v)
+}
+
+// layoutDefaults fills what a repair spec leaves unset from the node's settings: the units, containerd's config
+// and, for RepairRuntimeCNIConfig, the layout's standard CNI dirs.
+func layoutDefaults(r *v1alpha1.RepairSpec, env step.Env) {
+	switch len(env.Units) {
+	case 1:
+		if r.Units.Kubelet == "" && r.Units.Runtime == "" {
+			r.Units.Kubelet, r.Units.Runtime = env.Units[0], env.Units[0]
+		}
+	case 2:
+		if r.Units.Kubelet == "" {
+			r.Units.Kubelet = env.Units[0]
+		}
+		if r.Units.Runtime == "" {
+			r.Units.Runtime = env.Units[1]
+		}
+	}
+	if r.Containerd.ConfigPath == "" {
+		r.Containerd.ConfigPath = env.ContainerdConfig
+	}
+	if env.Layout != nil {
+		conf, bins := node.StandardCNIDirs(env.Layout.Kind)
+		if r.Containerd.ConfDir == "" {
+			r.Containerd.ConfDir = conf
+		}
+		if r.Containerd.BinDir == "" {
+			r.Containerd.BinDir = bins[0]
+		}
+	}
 }

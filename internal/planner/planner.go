@@ -136,6 +136,11 @@ func Build(r Request) (v1alpha1.Plan, error) {
 		return v1alpha1.Plan{}, fmt.Errorf("%w: %s (action %s)", ErrNoNodeRepair, r.Signature, action)
 	}
 
+	// Where one unit runs both kubelet and the runtime (k3s, RKE2), stopping kubelet stops the runtime: the unit is
+	// stopped and started once.
+	if runtime == kubelet {
+		stopRuntime = false
+	}
 	steps := []v1alpha1.PlanStep{{Type: v1alpha1.StepStopUnit, Unit: kubelet}}
 	if stopRuntime {
 		steps = append(steps, v1alpha1.PlanStep{Type: v1alpha1.StepStopUnit, Unit: runtime})

@@ -24,6 +24,25 @@ func WriteText(w io.Writer, r Report) error {
 		}
 	}
 
+	if l := r.Layout; l != nil {
+		p.line("")
+		role := ""
+		if l.Role != "" {
+			role = " " + l.Role
+		}
+		p.line("layout: %s%s, servable %t", l.Kind, role, l.Servable)
+		p.line("  units %s, CRI socket %s, runtime config %s", strings.Join(l.Units, " "), l.CRISocket, l.RuntimeConfig)
+		if l.RuntimeConfigTemplate != "" {
+			p.line("  generated from %s", l.RuntimeConfigTemplate)
+		}
+		if len(l.RuntimeConfigImports) > 0 {
+			p.line("  drop-ins %s", strings.Join(l.RuntimeConfigImports, " "))
+		}
+		if l.Reason != "" {
+			p.line("  %s", l.Reason)
+		}
+	}
+
 	p.line("")
 	c := r.Containerd
 	p.line("containerd")
