@@ -161,9 +161,14 @@ func Run(ctx context.Context, o Options) Report {
 		r.Findings = append(r.Findings, Finding{Severity: Error, Signature: sigNotInitialized,
 			Summary: fmt.Sprintf("The CNI conf dir %s cannot be read: %v.", r.ConfDir, err)})
 	}
-	if len(files) == 0 && r.ConfDir != runtimecfg.DefaultConfDir {
-		if others, err := conflist.List(o.Root, runtimecfg.DefaultConfDir); err == nil && len(others) > 0 {
-			r.ConfElsewhere = runtimecfg.DefaultConfDir
+	// The layout's standard conf dir: containerd's default, or k3s's own.
+	std := runtimecfg.DefaultConfDir
+	if o.Layout != nil {
+		std, _ = node.StandardCNIDirs(o.Layout.Kind)
+	}
+	if len(files) == 0 && r.ConfDir != std {
+		if others, err := conflist.List(o.Root, std); err == nil && len(others) > 0 {
+			r.ConfElsewhere = std
 		}
 	}
 	r.Selection = conflist.Select(files, settings.MaxConfNum)
