@@ -323,3 +323,13 @@ func joinReason(a, b string) string {
 	}
 	return a + "; " + b
 }
+
+// StandardCNIDirs are the CNI dirs a layout's runtime reads when nothing changed them: what a repair of the
+// runtime's CNI settings points it back to when a policy names none (kubeadm's and containerd's defaults; k3s's
+// own; RKE2 keeps containerd's).
+func StandardCNIDirs(kind v1alpha1.LayoutKind) (confDir string, binDirs []string) {
+	if kind == v1alpha1.LayoutK3s {
+		return k3s.defaultConf, slices.Clone(k3s.defaultBins)
+	}
+	return runtimecfg.DefaultConfDir, []string{runtimecfg.DefaultBinDir}
+}
