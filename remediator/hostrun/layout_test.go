@@ -30,6 +30,10 @@ func TestTheHostSideRunCompletesItsSettingsOnTheHostAndCatchesForeignUnits(t *te
 		cfg.UnitsContradict || cfg.Layout == nil || cfg.Layout.RuntimeConfigTemplate == "" {
 		t.Fatalf("completed on the host: %+v", cfg.Settings)
 	}
+	// A recovery without the run's settings starts the node's own unit on the way out, not kubeadm's.
+	if cfg := completeOnHost(root, Config{}); !slices.Equal(cfg.CriticalUnits, []string{"k3s-agent.service"}) {
+		t.Fatalf("critical units without settings: %v", cfg.CriticalUnits)
+	}
 	cfg = fillFromHost(context.Background(), root, Config{CriticalUnits: []string{"containerd.service", "kubelet.service"}})
 	if !cfg.UnitsContradict || len(cfg.Contradictions) == 0 {
 		t.Fatalf("kubeadm's units on a k3s node are not caught: %+v", cfg.Settings)

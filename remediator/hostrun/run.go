@@ -127,6 +127,8 @@ func HostRecover(ctx context.Context, root host.Root, stateDir, id, reason strin
 		// Without settings, start the default critical units all the same.
 		cfg = Config{}
 	}
+	// A resumed run reads the node where the pod's settings left a value to the node (the socket, the dirs).
+	cfg = completeOnHost(root, cfg)
 	m, err := connectHost(ctx, root, cfg.Bus)
 	if err != nil {
 		return v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeFailed, Message: err.Error()}
@@ -142,14 +144,7 @@ func HostRecover(ctx context.Context, root host.Root, stateDir, id, reason strin
 // stay, a contradiction is recorded), and the CNI spec version its libcni implements (asked now, before the plan
 // stops it; a resumed run whose runtime is already down goes without that ceiling).
 func fillFromHost(ctx context.Context, root host.Root, cfg Config) Config {
-	s := cfg.Settings
-	s.Root = root
-	if len(s.Units) == 0 && len(cfg.CriticalUnits) > 0 {
-		// The units the pod was given, in the order a repair stops them.
-		s.Units = slices.Clone(cfg.CriticalUnits)
-		slices.Reverse(s.Units)
-	}
-	cfg.Settings = node.Complete(s)
+	cfg = completeOnHost(root, cfg)
 	if cfg.CNISpecCeiling == "" && cfg.CRIEndpoint != "" {
 		if c, err := cri.Dial(root.Path(cfg.CRIEndpoint)); err == nil {
 			if v, _, err := c.ContainerdVersion(ctx); err == nil {
@@ -161,12 +156,33 @@ func fillFromHost(ctx context.Context, root host.Root, cfg Config) Config {
 	return cfg
 }
 
+// completeOnHost completes the run's settings from the node it runs on (node.Complete): the units the pod was
+// given, in the order a repair stops them, are checked against the layout's; with none given, the layout's are
+// the units started on every path out.
+func completeOnHost(root host.Root, cfg Config) Config {
+	s := cfg.Settings
+	s.Root = root
+	if len(s.Units) == 0 && len(cfg.CriticalUnits) > 0 {
+		s.Units = slices.Clone(cfg.CriticalUnits)
+		slices.Reverse(s.Units)
+	}
+	cfg.Settings = node.Complete(s)
+	if len(cfg.CriticalUnits) == 0 {
+		// Settings lost or never given: the layout's units are the ones to start on the way out (k3s's one unit,
+		// not kubeadm's two, on a k3s node).
+		cfg.CriticalUnits = slices.Clone(cfg.Units)
+		slices.Reverse(cfg.CriticalUnits)
+	}
+	return cfg
+}
+
 // HostRollback is the body of the rollback unit: see executor.Undo.
 func HostRollback(ctx context.Context, root host.Root, stateDir, id string, deps Deps) v1alpha1.ExecutorResult {
 	cfg, err := ReadConfig(root, stateDir, id)
 	if err != nil {
 		cfg = Config{}
 	}
+	cfg = completeOnHost(root, cfg)
 	m, err := connectHost(ctx, root, cfg.Bus)
 	if err != nil {
 		return v1alpha1.ExecutorResult{RemediationID: id, Outcome: v1alpha1.OutcomeFailed, Message: err.Error()}
