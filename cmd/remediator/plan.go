@@ -15,7 +15,6 @@ import (
 	"github.com/cnimedic/cnimedic/remediator/cri"
 	"github.com/cnimedic/cnimedic/remediator/diagnose"
 	"github.com/cnimedic/cnimedic/remediator/executor"
-	"github.com/cnimedic/cnimedic/remediator/node"
 	"github.com/cnimedic/cnimedic/remediator/resolve"
 	"github.com/cnimedic/cnimedic/remediator/step"
 )
@@ -191,7 +190,7 @@ func layoutDefaults(r *v1alpha1.RepairSpec, env step.Env) {
 		r.Containerd.ConfigPath = env.ContainerdConfig
 	}
 	if env.Layout != nil {
-		conf, bins := node.StandardCNIDirs(env.Layout.Kind)
+		conf, bins := env.StandardCNIDirs()
 		if r.Containerd.ConfDir == "" {
 			r.Containerd.ConfDir = conf
 		}

@@ -161,11 +161,8 @@ func Run(ctx context.Context, o Options) Report {
 		r.Findings = append(r.Findings, Finding{Severity: Error, Signature: sigNotInitialized,
 			Summary: fmt.Sprintf("The CNI conf dir %s cannot be read: %v.", r.ConfDir, err)})
 	}
-	// The layout's standard conf dir: containerd's default, or k3s's own.
-	std := runtimecfg.DefaultConfDir
-	if o.Layout != nil {
-		std, _ = node.StandardCNIDirs(o.Layout.Kind)
-	}
+	// The layout's standard conf dir: containerd's default, or k3s's own while k3s runs flannel.
+	std, _ := o.Settings.StandardCNIDirs()
 	if len(files) == 0 && r.ConfDir != std {
 		if others, err := conflist.List(o.Root, std); err == nil && len(others) > 0 {
 			r.ConfElsewhere = std

@@ -324,12 +324,17 @@ func joinReason(a, b string) string {
 	return a + "; " + b
 }
 
-// StandardCNIDirs are the CNI dirs a layout's runtime reads when nothing changed them: what a repair of the
-// runtime's CNI settings points it back to when a policy names none (kubeadm's and containerd's defaults; k3s's
-// own; RKE2 keeps containerd's).
-func StandardCNIDirs(kind v1alpha1.LayoutKind) (confDir string, binDirs []string) {
-	if kind == v1alpha1.LayoutK3s {
-		return k3s.defaultConf, slices.Clone(k3s.defaultBins)
+// StandardCNIDirs are the CNI dirs the node's runtime reads when nothing changed them: what a repair of the
+// runtime's CNI settings points it back to when a policy names none. k3s writes its own dirs into the config it
+// generates only while it runs flannel (with --flannel-backend=none the generated config has no CNI table, and a
+// CNI provider such as Calico installs into containerd's defaults); RKE2 keeps containerd's defaults, as do
+// kubeadm and the distributions.
+func (s Settings) StandardCNIDirs() (confDir string, binDirs []string) {
+	if s.Layout != nil && s.Layout.Kind == v1alpha1.LayoutK3s {
+		rt := s.Runtime
+		if rt == nil || !rt.Exists || slices.Contains(rt.Explicit, "conf_dir") || slices.Contains(rt.Explicit, "bin_dir") || slices.Contains(rt.Explicit, "bin_dirs") {
+			return k3s.defaultConf, slices.Clone(k3s.defaultBins)
+		}
 	}
 	return runtimecfg.DefaultConfDir, []string{runtimecfg.DefaultBinDir}
 }

@@ -136,3 +136,34 @@ func TestAFlagThatContradictsTheNodeIsUsedAndReported(t *testing.T) {
 		t.Fatalf("k3s named for both units is the one unit: %v %q", s.Units, s.Contradictions)
 	}
 }
+
+// A repair points the runtime back to k3s's own CNI dirs only while k3s writes them into the config it generates
+// (it runs flannel); with --flannel-backend=none the generated config has no CNI table and the standard dirs are
+// containerd's defaults, where a CNI provider such as Calico installs. RKE2 and kubeadm keep containerd's.
+func TestTheStandardCNIDirsFollowWhetherK3sRunsFlannel(t *testing.T) {
+	conf, bins := Complete(Settings{Root: tree(t, "k3s-server")}).StandardCNIDirs()
+	if conf != K3sDir+"/agent/etc/cni/net.d" || !slices.Equal(bins, []string{K3sDir + "/data/current/bin"}) {
+		t.Fatalf("k3s with flannel: %s %v", conf, bins)
+	}
+	root := t.TempDir()
+	for p, c := range map[string]string{
+		"/run/systemd/system/.keep":                  "",
+		"/etc/systemd/system/k3s.service":            "",
+		"/run/k3s/containerd/containerd.sock":        "",
+		K3sDir + "/agent/etc/containerd/config.toml": "version = 3\n[plugins.'io.containerd.cri.v1.runtime']\n  enable_selinux = false\n",
+	} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, p), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := Complete(Settings{Root: host.Root(root)})
+	if conf, bins := s.StandardCNIDirs(); s.Layout.Kind != v1alpha1.LayoutK3s || conf != "/etc/cni/net.d" || !slices.Equal(bins, []string{"/opt/cni/bin"}) {
+		t.Fatalf("k3s without flannel: %s %s %v", s.Layout.Kind, conf, bins)
+	}
+	if conf, _ := Complete(Settings{Root: tree(t, "rke2-agent")}).StandardCNIDirs(); conf != "/etc/cni/net.d" {
+		t.Fatalf("rke2: %s", conf)
+	}
+}
