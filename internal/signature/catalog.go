@@ -241,16 +241,20 @@ var catalog = []Definition{
 	{
 		ID:    v1alpha1.SignatureAPIServerAccess,
 		Title: "the CNI plugin cannot reach or authenticate to the API server",
-		Description: "Calico's plugin reads ClusterInformation from the API server on every ADD and DEL; an expired " +
-			"or revoked token (Unauthorized) or an unreachable service address fails every sandbox. Deleting the " +
-			"node's CNI agent pod makes its DaemonSet recreate it with a fresh token and configuration; when the " +
-			"policy does not allow that, cnimedic escalates.",
+		Description: "Calico's plugin reads ClusterInformation from the API server on every ADD and DEL, Multus reads " +
+			"the pod; an expired or revoked token (Unauthorized) or an unreachable service address fails every " +
+			"sandbox. Deleting the node's CNI agent pod makes its DaemonSet recreate it with a fresh token and " +
+			"configuration; when the policy does not allow that, cnimedic escalates.",
 		Runbooks: []string{runbookCNIHandbook},
 		Reasons:  sandboxReasons,
 		Patterns: []Pattern{
 			{Regexp: `error getting ClusterInformation`, Implies: map[string]string{ParamPluginType: "calico"}},
 			{Regexp: `connection is unauthorized`, Implies: map[string]string{ParamPluginType: "calico"}},
 			{Regexp: `crd\.projectcalico\.org/v1/clusterinformations`, Implies: map[string]string{ParamPluginType: "calico"}},
+			// Multus reads the pod with the token of the kubeconfig its DaemonSet pod wrote; Multus 3 never
+			// refreshes it, so a bound service-account token that expired fails every sandbox.
+			{Regexp: `Multus: \[[^\]]*\]: error getting pod: Unauthorized`, Implies: map[string]string{ParamPluginType: "multus"}},
+			{Regexp: `error waiting for pod: Unauthorized`, Implies: map[string]string{ParamPluginType: "multus"}},
 		},
 		Extract: []Extractor{
 			{Param: ParamAddress, After: []string{"dial tcp "}, Only: "0123456789abcdefABCDEF.:[]", MinLen: 3},
