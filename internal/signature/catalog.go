@@ -255,6 +255,10 @@ var catalog = []Definition{
 			// refreshes it, so a bound service-account token that expired fails every sandbox.
 			{Regexp: `Multus: \[[^\]]*\]: error getting pod: Unauthorized`, Implies: map[string]string{ParamPluginType: "multus"}},
 			{Regexp: `error waiting for pod: Unauthorized`, Implies: map[string]string{ParamPluginType: "multus"}},
+			// A plugin's own request to the API server, as the runtime wraps it ("... network: Get
+			// https://[10.233.0.1]:443/api/v1/namespaces/default: dial tcp 10.233.0.1:443: i/o timeout"); an
+			// agent's list of namespaces failing in its own log is not a sandbox and has no "network: " before it.
+			{Regexp: `network: Get "?https://\S+/api/v1/namespaces/\S+ dial tcp `},
 		},
 		Extract: []Extractor{
 			{Param: ParamAddress, After: []string{"dial tcp "}, Only: "0123456789abcdefABCDEF.:[]", MinLen: 3},
@@ -443,7 +447,7 @@ var catalog = []Definition{
 			// Multus and its delegates: "[ns/pod:net]: error adding container to network "x": ...",
 			// "Multus: error adding pod to network "x": delegateAdd: error invoking DelegateAdd - "y": ...".
 			{Regexp: `error adding (?:container|pod) to network "`},
-			{Regexp: `error invoking Delegate(?:Add|Del)`},
+			{Regexp: `error invoking (?:Delegate|Conflist)(?:Add|Del)`},
 			{Regexp: `error in invoke Delegate (?:add|del)`},
 			// A chained or delegate plugin that cannot read the result version the chain produces, and containerd
 			// finding no address for eth0 in the result; the node's plugins and conflists tell which.
