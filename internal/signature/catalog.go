@@ -279,7 +279,9 @@ var catalog = []Definition{
 		Runbooks: []string{runbookCNIHandbook, runbookFlannelNoIP},
 		Reasons:  sandboxReasons,
 		Patterns: []Pattern{
-			{Regexp: `/run/flannel/subnet\.env`, Implies: map[string]string{ParamPluginType: "flannel"}},
+			// The plugin cannot open the file flanneld writes; a mention of the file alone (flanneld's own log, a
+			// question about it) is not a failing sandbox.
+			{Regexp: `/run/flannel/subnet\.env: no such file`, Implies: map[string]string{ParamPluginType: "flannel"}},
 			{Regexp: `/var/lib/calico/nodename`, Implies: map[string]string{ParamPluginType: "calico"}},
 			{Regexp: `unable to connect to Cilium (?:daemon|agent)`, Implies: map[string]string{ParamPluginType: "cilium-cni"}},
 			// The plugin's own request to the agent (its readiness probe asks for /v1/healthz on the same socket,
