@@ -45,6 +45,7 @@ func TestAWronglyTypedOrMisspeltValueFailsWithAMessageNamingIt(t *testing.T) {
 		{`podLabels: {app.kubernetes.io/component: other}`, `'/podLabels/app.kubernetes.io~1component'`},
 		{`priorityClassName: 5`, `'/priorityClassName': got number, want string`},
 		{`extraArgs: --zap-log-level=debug`, `'/extraArgs': got string, want array`},
+		{`extraArgs: [zap-log-level=debug]`, `'/extraArgs/0': 'zap-log-level=debug' does not match pattern '^-'`},
 		{`extraEnv: [{value: x}]`, `'/extraEnv/0': missing property 'name'`},
 		{`resources: {limits: {memory: lots}}`, `'/resources/limits/memory'`},
 		{`admission: {approverGroups: "sre,oncall"}`, `'/admission/approverGroups': got string, want array`},
