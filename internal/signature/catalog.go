@@ -251,6 +251,8 @@ var catalog = []Definition{
 			{Regexp: `error getting ClusterInformation`, Implies: map[string]string{ParamPluginType: "calico"}},
 			{Regexp: `connection is unauthorized`, Implies: map[string]string{ParamPluginType: "calico"}},
 			{Regexp: `crd\.projectcalico\.org/v1/clusterinformations`, Implies: map[string]string{ParamPluginType: "calico"}},
+			// Newer Calico plugins report the refused token alone.
+			{Regexp: `plugin type="calico"(?: name="[^"]*")? failed \((?:add|delete)\): Unauthorized`, Implies: map[string]string{ParamPluginType: "calico"}},
 			// Multus reads the pod with the token of the kubeconfig its DaemonSet pod wrote; Multus 3 never
 			// refreshes it, so a bound service-account token that expired fails every sandbox.
 			{Regexp: `Multus: \[[^\]]*\]: error getting pod: Unauthorized`, Implies: map[string]string{ParamPluginType: "multus"}},
