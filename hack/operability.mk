@@ -13,7 +13,8 @@ docs: ## Regenerate docs/signatures.md from the signature catalog.
 
 .PHONY: helm-sync
 helm-sync: ## Copy the generated CRDs, the manager's ClusterRole rules and the alerts into the Helm chart.
-	cp config/crd/bases/cnimedic.io_noderemediations.yaml config/crd/bases/cnimedic.io_remediationpolicies.yaml deploy/helm/cnimedic/crds/
+	@mkdir -p deploy/helm/cnimedic/files/crds
+	cp config/crd/bases/cnimedic.io_noderemediations.yaml config/crd/bases/cnimedic.io_remediationpolicies.yaml deploy/helm/cnimedic/files/crds/
 	cp config/rbac/role.yaml deploy/helm/cnimedic/files/manager-role.yaml
 	cp config/prometheus/prometheusrule.yaml deploy/helm/cnimedic/files/prometheusrule.yaml
 
@@ -35,6 +36,9 @@ krew-verify: ## Rebuild the release archives and fail when deploy/krew/cnimedic.
 $(HELM): hack/versions.env
 	GOBIN=$(BIN) GOFLAGS=-mod=mod go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	@touch $@
+
+# The chart's tests (test/deploytest: helm lint, install, upgrade, uninstall) run the helm CLI.
+test-deps: $(HELM)
 
 .PHONY: helm-template
 helm-template: $(HELM) ## Render the Helm chart with the helm CLI (built from its module), as helm install would.

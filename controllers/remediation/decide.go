@@ -65,7 +65,9 @@ func (r *Reconciler) decide(s *scope) decision {
 	if !st.Action.IsNodeAction() {
 		return decision{}
 	}
-	plan, err := planner.Build(planner.Request{Signature: sig, Action: st.Action, Params: params, Repair: p.Spec.Repair})
+	// The node's layout, as its diagnosis found it, says which units and files the plan works with.
+	repair, _ := layoutRepair(p.Spec.Repair, layoutOf(nr))
+	plan, err := planner.Build(planner.Request{Signature: sig, Action: st.Action, Params: params, Repair: repair})
 	switch {
 	case errors.Is(err, planner.ErrVendorPlugin):
 		return decision{ReasonEscalated, fmt.Sprintf("%v: cnimedic never installs or replaces a network provider's own plugin; check the provider's DaemonSet on node %s", err, nr.Spec.NodeName)}
@@ -197,7 +199,8 @@ func covered(s *scope) (bool, string) {
 }
 
 // mayAct is asked right before the cordon and right before the executor starts. The policy must still cover the
-// node, else the remediation ends Rejected; the approval must still hold, else it is voided: the node is released,
+// node, else the remediation ends Rejected; the node must still pass the preflight (Linux, a layout cnimedic serves),
+// else it ends Escalated; the approval must still hold, else it is voided: the node is released,
 // what will run is decided again under the policy as it is now, and the remediation waits for a new approval.
 // Either way nothing is done to the node.
 func (r *Reconciler) mayAct(ctx context.Context, s *scope) (bool, error) {
@@ -206,6 +209,13 @@ func (r *Reconciler) mayAct(ctx context.Context, s *scope) (bool, error) {
 			return false, fmt.Errorf("releasing node %s of %s, which its policy no longer covers: %w", s.nr.Spec.NodeName, s.nr.Name, err)
 		}
 		s.transition(v1alpha1.PhaseRejected, ReasonNotCovered, why+": nothing was changed on the node")
+		return false, nil
+	}
+	if reason, msg := preflight(s); reason != "" {
+		if err := r.release(ctx, s, true); err != nil {
+			return false, fmt.Errorf("releasing node %s of %s, whose layout cnimedic cannot serve: %w", s.nr.Spec.NodeName, s.nr.Name, err)
+		}
+		s.transition(v1alpha1.PhaseEscalated, reason, msg)
 		return false, nil
 	}
 	ok, why := r.approvalHolds(s)

@@ -173,6 +173,12 @@ func (r *Reconciler) judge(ctx context.Context, s *scope, res *v1alpha1.Executor
 			nr.Spec.NodeName, res.Message, nr.Spec.NodeName))
 		return reconcile.Result{}, nil
 	}
+	// Preflight: a layout cnimedic cannot serve ends here, whatever the findings, before any cordon.
+	if reason, msg := preflight(s); reason != "" {
+		s.transition(v1alpha1.PhaseEscalated, reason, fmt.Sprintf("%s, which was never cordoned. The diagnosis: %s", msg, res.Message))
+		return reconcile.Result{}, nil
+	}
+	reportLayout(s, d.Layout)
 	hypothesis := v1alpha1.SignatureID(nr.Spec.Signature)
 	errs := errorFindings(res.Findings)
 	switch cause, action, repairable := repairableCause(s.policy, errs); {
@@ -214,7 +220,7 @@ func (r *Reconciler) judge(ctx context.Context, s *scope, res *v1alpha1.Executor
 // recordDiagnosis keeps what a diagnosis reported in the status, failed or not: its time also spaces the node's
 // diagnoses (diagnosisHeld).
 func recordDiagnosis(s *scope, res *v1alpha1.ExecutorResult) *v1alpha1.Diagnosis {
-	d := &v1alpha1.Diagnosis{Time: metav1.NewTime(s.now), Summary: res.Message, Findings: res.Findings}
+	d := &v1alpha1.Diagnosis{Time: metav1.NewTime(s.now), Summary: res.Message, Findings: res.Findings, Layout: res.Layout.DeepCopy()}
 	if len(d.Findings) > maxRecordedFindings {
 		d.Findings = d.Findings[:maxRecordedFindings]
 	}

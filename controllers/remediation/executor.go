@@ -17,6 +17,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/internal/diagnosepod"
+	"github.com/cnimedic/cnimedic/internal/policy"
 )
 
 // The executor contract (design.md): one pod per run on the target node, hostNetwork (it must run while CNI is
@@ -81,14 +82,23 @@ func (r *Reconciler) executorPod(s *scope, name string, mode executorMode) (*cor
 		return nil, fmt.Errorf("encoding the plan of %s: %w", nr.Name, err)
 	}
 	image := nr.Status.ExecutorImage
-	units := p.Spec.Repair.Units
-	cd := p.Spec.Repair.Containerd
+	// Where the node's parts are: its layout as the diagnosis found it (layout.go), or the policy's settings.
+	set := settingsFor(nr, p)
 	args := []string{
 		"--host-root=" + hostMount,
 		"--dbus-address=unix:path=" + hostMount + "/run/dbus/system_bus_socket",
-		"--kubelet-unit=" + units.Kubelet,
-		"--runtime-unit=" + units.Runtime,
-		"--containerd-config=" + cd.ConfigPath,
+		"--kubelet-unit=" + set.kubeletUnit,
+		"--runtime-unit=" + set.runtimeUnit,
+		"--containerd-config=" + set.containerdConfig,
+	}
+	if set.criSocket != "" {
+		args = append(args, "--cri-socket="+set.criSocket)
+	}
+	if set.confDir != "" {
+		args = append(args, "--conf-dir="+set.confDir)
+	}
+	for _, d := range set.binDirs {
+		args = append(args, "--bin-dir="+d)
 	}
 	switch mode {
 	case modeApply:
@@ -112,20 +122,38 @@ func (r *Reconciler) executorPod(s *scope, name string, mode executorMode) (*cor
 		{Name: "state", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: stateDir, Type: &hostPathDir}}},
 		// systemd's D-Bus socket: the pod starts and follows the host-side run over it.
 		{Name: "dbus", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/run/dbus", Type: &hostPathExisting}}},
-		// containerd's socket: the pod asks the runtime which CNI versions it speaks before the run stops it.
-		{Name: "containerd", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/run/containerd", Type: &hostPathExisting}}},
 	}
 	mounts := []corev1.VolumeMount{
 		{Name: "plan", MountPath: planDir, ReadOnly: true},
 		{Name: "state", MountPath: hostMount + stateDir},
 		{Name: "dbus", MountPath: hostMount + "/run/dbus"},
-		{Name: "containerd", MountPath: hostMount + "/run/containerd"},
+	}
+	// The layout's host paths, which exist on the node (the runtime's socket dir: the pod asks the runtime which CNI
+	// versions it speaks before the run stops it); without a layout, containerd's socket dir.
+	mounted := map[string]bool{stateDir: true, "/run/dbus": true}
+	for _, dir := range set.hostPaths {
+		if mounted[dir] {
+			continue
+		}
+		mounted[dir] = true
+		v := "containerd"
+		if dir != containerdSocketDir {
+			v = fmt.Sprintf("host-%d", len(volumes))
+		}
+		volumes = append(volumes, corev1.Volume{Name: v, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir, Type: &hostPathExisting}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: v, MountPath: hostMount + dir})
 	}
 	if mode == modePreview {
 		// A preview reads the node's CNI files to show the exact change, and asks the node's plugins their versions
 		// (through the host's loader for dynamically linked ones, hence /usr and /lib); it writes nothing, so every
-		// one of them is read-only.
-		for i, dir := range uniqueDirs(cd.ConfDir, cd.BinDir, dirOf(cd.ConfigPath), "/var/lib/cni", "/usr", "/lib") {
+		// one of them is read-only. The dirs are the plan's (the layout's where the policy leaves the defaults).
+		cd, _ := layoutRepair(p.Spec.Repair, layoutOf(nr))
+		dirs := append([]string{cd.Containerd.ConfDir, cd.Containerd.BinDir}, set.binDirs...)
+		dirs = append(dirs, dirOf(cd.Containerd.ConfigPath), dirOf(set.containerdConfig), "/var/lib/cni", "/usr", "/lib")
+		for i, dir := range uniqueDirs(dirs...) {
+			if mounted[dir] {
+				continue
+			}
 			v := fmt.Sprintf("ro-%d", i)
 			volumes = append(volumes, corev1.Volume{Name: v, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir}}})
 			mounts = append(mounts, corev1.VolumeMount{Name: v, MountPath: hostMount + dir, ReadOnly: true})
@@ -190,7 +218,18 @@ func (r *Reconciler) diagnosisPod(s *scope, name string) (*corev1.Pod, error) {
 	if image == "" {
 		image = r.Config.ExecutorImage
 	}
-	cd := p.Spec.Repair.Containerd
+	// Only what the policy sets beyond the CRD's defaults is passed on: the remediator finds the node's layout
+	// itself, and a default says nothing about the node.
+	cd, units, def := p.Spec.Repair.Containerd, p.Spec.Repair.Units, policy.DefaultSpec().Repair
+	if isDefault(cd.ConfigPath, def.Containerd.ConfigPath) {
+		cd.ConfigPath = ""
+	}
+	if isDefault(units.Kubelet, def.Units.Kubelet) {
+		units.Kubelet = ""
+	}
+	if isDefault(units.Runtime, def.Units.Runtime) {
+		units.Runtime = ""
+	}
 	pod := diagnosepod.Pod(diagnosepod.Spec{
 		Node: nr.Spec.NodeName, Namespace: r.Config.Namespace, Name: name,
 		Labels: map[string]string{
@@ -200,7 +239,7 @@ func (r *Reconciler) diagnosisPod(s *scope, name string) (*corev1.Pod, error) {
 		},
 		Image: image, ServiceAccount: r.Config.ExecutorServiceAccount, PriorityClass: p.Spec.Executor.PriorityClassName,
 		ConfDir: cd.ConfDir, BinDir: cd.BinDir, ContainerdConfig: cd.ConfigPath,
-		KubeletUnit: p.Spec.Repair.Units.Kubelet, RuntimeUnit: p.Spec.Repair.Units.Runtime,
+		KubeletUnit: units.Kubelet, RuntimeUnit: units.Runtime,
 		Output: "json", RemediationID: nr.Name,
 	})
 	if err := controllerutil.SetOwnerReference(nr, pod, r.Client.Scheme()); err != nil {

@@ -73,6 +73,11 @@ func (r *Reconciler) reconcileDetected(ctx context.Context, s *scope) (reconcile
 		return reconcile.Result{}, nil
 	}
 	action := nr.Status.Action
+	if why := notLinux(s.node); why != "" {
+		// Before any pod: the diagnosis and the executor are Linux pods.
+		s.transition(v1alpha1.PhaseEscalated, ReasonNodeNotLinux, why)
+		return reconcile.Result{}, nil
+	}
 	switch {
 	case action == v1alpha1.ActionEscalate:
 		s.transition(v1alpha1.PhaseEscalated, ReasonEscalated, escalationMessage(nr))

@@ -57,6 +57,11 @@ const (
 	// FaultFlannelDaemonDown installs flannel's conflist and its real CNI plugin, with no flanneld to write
 	// /run/flannel/subnet.env: `open /run/flannel/subnet.env: no such file or directory`. cnimedic escalates.
 	FaultFlannelDaemonDown Fault = "flannel-daemon-down"
+	// FaultIPAMNoRanges writes the node's conflist with host-local IPAM that has neither "subnet" nor "ranges", as
+	// a CNI provider that never learnt the node's pod subnet leaves it: the real host-local fails every pod with
+	// `no IP ranges specified`, a wording no signature names (the cni-unclassified family). Only the provider may
+	// write the subnet: cnimedic diagnoses it and escalates. Reset writes the healthy conflist back.
+	FaultIPAMNoRanges Fault = "ipam-no-ranges"
 )
 
 // FaultInfo describes a fault for people (the CLI's list, the demo) and for the suite (the signature cnimedic must
@@ -79,6 +84,7 @@ var Faults = []FaultInfo{
 	{FaultIPAMExhausted, v1alpha1.SignatureIPAMExhausted, false, "host-local range full of leases of sandboxes that no longer exist"},
 	{FaultFlannelPluginMissing, v1alpha1.SignaturePluginBinaryMissing, true, "flannel's conflist without the flannel plugin binary (a vendor plugin: escalated)"},
 	{FaultFlannelDaemonDown, v1alpha1.SignatureDaemonUnavailable, true, "flannel's plugin with no flanneld: /run/flannel/subnet.env missing (escalated)"},
+	{FaultIPAMNoRanges, v1alpha1.SignatureCNIUnclassified, true, `host-local IPAM without "subnet" or "ranges": no IP ranges specified (diagnosed, escalated)`},
 }
 
 // Info returns the description of a fault.
@@ -160,6 +166,10 @@ func (l *Lab) Inject(ctx context.Context, nodeName string, f Fault) error {
 		return restartUnits(ctx, node, "containerd.service")
 	case FaultIPAMExhausted:
 		return leakLeases(r, spec)
+	case FaultIPAMNoRanges:
+		c := HealthyConfList(spec)
+		c.Plugins[0].IPAM.Ranges = nil
+		return writeAtomic(r, NodeConfList, c.marshal(), 0o644)
 	case FaultFlannelPluginMissing, FaultFlannelDaemonDown:
 		if f == FaultFlannelDaemonDown {
 			data, err := os.ReadFile(l.cfg.flannelPlugin())

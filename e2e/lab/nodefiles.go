@@ -243,7 +243,7 @@ type PluginConf struct {
 // IPAMConf is host-local's configuration.
 type IPAMConf struct {
 	Type   string         `json:"type"`
-	Ranges [][]IPAMRange  `json:"ranges"`
+	Ranges [][]IPAMRange  `json:"ranges,omitempty"`
 	Routes []IPAMRouteDst `json:"routes,omitempty"`
 }
 

@@ -4,14 +4,11 @@
 //
 // The pod is shaped like the executor pod (design.md, executor contract): hostNetwork because the node's CNI may be
 // broken, pinned by nodeName, tolerating every taint, no API credentials. Unlike the executor it mounts the host
-// paths read-only and has no capability that writes: a diagnosis changes nothing. The package imports no remediator
+// read-only and has no capability that writes: a diagnosis changes nothing. The package imports no remediator
 // package (those build on Linux only; the kubectl plugin also runs on macOS and Windows).
 package diagnosepod
 
 import (
-	"fmt"
-	"path"
-
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -31,6 +28,8 @@ const (
 	Container = "diagnose"
 	// TerminationMessagePath is where the remediator writes its summary when Spec.RemediationID is set.
 	TerminationMessagePath = "/dev/termination-log"
+	// hostVolume is the host root's volume.
+	hostVolume = "host"
 )
 
 // Spec is what the pod is made from.
@@ -64,48 +63,34 @@ type Spec struct {
 
 // Pod builds the pod. It is a pure function of the spec, so that its safety properties are unit-tested.
 func Pod(s Spec) *corev1.Pod {
-	hostDirectory := corev1.HostPathDirectory
-	type hostDir struct {
-		path string
-		// must exist: the pod waits rather than have the runtime create an empty directory in its place.
-		mustExist bool
-	}
-	// Each host path once, in a stable order. The CNI paths' type is left unset, as in the executor's preview: the
-	// pod must start on a node that lacks one (the runtime then creates it empty, and the diagnosis reports an
-	// empty dir, which names the same failure).
+	// The host's root, read-only (recursively, where kubelet and the runtime can make the mounts under it read-only
+	// too), and nothing else: it exists on every node, whatever its layout (kubeadm's /run/containerd, k3s's
+	// /run/k3s/containerd, CRI-O's /etc/crio, a node without systemd's D-Bus), so the pod starts on any Linux node
+	// and the remediator finds the layout itself (issue 14). Mounting the layout's dirs one by one would have the
+	// runtime create the missing ones empty on the host, or keep the pod from starting. What the remediator reads
+	// under it is its own allowlist's business (the CNI and runtime roots).
 	//
-	// The host's /usr and /lib hold the dynamic loader and libraries of plugins that distributions link dynamically
-	// (Debian's): the remediator runs those through the host's loader, as the pod's static image has none.
-	dirs := []hostDir{{s.ConfDir, false}, {s.BinDir, false}, {path.Dir(s.ContainerdConfig), false}, {"/var/lib/cni", false},
-		{"/run/containerd", true}, {"/run/dbus", true}, {"/usr", true}, {"/lib", true}}
-	seen := map[string]bool{}
-	var volumes []corev1.Volume
-	var mounts []corev1.VolumeMount
-	for _, d := range dirs {
-		if d.path == "" || seen[d.path] {
-			continue
-		}
-		seen[d.path] = true
-		name := fmt.Sprintf("host-%d", len(volumes))
-		src := &corev1.HostPathVolumeSource{Path: d.path}
-		if d.mustExist {
-			src.Type = &hostDirectory
-		}
-		volumes = append(volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{HostPath: src}})
-		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: HostRoot + d.path, ReadOnly: true})
-	}
+	// The host's /usr and /lib under it hold the dynamic loader and libraries of plugins that distributions link
+	// dynamically (Debian's): the remediator runs those through the host's loader, as the pod's static image has none.
+	hostDirectory := corev1.HostPathDirectory
+	volumes := []corev1.Volume{{Name: hostVolume, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/", Type: &hostDirectory}}}}
+	mounts := []corev1.VolumeMount{{Name: hostVolume, MountPath: HostRoot, ReadOnly: true, RecursiveReadOnly: ptr.To(corev1.RecursiveReadOnlyIfPossible)}}
 	args := []string{
 		"diagnose", "-o", s.Output,
 		"--host-root=" + HostRoot,
 		"--dbus-address=unix:path=" + HostRoot + "/run/dbus/system_bus_socket",
-		"--containerd-config=" + s.ContainerdConfig,
+	}
+	// The runtime's config is left to the remediator when it is the default (or unset): it finds it from the node's
+	// layout.
+	if s.ContainerdConfig != "" && s.ContainerdConfig != DefaultContainerdConfig {
+		args = append(args, "--containerd-config="+s.ContainerdConfig)
 	}
 	// The conf and bin dirs are left to the remediator when they are the defaults: it reads them from
 	// containerd's config.toml, which is where a misconfigured node differs.
-	if s.ConfDir != DefaultConfDir {
+	if s.ConfDir != "" && s.ConfDir != DefaultConfDir {
 		args = append(args, "--conf-dir="+s.ConfDir)
 	}
-	if s.BinDir != DefaultBinDir {
+	if s.BinDir != "" && s.BinDir != DefaultBinDir {
 		args = append(args, "--bin-dir="+s.BinDir)
 	}
 	if s.KubeletUnit != "" {

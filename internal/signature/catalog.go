@@ -241,16 +241,26 @@ var catalog = []Definition{
 	{
 		ID:    v1alpha1.SignatureAPIServerAccess,
 		Title: "the CNI plugin cannot reach or authenticate to the API server",
-		Description: "Calico's plugin reads ClusterInformation from the API server on every ADD and DEL; an expired " +
-			"or revoked token (Unauthorized) or an unreachable service address fails every sandbox. Deleting the " +
-			"node's CNI agent pod makes its DaemonSet recreate it with a fresh token and configuration; when the " +
-			"policy does not allow that, cnimedic escalates.",
+		Description: "Calico's plugin reads ClusterInformation from the API server on every ADD and DEL, Multus reads " +
+			"the pod; an expired or revoked token (Unauthorized) or an unreachable service address fails every " +
+			"sandbox. Deleting the node's CNI agent pod makes its DaemonSet recreate it with a fresh token and " +
+			"configuration; when the policy does not allow that, cnimedic escalates.",
 		Runbooks: []string{runbookCNIHandbook},
 		Reasons:  sandboxReasons,
 		Patterns: []Pattern{
 			{Regexp: `error getting ClusterInformation`, Implies: map[string]string{ParamPluginType: "calico"}},
 			{Regexp: `connection is unauthorized`, Implies: map[string]string{ParamPluginType: "calico"}},
 			{Regexp: `crd\.projectcalico\.org/v1/clusterinformations`, Implies: map[string]string{ParamPluginType: "calico"}},
+			// Newer Calico plugins report the refused token alone.
+			{Regexp: `plugin type="calico"(?: name="[^"]*")? failed \((?:add|delete)\): Unauthorized`, Implies: map[string]string{ParamPluginType: "calico"}},
+			// Multus reads the pod with the token of the kubeconfig its DaemonSet pod wrote; Multus 3 never
+			// refreshes it, so a bound service-account token that expired fails every sandbox.
+			{Regexp: `Multus: \[[^\]]*\]: error getting pod: Unauthorized`, Implies: map[string]string{ParamPluginType: "multus"}},
+			{Regexp: `error waiting for pod: Unauthorized`, Implies: map[string]string{ParamPluginType: "multus"}},
+			// A plugin's own request to the API server, as the runtime wraps it ("... network: Get
+			// https://[10.233.0.1]:443/api/v1/namespaces/default: dial tcp 10.233.0.1:443: i/o timeout"); an
+			// agent's list of namespaces failing in its own log is not a sandbox and has no "network: " before it.
+			{Regexp: `network: Get "?https://\S+/api/v1/namespaces/\S+ dial tcp `},
 		},
 		Extract: []Extractor{
 			{Param: ParamAddress, After: []string{"dial tcp "}, Only: "0123456789abcdefABCDEF.:[]", MinLen: 3},
@@ -263,26 +273,37 @@ var catalog = []Definition{
 		Title: "the node's CNI agent is not running or not ready",
 		Description: "The plugin binary works but the vendor's node agent it depends on is absent: flannel has not " +
 			"written /run/flannel/subnet.env, calico/node has not written /var/lib/calico/nodename, the cilium, " +
-			"antrea, multus, weave, kube-ovn or aws-node agent does not answer on its socket; on Windows nodes, the " +
-			"Host Networking Service (HNS) refuses the pod's endpoint or network. The cause lives in the DaemonSet " +
+			"antrea, multus, weave, kube-ovn, openshift-sdn or aws-node agent does not answer on its socket; on " +
+			"Windows nodes, the Host Networking Service (HNS) refuses the pod's endpoint or network, or the HNS " +
+			"network the win-bridge or win-overlay plugin looks up does not exist. The cause lives in the DaemonSet " +
 			"or the Windows host, not in the Linux node files cnimedic repairs, so cnimedic escalates with the " +
 			"DaemonSet's state, or restarts the node's agent pod when the policy allows it.",
 		Runbooks: []string{runbookCNIHandbook, runbookFlannelNoIP},
 		Reasons:  sandboxReasons,
 		Patterns: []Pattern{
-			{Regexp: `/run/flannel/subnet\.env`, Implies: map[string]string{ParamPluginType: "flannel"}},
+			// The plugin cannot open the file flanneld writes; a mention of the file alone (flanneld's own log, a
+			// question about it) is not a failing sandbox.
+			{Regexp: `/run/flannel/subnet\.env: no such file`, Implies: map[string]string{ParamPluginType: "flannel"}},
 			{Regexp: `/var/lib/calico/nodename`, Implies: map[string]string{ParamPluginType: "calico"}},
 			{Regexp: `unable to connect to Cilium (?:daemon|agent)`, Implies: map[string]string{ParamPluginType: "cilium-cni"}},
-			{Regexp: `/var/run/cilium/cilium\.sock`, Implies: map[string]string{ParamPluginType: "cilium-cni"}},
+			// The plugin's own request to the agent (its readiness probe asks for /v1/healthz on the same socket,
+			// and a failing probe is not a failing sandbox).
+			{Regexp: `cilium\.sock/v1/config`, Implies: map[string]string{ParamPluginType: "cilium-cni"}},
 			{Regexp: `/var/run/antrea/cni\.sock`, Implies: map[string]string{ParamPluginType: "antrea"}},
 			{Regexp: `/run/multus/multus\.sock`, Implies: map[string]string{ParamPluginType: "multus-shim"}},
-			{Regexp: `127\.0\.0\.1:6784`, Implies: map[string]string{ParamPluginType: "weave-net"}},
+			// weave-net's IPAM endpoint; the agent's readiness probe asks 127.0.0.1:6784/status.
+			{Regexp: `127\.0\.0\.1:6784/ip/`, Implies: map[string]string{ParamPluginType: "weave-net"}},
 			{Regexp: `127\.0\.0\.1:50051`, Implies: map[string]string{ParamPluginType: "aws-cni"}},
 			{Regexp: `/run/openvswitch/kube-ovn-daemon\.sock`, Implies: map[string]string{ParamPluginType: "kube-ovn"}},
-			// Windows: the Host Networking Service refuses the endpoint or network. No Linux node repair applies.
-			{Regexp: `hnsCall failed in Win32`},
+			// openshift-sdn's node agent; its DaemonSet is not among those the detection knows, so no plugin type.
+			{Regexp: `/var/run/openshift-sdn/cni-server\.sock`},
+			// Windows: the Host Networking Service refuses the endpoint or network, or the network the win-bridge and
+			// win-overlay plugins look up (flanneld creates it) does not exist; the plugins spell the call
+			// GETHNSNewtorkByName. No Linux node repair applies.
+			{Regexp: `hnsCall [Ff]ailed in Win32`},
 			{Regexp: `HNS failed with error`},
 			{Regexp: `failed to find HNSEndpoint`},
+			{Regexp: `error while GETHNSNewtorkByName`},
 		},
 		Params:      []string{ParamPluginType, ParamNetwork, ParamSandboxID},
 		Action:      v1alpha1.ActionEscalate,
@@ -369,6 +390,8 @@ var catalog = []Definition{
 			{Regexp: `No CNI configuration file in`},
 			{Regexp: `no CNI configuration file in`},
 			{Regexp: `no net configurations found in`},
+			// ocicni (CRI-O, podman) before it learnt the "No CNI configuration file" wording.
+			{Regexp: `Missing CNI default network`},
 		},
 		Extract: []Extractor{
 			// The directory, whichever of the runtimes' wordings named it (the node condition often carries only
@@ -409,6 +432,38 @@ var catalog = []Definition{
 			{Regexp: `failed to destroy network for pod sandbox`},
 			{Regexp: `error adding pod \S+ to CNI network`},
 			{Regexp: `error removing pod \S+ from CNI network`},
+			// kubelet's own CNI driver (dockershim era) logs each ADD and DEL: "Error adding network: ...",
+			// "Error while adding to cni network: ...", "Error adding ns_pod/id to network type/name: ...", and
+			// before 1.6 reported "Failed to setup network for pod ... using network plugins "cni": ...".
+			{Regexp: `Error adding network:`},
+			{Regexp: `Error deleting network:`},
+			// ocicni (CRI-O) logs the same per network: "Error while adding pod to CNI network "crio": ...".
+			{Regexp: `Error while (?:adding (?:pod )?to|removing (?:pod )?from) (?:cni|CNI) network`},
+			{Regexp: `Error adding \S+ to network \S+: `},
+			{Regexp: `Error deleting \S+ from network \S+: `},
+			{Regexp: `using network plugins? "cni"`},
+			// kubelet's validation of the conflist it would load; a missing cniVersion is cni-version-missing's,
+			// any other reason follows the byte dump, which sources cut short.
+			{Regexp: `Error validating CNI config`},
+			// A configuration file the runtime could not load for a reason other than its JSON (which is
+			// cni-config-invalid's): "no 'type'; perhaps this is a .conflist", a read error.
+			{Regexp: `Error loading CNI config (?:list )?file`},
+			// Multus and its delegates: "[ns/pod:net]: error adding container to network "x": ...",
+			// "Multus: error adding pod to network "x": delegateAdd: error invoking DelegateAdd - "y": ...".
+			{Regexp: `error adding (?:container|pod) to network "`},
+			{Regexp: `error invoking (?:Delegate|Conflist)(?:Add|Del)`},
+			{Regexp: `error in invoke Delegate (?:add|del)`},
+			// A chained or delegate plugin that cannot read the result version the chain produces, and containerd
+			// finding no address for eth0 in the result; the node's plugins and conflists tell which.
+			{Regexp: `unsupported CNI result version`},
+			// The reference meta plugins' (portmap, bandwidth, firewall, tuning) word for the same.
+			{Regexp: `could not parse prevResult`},
+			{Regexp: `failed to find network info for sandbox`},
+			// The bridge plugin could not give its bridge the gateway address for a reason other than a stale one
+			// (which is netns-or-stale-state's): "permission denied", an invalid argument.
+			{Regexp: `failed to set bridge addr`},
+			// host-local with no usable range; the node's IPAM configuration tells why.
+			{Regexp: `no IP ranges specified`},
 			// The runtime's own status, which kubelet copies into the node's Ready condition.
 			{Regexp: `NetworkReady=false`},
 		},

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
@@ -157,5 +158,44 @@ func TestCorpusShape(t *testing.T) {
 		if perSignature[string(id)] == 0 {
 			t.Errorf("no corpus message for %s", id)
 		}
+	}
+}
+
+// "no IP ranges specified" (host-local with no usable range) does not say why the range is unusable: no cause
+// signature may name it, the family sends it to the node's diagnosis, which reads the IPAM configuration.
+func TestNoIPRangesSpecifiedIsNamedOnlyByTheFamily(t *testing.T) {
+	n := 0
+	for _, l := range loadCorpus(t) {
+		if !strings.Contains(l.Message, "no IP ranges specified") {
+			continue
+		}
+		n++
+		got, ok := Default().Match("", l.Message)
+		if !ok || got.Signature != string(v1alpha1.SignatureCNIUnclassified) || got.Action != v1alpha1.ActionDiagnose {
+			t.Errorf("%s\n\tmust be the %s family with Diagnose, got %v %q %s", l.where(), v1alpha1.SignatureCNIUnclassified, ok, got.Signature, got.Action)
+		}
+	}
+	if n < 3 {
+		t.Errorf("corpus has %d messages with \"no IP ranges specified\", want at least 3", n)
+	}
+}
+
+// An agent's own readiness probe on the socket or port its CNI plugin uses is not a sandbox failure, whatever
+// the reason it comes with: the daemon-unavailable patterns need the plugin's request, not just the address.
+func TestAnAgentReadinessProbeIsNotADaemonUnavailableSandbox(t *testing.T) {
+	n := 0
+	for _, l := range loadCorpus(t) {
+		if l.Reason != "Unhealthy" {
+			continue
+		}
+		n++
+		for _, reason := range []string{"", l.Reason, ReasonFailedCreatePodSandBox} {
+			if got, ok := Default().Match(reason, l.Message); ok {
+				t.Errorf("%s\n\twith reason %q matched %s", l.where(), reason, got.Signature)
+			}
+		}
+	}
+	if n < 2 {
+		t.Errorf("corpus has %d readiness-probe near-misses, want at least 2", n)
 	}
 }

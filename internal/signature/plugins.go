@@ -33,6 +33,7 @@ var vendorPlugins = map[string]string{
 	"azure-cns":           "azure-cni",
 	"kube-ovn":            "kube-ovn",
 	"ovn-k8s-cni-overlay": "ovn-kubernetes",
+	"openshift-sdn":       "openshift-sdn",
 	"istio-cni":           "istio",
 	"linkerd-cni":         "linkerd",
 	"terway":              "terway",

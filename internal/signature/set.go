@@ -315,7 +315,7 @@ func (s *Set) match(from evidence, reason, message string) (Result, bool) {
 	normalized, haveNormalized := "", false
 	for i := range s.rules {
 		r := &s.rules[i]
-		if !r.accepts(from, reason) || !r.candidate(&found) {
+		if !r.candidate(&found) || !r.accepts(from, reason) {
 			continue
 		}
 		if !haveNormalized {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/test/manifests"
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 // The chart is rendered with Helm's own library (helm.sh/helm/v3: chart loader, values coalescing and template
@@ -45,30 +45,37 @@ func loadChart(t *testing.T) *chart.Chart {
 }
 
 // renderChart renders the chart as `helm template cnimedic deploy/helm/cnimedic -n cnimedic-system --set ...`
-// would, and returns its objects (CRDs from crds/ first, as helm installs them).
+// would, and returns its objects, CRDs first (Helm creates CustomResourceDefinitions before the other kinds the
+// chart has).
 func renderChart(t *testing.T, ch *chart.Chart, values string) []*unstructured.Unstructured {
 	t.Helper()
-	vals, err := chartutil.ReadValues([]byte(values))
+	objs, err := tryRenderChart(ch, values)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return objs
+}
+
+// tryRenderChart is renderChart returning helm's error: the values schema's (values.schema.json, checked by the
+// same call helm install and helm template make) or the templates'.
+func tryRenderChart(ch *chart.Chart, values string) ([]*unstructured.Unstructured, error) {
+	vals, err := chartutil.ReadValues([]byte(values))
+	if err != nil {
+		return nil, err
+	}
 	if err := chartutil.ProcessDependenciesWithMerge(ch, vals); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	top, err := chartutil.ToRenderValues(ch, vals, chartutil.ReleaseOptions{Name: "cnimedic", Namespace: chartNamespace, IsInstall: true, Revision: 1},
 		chartutil.DefaultCapabilities)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	out, err := engine.Render(ch, top)
 	if err != nil {
-		t.Fatalf("helm template: %v", err)
+		return nil, fmt.Errorf("helm template: %w", err)
 	}
 	var stream bytes.Buffer
-	for _, crd := range ch.CRDObjects() {
-		stream.Write(crd.File.Data)
-		stream.WriteString("\n---\n")
-	}
 	names := make([]string, 0, len(out))
 	for name := range out {
 		names = append(names, name)
@@ -83,9 +90,12 @@ func renderChart(t *testing.T, ch *chart.Chart, values string) []*unstructured.U
 	}
 	objs, err := Objects(stream.Bytes())
 	if err != nil {
-		t.Fatalf("the rendered chart is not YAML: %v\n%s", err, stream.String())
+		return nil, fmt.Errorf("the rendered chart is not YAML: %w\n%s", err, stream.String())
 	}
-	return objs
+	sort.SliceStable(objs, func(i, j int) bool {
+		return objs[i].GetKind() == "CustomResourceDefinition" && objs[j].GetKind() != "CustomResourceDefinition"
+	})
+	return objs, nil
 }
 
 func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
@@ -225,10 +235,10 @@ metrics: {port: 9443, serviceMonitor: {enabled: true, labels: {release: prom}}, 
 func TestChartMatchesConfig(t *testing.T) {
 	root := repo.Root()
 	for copyPath, source := range map[string]string{
-		"crds/cnimedic.io_noderemediations.yaml":    "config/crd/bases/cnimedic.io_noderemediations.yaml",
-		"crds/cnimedic.io_remediationpolicies.yaml": "config/crd/bases/cnimedic.io_remediationpolicies.yaml",
-		"files/manager-role.yaml":                   "config/rbac/role.yaml",
-		"files/prometheusrule.yaml":                 "config/prometheus/prometheusrule.yaml",
+		"files/crds/cnimedic.io_noderemediations.yaml":    "config/crd/bases/cnimedic.io_noderemediations.yaml",
+		"files/crds/cnimedic.io_remediationpolicies.yaml": "config/crd/bases/cnimedic.io_remediationpolicies.yaml",
+		"files/manager-role.yaml":                         "config/rbac/role.yaml",
+		"files/prometheusrule.yaml":                       "config/prometheus/prometheusrule.yaml",
 	} {
 		a, err := os.ReadFile(filepath.Join(chartDir(), copyPath))
 		if err != nil {
