@@ -151,3 +151,50 @@ func TestPlanRefusesAndDiagnoseReportsALayoutCnimedicDoesNotRepair(t *testing.T)
 		})
 	}
 }
+
+// The manager's plan names the template as the config to edit (its layoutRepair) and passes the layout's one unit
+// as both units: the preview edits a plain template and, for a template with Go template actions, refuses with the
+// change a person must make instead of calling it a file that does not parse.
+func TestAPlanNamingTheTemplateEditsItOrSaysWhatToDo(t *testing.T) {
+	for _, tc := range []struct {
+		tree, unit, etc, template string
+		file                      string
+		refusal                   string
+	}{
+		{"k3s-agent", "k3s-agent.service", "/var/lib/rancher/k3s/agent/etc/containerd", "config-v3.toml.tmpl", "/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl", ""},
+		{"rke2-agent", "rke2-agent.service", "/var/lib/rancher/rke2/agent/etc/containerd", "config.toml.tmpl", "", "uses Go template actions"},
+	} {
+		t.Run(tc.tree, func(t *testing.T) {
+			plan := v1alpha1.Plan{Steps: []v1alpha1.PlanStep{
+				{Type: v1alpha1.StepStopUnit, Unit: tc.unit},
+				{Type: v1alpha1.StepRepairRuntimeCNIConfig, Runtime: &v1alpha1.ContainerdCNISpec{ConfigPath: tc.etc + "/" + tc.template, MaxConfNum: ptrInt32(2)}},
+				{Type: v1alpha1.StepStartUnit, Unit: tc.unit},
+				{Type: v1alpha1.StepVerifyNode},
+			}}
+			raw, err := json.Marshal(plan)
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(t.TempDir(), "plan.json")
+			write(t, "/", file, raw, 0o644)
+			out := runCLI(t, "plan", "--plan", file, "--host-root", layoutTree(tc.tree), "--kubelet-unit", tc.unit, "--runtime-unit", tc.unit,
+				"--containerd-config", tc.etc+"/config.toml", "-o", "json")
+			var p resolve.PlanPreview
+			if err := json.Unmarshal(out, &p); err != nil {
+				t.Fatal(err)
+			}
+			rs := stepOf(t, p, v1alpha1.StepRepairRuntimeCNIConfig)
+			if tc.refusal != "" {
+				if !strings.Contains(rs.Error, tc.refusal) || !strings.Contains(rs.Error, "max_conf_num = 2") || len(rs.Changes) != 0 {
+					t.Fatalf("refusal: %q, changes %+v", rs.Error, rs.Changes)
+				}
+				return
+			}
+			if rs.Error != "" || len(rs.Changes) != 1 || rs.Changes[0].Path != tc.file || !strings.Contains(rs.Changes[0].Diff, "+  max_conf_num = 2") {
+				t.Fatalf("step: error %q changes %+v", rs.Error, rs.Changes)
+			}
+		})
+	}
+}
+
+func ptrInt32(v int32) *int32 { return &v }

@@ -24,6 +24,11 @@ import (
 // A bin dir that holds the node's plugins is kept (such as GKE's /home/kubernetes/bin): the plan's bin_dir, the
 // policy's default, is not written over it. notes say in words what was decided.
 func runtimeEdits(env step.Env, cfgPath string, want runtimecfg.Want) (edits []step.Edit, notes []string, err error) {
+	if l := env.Layout; l != nil && l.RuntimeConfigTemplate != "" && cfgPath == l.RuntimeConfigTemplate && generatedBy(env, l.RuntimeConfig) != nil {
+		// A plan that names the template (the manager's, from the layout): what is in effect is read from the
+		// config generated from it, and the edit goes to the template as below, or is refused saying what to do.
+		cfgPath = l.RuntimeConfig
+	}
 	cfg := runtimecfg.Read(env.Root, cfgPath)
 	if cfg.ParseError != "" {
 		return nil, nil, fmt.Errorf("%s does not parse (%s); it is not rewritten", cfgPath, cfg.ParseError)
