@@ -122,21 +122,22 @@ func (l *Lab) Inject(ctx context.Context, nodeName string, f Fault) error {
 	case FaultCNIVersionNewer:
 		c := HealthyConfList(spec)
 		c.CNIVersion = "1.1.0"
-		return writeAtomic(r, NodeConfList, c.marshal(), 0o644)
+		return writeAtomic(r, spec.ConfListPath(), c.marshal(), 0o644)
 	case FaultCNIVersionOldPlugins:
 		for _, p := range strings.Fields(oldPluginsReplaced) {
 			data, err := os.ReadFile(filepath.Join(l.cfg.CNIOld, p))
 			if err != nil {
 				return fmt.Errorf("%w: run `make cni-plugins`", err)
 			}
-			if err := writeAtomic(r, path.Join(NodePluginDir, p), data, 0o755); err != nil {
+			if err := writeAtomic(r, path.Join(spec.PluginDir(), p), data, 0o755); err != nil {
 				return err
 			}
 		}
-		return writeAtomic(r, NodeConfList, HealthyConfList(spec).marshal(), 0o644)
+		return writeAtomic(r, spec.ConfListPath(), HealthyConfList(spec).marshal(), 0o644)
 	case FaultCNIVersionMissing:
 		// The seed's runtime: containerd 1.6.0-1.6.3 (libcni v1.0.1) sets pods up under a conflist without
-		// cniVersion but cannot tear them down. Debian's 1.6.20 in the base rootfs does not reproduce it.
+		// cniVersion but cannot tear them down. Debian's 1.6.20 in the base rootfs does not reproduce it. On every
+		// layout the old binary replaces the one the node's runtime unit runs (/usr/bin/containerd, k3s-agent's too).
 		data, err := os.ReadFile(l.cfg.oldContainerd())
 		if err != nil {
 			return fmt.Errorf("%w: run `make lab-deps` (hack/build-old-containerd.sh)", err)
@@ -146,37 +147,43 @@ func (l *Lab) Inject(ctx context.Context, nodeName string, f Fault) error {
 		}
 		c := HealthyConfList(spec)
 		c.CNIVersion = ""
-		if err := writeAtomic(r, NodeConfList, c.marshal(), 0o644); err != nil {
+		if err := writeAtomic(r, spec.ConfListPath(), c.marshal(), 0o644); err != nil {
 			return err
 		}
-		return restartUnits(ctx, node, "containerd.service")
+		return restartUnits(ctx, node, spec.RuntimeUnits()...)
 	case FaultConfDirElsewhere:
+		// Written where a person configures containerd: config.toml, or on k3s the template it is rendered from
+		// (an edit of config.toml would not survive the restart), then the runtime restarted.
 		if err := r.MkdirAll(strings.TrimPrefix(calicoConfDir, "/"), 0o755); err != nil {
 			return err
 		}
-		cfg := bytes.Replace(ContainerdConfig(), []byte(`conf_dir = "/etc/cni/net.d"`), []byte(`conf_dir = "`+calicoConfDir+`"`), 1)
-		if err := writeAtomic(r, nodeContainerdConf, cfg, 0o644); err != nil {
+		healthy := `conf_dir = "` + spec.ConfDir() + `"`
+		cfg := bytes.Replace(ContainerdConfigFor(spec), []byte(healthy), []byte(`conf_dir = "`+calicoConfDir+`"`), 1)
+		if bytes.Equal(cfg, ContainerdConfigFor(spec)) {
+			return fmt.Errorf("lab: no %s in %s to change", healthy, spec.RuntimeConfigSource())
+		}
+		if err := writeAtomic(r, spec.RuntimeConfigSource(), cfg, 0o644); err != nil {
 			return err
 		}
-		return restartUnits(ctx, node, "containerd.service")
+		return restartUnits(ctx, node, spec.RuntimeUnits()...)
 	case FaultNoNetworkConfig:
-		if err := r.Remove(strings.TrimPrefix(NodeConfList, "/")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := r.Remove(strings.TrimPrefix(spec.ConfListPath(), "/")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		return restartUnits(ctx, node, "containerd.service")
+		return restartUnits(ctx, node, spec.RuntimeUnits()...)
 	case FaultIPAMExhausted:
 		return leakLeases(r, spec)
 	case FaultIPAMNoRanges:
 		c := HealthyConfList(spec)
 		c.Plugins[0].IPAM.Ranges = nil
-		return writeAtomic(r, NodeConfList, c.marshal(), 0o644)
+		return writeAtomic(r, spec.ConfListPath(), c.marshal(), 0o644)
 	case FaultFlannelPluginMissing, FaultFlannelDaemonDown:
 		if f == FaultFlannelDaemonDown {
 			data, err := os.ReadFile(l.cfg.flannelPlugin())
 			if err != nil {
 				return fmt.Errorf("%w: run `make lab-deps` (the flannel CNI plugin of %s)", err, "containernetworking/plugins v0.9.1")
 			}
-			if err := writeAtomic(r, path.Join(NodePluginDir, "flannel"), data, 0o755); err != nil {
+			if err := writeAtomic(r, path.Join(spec.PluginDir(), "flannel"), data, 0o755); err != nil {
 				return err
 			}
 			if err := r.Remove(strings.TrimPrefix(flannelSubnetEnv, "/")); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -189,7 +196,7 @@ func (l *Lab) Inject(ctx context.Context, nodeName string, f Fault) error {
 			{Type: "flannel", Delegate: map[string]any{"hairpinMode": true, "isDefaultGateway": true}},
 			{Type: "portmap", Capabilities: map[string]bool{"portMappings": true}},
 		}}
-		return writeAtomic(r, flannelConfList, c.marshal(), 0o644)
+		return writeAtomic(r, path.Join(spec.ConfDir(), path.Base(flannelConfList)), c.marshal(), 0o644)
 	}
 	return fmt.Errorf("lab: unknown fault %q", f)
 }
@@ -206,8 +213,9 @@ func (c Config) flannelPlugin() string {
 }
 
 // Reset gives a node back its healthy configuration, whatever was injected or repaired: the lab's conflist and
-// containerd config, Debian's plugins, no leaked leases, no flannel files; containerd is restarted when its
-// config changed, kubelet and containerd are started if stopped, and the node is made schedulable again.
+// containerd config (on the k3s layout its template, and config.toml rendered from it), kubelet's config, Debian's
+// plugins, no leaked leases, no flannel files; the runtime's units are restarted when its config or binary
+// changed, kubelet when its config did, every unit is started if stopped, and the node is made schedulable again.
 func (l *Lab) Reset(ctx context.Context, nodeName string) error {
 	node, spec, err := l.Node(nodeName)
 	if err != nil {
@@ -219,10 +227,10 @@ func (l *Lab) Reset(ctx context.Context, nodeName string) error {
 	}
 	defer r.Close()
 	var errs []error
-	if err := writeIfDifferent(r, NodeConfList, HealthyConfList(spec).marshal(), 0o644); err != nil {
+	if err := writeIfDifferent(r, spec.ConfListPath(), HealthyConfList(spec).marshal(), 0o644); err != nil {
 		errs = append(errs, err)
 	}
-	for _, p := range []string{flannelConfList, flannelSubnetEnv, path.Join(NodePluginDir, "flannel")} {
+	for _, p := range []string{path.Join(spec.ConfDir(), path.Base(flannelConfList)), flannelSubnetEnv, path.Join(spec.PluginDir(), "flannel")} {
 		if err := r.Remove(strings.TrimPrefix(p, "/")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}
@@ -243,16 +251,23 @@ func (l *Lab) Reset(ctx context.Context, nodeName string) error {
 			errs = append(errs, err)
 			continue
 		}
-		if err := writeIfDifferent(r, path.Join(NodePluginDir, e.Name()), data, 0o755); err != nil {
+		if err := writeIfDifferent(r, path.Join(spec.PluginDir(), e.Name()), data, 0o755); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if err := removeLeakedLeases(r); err != nil {
 		errs = append(errs, err)
 	}
-	changed, err := writeIfDifferentReport(r, nodeContainerdConf, ContainerdConfig(), 0o644)
+	changed, err := writeIfDifferentReport(r, spec.RuntimeConfigSource(), ContainerdConfigFor(spec), 0o644)
 	if err != nil {
 		errs = append(errs, err)
+	}
+	if spec.IsK3s() {
+		// config.toml is rendered from the template at the unit's start: one that differs (edited by hand, or by a
+		// repair that missed the template) is put right by a restart.
+		if have, err := r.ReadFile(strings.TrimPrefix(K3sContainerdConfig, "/")); err == nil && !bytes.Equal(have, ContainerdConfigFor(spec)) {
+			changed = true
+		}
 	}
 	// Debian's containerd back in place of an injected old one.
 	if data, err := os.ReadFile(filepath.Join(l.cfg.NodeRootfs, nodeContainerdBin)); err != nil {
@@ -263,9 +278,19 @@ func (l *Lab) Reset(ctx context.Context, nodeName string) error {
 		changed = changed || binChanged
 	}
 	if changed {
-		errs = append(errs, restartUnits(ctx, node, "containerd.service"))
+		errs = append(errs, restartUnits(ctx, node, spec.RuntimeUnits()...))
 	}
-	errs = append(errs, startUnits(ctx, node, "containerd.service", kubeletUnit))
+	kcfg, err := l.kubeletConfigYAML(spec)
+	if err != nil {
+		errs = append(errs, err)
+	} else if kubeletChanged, err := writeIfDifferentReport(r, nodeKubeletConfig, kcfg, 0o644); err != nil {
+		errs = append(errs, err)
+	} else if kubeletChanged && !spec.IsK3s() {
+		errs = append(errs, restartUnits(ctx, node, kubeletUnit))
+	} else if kubeletChanged {
+		errs = append(errs, restartUnits(ctx, node, K3sUnit))
+	}
+	errs = append(errs, startUnits(ctx, node, spec.Units()...))
 	errs = append(errs, l.uncordon(ctx, nodeName))
 	return errors.Join(errs...)
 }
@@ -417,4 +442,51 @@ func unitJobs(ctx context.Context, node *nspawn.Node, units []string, job func(*
 		}
 	}
 	return nil
+}
+
+// MovedCRISocket is where MoveCRISocket puts containerd's socket: a place no layout cnimedic knows puts it.
+const MovedCRISocket = "/run/containerd-custom/containerd.sock"
+
+// MoveCRISocket moves a kubeadm-style node's containerd socket where no known layout puts it, the way an operator
+// does: containerd's own setting ([grpc] address in config.toml, which Debian's containerd.service does not override
+// with --address) and kubelet's containerRuntimeEndpoint, both restarted. The node stays Ready and runs pods;
+// cnimedic must recognise that it cannot serve it. Reset moves it back.
+func (l *Lab) MoveCRISocket(ctx context.Context, nodeName string) error {
+	node, spec, err := l.Node(nodeName)
+	if err != nil {
+		return err
+	}
+	if spec.IsK3s() {
+		return fmt.Errorf("lab: %s has the k3s layout, whose socket k3s fixes: MoveCRISocket is for a kubeadm-style node", nodeName)
+	}
+	r, err := os.OpenRoot(node.RootDir())
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	cfg := append(ContainerdConfig(), []byte("\n[grpc]\n  address = \""+MovedCRISocket+"\"\n")...)
+	if err := writeAtomic(r, nodeContainerdConf, cfg, 0o644); err != nil {
+		return err
+	}
+	kcfg, err := l.kubeletConfigYAML(spec)
+	if err != nil {
+		return err
+	}
+	if !bytes.Contains(kcfg, []byte("unix://"+spec.CRISocket())) {
+		return fmt.Errorf("lab: kubelet's config has no containerRuntimeEndpoint unix://%s to move", spec.CRISocket())
+	}
+	kcfg = bytes.Replace(kcfg, []byte("unix://"+spec.CRISocket()), []byte("unix://"+MovedCRISocket), 1)
+	if err := writeAtomic(r, nodeKubeletConfig, kcfg, 0o644); err != nil {
+		return err
+	}
+	if err := restartUnits(ctx, node, "containerd.service"); err != nil {
+		return err
+	}
+	// containerd leaves its old socket file behind when its address changes.
+	for _, f := range []string{spec.CRISocket(), spec.CRISocket() + ".ttrpc"} {
+		if err := r.Remove(strings.TrimPrefix(f, "/")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return restartUnits(ctx, node, kubeletUnit)
 }

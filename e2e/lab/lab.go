@@ -69,8 +69,10 @@ type Config struct {
 	// Bridge is the host bridge's name and HostAddr the host's address on it, where the API server listens.
 	Bridge   string
 	HostAddr netip.Prefix
-	// Workers is the number of worker nodes (at least 2: a drain needs somewhere to send pods).
+	// Workers is the number of kubeadm-style worker nodes (at least 2: a drain needs somewhere to send pods).
 	Workers int
+	// K3sAgents is the number of workers after them whose layout EMULATES a k3s agent's (k3s.go).
+	K3sAgents int
 }
 
 // Ports on the host. Unusual numbers, on loopback where possible: envtest suites of other packages run their own
@@ -83,7 +85,8 @@ const (
 	schedulerPort = 20259
 )
 
-// Default is the lab of the repository at root: two workers on bridge cnimlab0 (10.213.0.1/24).
+// Default is the lab of the repository at root, on bridge cnimlab0 (10.213.0.1/24): two kubeadm-style workers and
+// a third laid out as a k3s agent (emulated: k3s.go).
 func Default(root string) Config {
 	return Config{
 		RepoRoot:   root,
@@ -97,6 +100,7 @@ func Default(root string) Config {
 		Bridge:     "cnimlab0",
 		HostAddr:   netip.MustParsePrefix("10.213.0.1/24"),
 		Workers:    2,
+		K3sAgents:  1,
 	}
 }
 
@@ -115,11 +119,12 @@ func (c Config) Server() string {
 	return fmt.Sprintf("https://%s", net.JoinHostPort(c.HostAddr.Addr().String(), fmt.Sprint(apiserverPort)))
 }
 
-// Nodes are the worker nodes' specs: worker-1 at 10.213.0.11 with pods in 10.244.1.0/24, and so on.
+// Nodes are the worker nodes' specs: worker-1 at 10.213.0.11 with pods in 10.244.1.0/24, and so on; the k3s-layout
+// workers come last.
 func (c Config) Nodes() []NodeSpec {
 	base := c.HostAddr.Addr().As4()
 	var nodes []NodeSpec
-	for i := 1; i <= c.Workers; i++ {
+	for i := 1; i <= c.Workers+c.K3sAgents; i++ {
 		addr := base
 		addr[3] = byte(10 + i)
 		name := fmt.Sprintf("worker-%d", i)
@@ -129,6 +134,9 @@ func (c Config) Nodes() []NodeSpec {
 			PodCIDR:  netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24),
 			StateDir: filepath.Join(c.Dir, "nodes", name),
 		})
+		if i > c.Workers {
+			nodes[len(nodes)-1].Layout = LayoutK3sAgent
+		}
 	}
 	return nodes
 }

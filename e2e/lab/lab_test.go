@@ -8,11 +8,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
+
+	"github.com/cnimedic/cnimedic/hack/ociimage"
 )
 
 // The serving certificate must verify for the address the nodes and the in-cluster manager dial (the bridge), and
@@ -73,7 +76,7 @@ func TestPKI(t *testing.T) {
 // Workers get distinct addresses on the bridge and distinct pod ranges.
 func TestNodes(t *testing.T) {
 	cfg := Default("/repo")
-	cfg.Workers = 3
+	cfg.Workers, cfg.K3sAgents = 3, 0
 	seenAddr, seenCIDR := map[netip.Addr]bool{}, map[netip.Prefix]bool{}
 	for _, n := range cfg.Nodes() {
 		if !cfg.HostAddr.Contains(n.Address.Addr()) || n.Address.Addr() == cfg.HostAddr.Addr() {
@@ -166,7 +169,7 @@ func TestWriteAtomic(t *testing.T) {
 // The kubelet configuration carries the settings measured on this machine kind.
 func TestKubeletConfig(t *testing.T) {
 	l := &Lab{cfg: Default("/repo")}
-	data, err := l.kubeletConfigYAML()
+	data, err := l.kubeletConfigYAML(Default("/repo").Nodes()[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,5 +201,63 @@ func TestExecLineRefusesShellText(t *testing.T) {
 			}()
 			execLine("/bin/true", bad)
 		}()
+	}
+}
+
+// The default lab has a third worker whose layout emulates a k3s agent: k3s-agent.service as install.sh writes it
+// (KillMode=process, so a stop leaves the containers), no kubelet.service, Debian's containerd.service masked, and
+// containerd's template, conflist and kubelet pointed at k3s's paths.
+func TestTheDefaultLabHasAK3sAgentNodeLaidOutAsK3sLaysItOut(t *testing.T) {
+	cfg := Default("/repo")
+	nodes := cfg.Nodes()
+	if len(nodes) != 3 || nodes[2].Name != "worker-3" || !nodes[2].IsK3s() || nodes[0].IsK3s() || nodes[1].IsK3s() {
+		t.Fatalf("nodes %+v: want worker-1 and worker-2 kubeadm-style and worker-3 a k3s agent", nodes)
+	}
+	n := nodes[2]
+	l := &Lab{cfg: cfg}
+	opts, err := l.bootOptions(n, ociimage.Index{}, nodePKI{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{}
+	for _, f := range opts.Files {
+		files[f.Path] = string(f.Data)
+	}
+	if _, ok := files["/etc/systemd/system/kubelet.service"]; ok {
+		t.Error("the k3s node has a kubelet.service")
+	}
+	if m, ok := files["/etc/systemd/system/containerd.service"]; !ok || m != "" {
+		t.Errorf("Debian's containerd.service is not masked (an empty unit file): %q", m)
+	}
+	unit := files["/etc/systemd/system/k3s-agent.service"]
+	for _, want := range []string{"Type=exec", "KillMode=process", "Delegate=yes", "Restart=always", "--hostname-override=worker-3"} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("k3s-agent.service lacks %s:\n%s", want, unit)
+		}
+	}
+	if !slices.Equal(opts.EnableUnits, []string{K3sUnit}) {
+		t.Errorf("enabled units %v, want only %s", opts.EnableUnits, K3sUnit)
+	}
+	tmpl := files[K3sContainerdTemplate]
+	for _, want := range []string{`conf_dir = "/var/lib/rancher/k3s/agent/etc/cni/net.d"`, `bin_dir = "/var/lib/rancher/k3s/data/current/bin"`} {
+		if !strings.Contains(tmpl, want) {
+			t.Errorf("the template lacks %s", want)
+		}
+	}
+	if _, ok := files["/var/lib/rancher/k3s/agent/etc/cni/net.d/10-lab.conflist"]; !ok {
+		t.Error("no conflist in k3s's conf dir")
+	}
+	if !strings.Contains(files[nodeKubeletConfig], "unix:///run/k3s/containerd/containerd.sock") {
+		t.Errorf("kubelet is not pointed at k3s's socket:\n%s", files[nodeKubeletConfig])
+	}
+	script := files[k3sAgentBin]
+	for _, want := range []string{"--address /run/k3s/containerd/containerd.sock", "--state /run/k3s/containerd", "--root /var/lib/rancher/k3s/agent/containerd",
+		"config.toml.tmpl", "ln -sfn " + k3sDataID + " /var/lib/rancher/k3s/data/current"} {
+		if !strings.Contains(script, want) {
+			t.Errorf("the emulation's start lacks %q", want)
+		}
+	}
+	if got := n.RuntimeConfigSource(); got != K3sContainerdTemplate {
+		t.Errorf("faults edit %s on k3s, want the template", got)
 	}
 }

@@ -49,6 +49,9 @@ type NodeSpec struct {
 	PodCIDR netip.Prefix `json:"podCIDR"` // this node's host-local range
 	// StateDir is the node's nspawn state directory.
 	StateDir string `json:"stateDir"`
+	// Layout is how the node lays out its kubelet, runtime and CNI: empty for the lab's kubeadm-style node,
+	// LayoutK3sAgent for one that emulates a k3s agent (k3s.go).
+	Layout string `json:"layout,omitempty"`
 }
 
 // kubeletConfig is the part of kubelet.config.k8s.io/v1beta1 KubeletConfiguration the lab sets. It is a struct of
@@ -88,7 +91,7 @@ type kubeletAuthz struct {
 	Mode string `json:"mode"`
 }
 
-func (l *Lab) kubeletConfigYAML() ([]byte, error) {
+func (l *Lab) kubeletConfigYAML(n NodeSpec) ([]byte, error) {
 	c := kubeletConfig{
 		APIVersion: "kubelet.config.k8s.io/v1beta1",
 		Kind:       "KubeletConfiguration",
@@ -97,7 +100,7 @@ func (l *Lab) kubeletConfigYAML() ([]byte, error) {
 		CgroupDriver:             "cgroupfs",
 		FailCgroupV1:             false,
 		FailSwapOn:               false,
-		ContainerRuntimeEndpoint: "unix:///run/containerd/containerd.sock",
+		ContainerRuntimeEndpoint: "unix://" + n.CRISocket(),
 		// No DNS runs in the lab; a clusterDNS keeps kubelet from a MissingClusterDNS warning on every pod.
 		ClusterDomain:       "cluster.local",
 		ClusterDNS:          []string{"10.96.0.10"},
@@ -282,32 +285,42 @@ func (c ConfList) marshal() []byte {
 
 // bootOptions are the nspawn options of a lab node.
 func (l *Lab) bootOptions(n NodeSpec, idx ociimage.Index, pki nodePKI) (nspawn.Options, error) {
-	kcfg, err := l.kubeletConfigYAML()
+	kcfg, err := l.kubeletConfigYAML(n)
 	if err != nil {
 		return nspawn.Options{}, err
 	}
-	return nspawn.Options{
+	opts := nspawn.Options{
 		Name:     n.Name,
 		BaseRoot: l.cfg.NodeRootfs,
 		StateDir: n.StateDir,
 		Binds: []nspawn.Bind{
 			{HostPath: l.cfg.binary("kubelet"), NodePath: nodeKubeletBin, ReadOnly: true},
-			{HostPath: l.cfg.Images, NodePath: nodeImagesDir, ReadOnly: true},
 		},
 		Files: []nspawn.File{
 			{Path: nodeCACert, Data: pki.CA},
 			{Path: nodeKubeconfig, Data: pki.Kubeconfig, Mode: 0o600},
 			{Path: nodeKubeletConfig, Data: kcfg},
 			{Path: nodeResolvConf, Data: []byte("# The lab runs no DNS; kubelet needs a resolv.conf to build pods' own.\nnameserver 10.96.0.10\nsearch cluster.local\n")},
-			{Path: nodeContainerdConf, Data: ContainerdConfig()},
-			{Path: NodeConfList, Data: HealthyConfList(n).marshal()},
-			{Path: "/etc/systemd/system/" + kubeletUnit, Data: l.kubeletUnit(n)},
-			{Path: "/etc/systemd/system/" + imagesUnit, Data: l.imagesUnitFile(idx)},
 		},
-		EnableUnits: []string{imagesUnit, kubeletUnit},
 		Network:     &nspawn.Network{Bridge: l.cfg.Bridge, Address: n.Address, Gateway: l.cfg.HostAddr.Addr()},
 		BootTimeout: 2 * time.Minute,
-	}, nil
+	}
+	if n.IsK3s() {
+		// k3s imports the archives in agent/images at start; its one unit runs containerd and kubelet.
+		opts.Binds = append(opts.Binds, nspawn.Bind{HostPath: l.cfg.Images, NodePath: k3sImagesDir, ReadOnly: true})
+		opts.Files = append(opts.Files, l.k3sBootFiles(n)...)
+		opts.EnableUnits = []string{K3sUnit}
+		return opts, nil
+	}
+	opts.Binds = append(opts.Binds, nspawn.Bind{HostPath: l.cfg.Images, NodePath: nodeImagesDir, ReadOnly: true})
+	opts.Files = append(opts.Files,
+		nspawn.File{Path: nodeContainerdConf, Data: ContainerdConfig()},
+		nspawn.File{Path: NodeConfList, Data: HealthyConfList(n).marshal()},
+		nspawn.File{Path: "/etc/systemd/system/" + kubeletUnit, Data: l.kubeletUnit(n)},
+		nspawn.File{Path: "/etc/systemd/system/" + imagesUnit, Data: l.imagesUnitFile(idx)},
+	)
+	opts.EnableUnits = []string{imagesUnit, kubeletUnit}
+	return opts, nil
 }
 
 // nodePKI is what a node gets of the lab's PKI.

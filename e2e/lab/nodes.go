@@ -45,6 +45,10 @@ func (l *Lab) bootNodes(ctx context.Context) error {
 			// The images were rebuilt (make images) since this node booted: import them again, and have the
 			// manager's pod restarted on its new image once cnimedic is applied.
 			if err := l.step("re-import the rebuilt images on "+n.Name, func() error {
+				if n.IsK3s() {
+					// k3s imports agent/images at start; its containerd keeps running containers across it.
+					return restartUnits(ctx, node, K3sUnit)
+				}
 				return restartUnits(ctx, node, imagesUnit)
 			}); err != nil {
 				return err
@@ -123,7 +127,7 @@ func (l *Lab) Node(name string) (*nspawn.Node, NodeSpec, error) {
 			return node, n, err
 		}
 	}
-	return nil, NodeSpec{}, fmt.Errorf("lab: no worker %q (the lab has %d: worker-1...)", name, l.cfg.Workers)
+	return nil, NodeSpec{}, fmt.Errorf("lab: no worker %q (the lab has %d: worker-1...)", name, len(l.cfg.Nodes()))
 }
 
 // Scheme knows the core types and cnimedic's.
