@@ -35,6 +35,9 @@ const (
 // scenario is one failure taken from injection to the workload Running again.
 type scenario struct {
 	fault lab.Fault
+	// layout, when set, runs the scenario on the lab's node of that layout (lab.LayoutK3sAgent), moving the manager
+	// off it first; else on a kubeadm-style worker the manager does not run on.
+	layout string
 	// policy, when set, replaces the lab policy for this scenario (and the lab policy is put back after).
 	policy func(*v1alpha1.RemediationPolicy)
 	// wantPhase is how the NodeRemediation must end: Succeeded, or Escalated for what cnimedic must not repair;
@@ -100,7 +103,11 @@ func (sc scenario) run(t *testing.T) *run {
 	if !ok {
 		t.Fatalf("no fault %s", sc.fault)
 	}
-	r.node = r.targetNode()
+	if sc.layout != "" {
+		r.node = r.nodeOfLayout(sc.layout)
+	} else {
+		r.node = r.targetNode()
+	}
 	r.workload = "wl-" + strings.ReplaceAll(string(sc.fault), "_", "-")
 	r.cleanSlate()
 	if sc.policy != nil || sc.manualApproval {
@@ -200,11 +207,12 @@ func (r *run) targetNode() string {
 		}
 	}
 	for _, n := range theLab.Config().Nodes() {
-		if !busy[n.Name] {
+		// The suite's scenarios on the kubeadm-style node read its paths; the k3s-layout node has its own tests.
+		if !busy[n.Name] && n.Layout == "" {
 			return n.Name
 		}
 	}
-	r.t.Fatal("no worker without the manager")
+	r.t.Fatal("no kubeadm-style worker without the manager")
 	return ""
 }
 
@@ -580,7 +588,7 @@ func (r *run) dumpDiagnostics(ctx context.Context) {
 		r.t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
 	}
 	if node, _, err := theLab.Node(r.node); err == nil {
-		out, _ := node.Run(ctx, "journalctl", "--no-pager", "-n", "60", "-u", "kubelet", "-u", "containerd", "-u", "cnimedic-run-*")
+		out, _ := node.Run(ctx, "journalctl", "--no-pager", "-n", "60", "-u", "kubelet", "-u", "containerd", "-u", lab.K3sUnit, "-u", "cnimedic-run-*")
 		r.t.Logf("journal of %s:\n%s", r.node, out)
 	}
 }

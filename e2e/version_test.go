@@ -21,11 +21,11 @@ import (
 	"github.com/cnimedic/cnimedic/test/repo"
 )
 
-// conflistVersion is the cniVersion of the node's lab conflist.
+// conflistVersion is the cniVersion of the node's lab conflist (in the conf dir of the node's layout).
 func conflistVersion(t *testing.T, r *run) string {
 	t.Helper()
 	var c lab.ConfList
-	if err := json.Unmarshal(r.nodeFile(lab.NodeConfList), &c); err != nil {
+	if err := json.Unmarshal(r.nodeFile(r.spec().ConfListPath()), &c); err != nil {
 		t.Fatalf("the repaired conflist does not parse: %v", err)
 	}
 	return c.CNIVersion

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"path"
 	"strings"
 
@@ -244,4 +245,14 @@ func (l *Lab) k3sBootFiles(n NodeSpec) []nspawn.File {
 		{Path: "/etc/systemd/system/" + K3sUnit, Data: l.k3sAgentUnit(n)},
 		{Path: k3sAgentBin, Data: k3sAgentScript(), Mode: 0o755},
 	}
+}
+
+// RestartUnits restarts units of a node through its systemd, as a person's `systemctl restart` does, and waits for
+// each job.
+func (l *Lab) RestartUnits(ctx context.Context, nodeName string, units ...string) error {
+	node, _, err := l.Node(nodeName)
+	if err != nil {
+		return err
+	}
+	return restartUnits(ctx, node, units...)
 }
