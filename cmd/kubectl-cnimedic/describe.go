@@ -220,6 +220,9 @@ func writeDescription(out io.Writer, d *Description, now time.Time) error {
 		} else {
 			p.kv(1, "Confirmed", "<nothing> (the node does not show the failure)")
 		}
+		if l := d.Layout; l != nil {
+			p.kv(1, "Layout", describeLayout(l))
+		}
 		for _, f := range d.Findings {
 			line := string(f.Severity) + ": " + f.Summary
 			if f.Signature != "" {
@@ -430,6 +433,45 @@ func orNone(s string) string {
 		return "<none>"
 	}
 	return s
+}
+
+// describeLayout is the node's layout as the diagnosis found it, on one line: what runs it, where its runtime's
+// socket, config and CNI dirs are, and why cnimedic does not serve it when it does not.
+func describeLayout(l *v1alpha1.NodeLayout) string {
+	parts := []string{string(l.Kind)}
+	if l.Role != "" {
+		parts[0] += " (" + l.Role + ")"
+	}
+	if len(l.Units) > 0 {
+		parts = append(parts, "units "+strings.Join(l.Units, ", "))
+	}
+	if l.CRISocket != "" {
+		parts = append(parts, "CRI socket "+l.CRISocket)
+	}
+	if l.RuntimeConfig != "" {
+		cfg := "runtime config " + l.RuntimeConfig
+		if l.RuntimeConfigTemplate != "" {
+			cfg += " (generated from " + l.RuntimeConfigTemplate + ")"
+		}
+		if len(l.RuntimeConfigImports) > 0 {
+			cfg += " with drop-ins " + strings.Join(l.RuntimeConfigImports, ", ")
+		}
+		parts = append(parts, cfg)
+	}
+	if l.ConfDir != "" {
+		parts = append(parts, "conf dir "+l.ConfDir)
+	}
+	if len(l.BinDirs) > 0 {
+		parts = append(parts, "bin dirs "+strings.Join(l.BinDirs, ", "))
+	}
+	if !l.Servable {
+		why := l.Reason
+		if why == "" {
+			why = "no reason given"
+		}
+		parts = append(parts, "not repaired by cnimedic: "+why)
+	}
+	return strings.Join(parts, "; ")
 }
 
 func timeOrUnknown(t *metav1.Time) string {

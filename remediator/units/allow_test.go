@@ -34,6 +34,13 @@ func TestUnitNamesAreMadeCanonicalAndOnlyTheNodesKubeletAndRuntimeUnitsAreAllowe
 	if err := CheckLayout("kubelet.service", "kubelet.service"); err == nil {
 		t.Fatal("kubelet is no runtime unit")
 	}
+	// A unit the flags leave empty is the detected layout's (checked by NewAllowlist); the other is still checked.
+	if err := CheckLayout("", ""); err != nil {
+		t.Fatalf("no units given: %v", err)
+	}
+	if err := CheckLayout("", "sshd.service"); err == nil || !strings.HasPrefix(err.Error(), "--runtime-unit sshd.service") {
+		t.Fatalf("sshd as runtime, kubelet left to the layout: %v", err)
+	}
 	a, err := NewAllowlist("containerd.service", "kubelet")
 	if err != nil {
 		t.Fatal(err)
