@@ -416,6 +416,8 @@ type kubelet struct {
 	outcome    func(pod *corev1.Pod) *v1alpha1.ExecutorResult
 	diagnosis  func(pod *corev1.Pod) *v1alpha1.ExecutorResult
 	canaryRuns func(pod *corev1.Pod) bool
+	// preview ends the preview pods (nil: they stay pending).
+	preview func(pod *corev1.Pod) *v1alpha1.ExecutorResult
 }
 
 // confirms is a diagnosis that finds the remediation's own signature on the node.
@@ -467,6 +469,14 @@ func (h *harness) runKubelet(k kubelet) {
 							continue
 						}
 						if res := k.diagnosis(pod); res != nil {
+							seen[pod.UID] = true
+							_ = h.setPodStatus(pod, terminated(res))
+						}
+					case componentPreview:
+						if k.preview == nil {
+							continue
+						}
+						if res := k.preview(pod); res != nil {
 							seen[pod.UID] = true
 							_ = h.setPodStatus(pod, terminated(res))
 						}
