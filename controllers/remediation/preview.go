@@ -69,7 +69,19 @@ func (r *Reconciler) awaitPreview(ctx context.Context, s *scope) (*reconcile.Res
 		// now waits its turn as a new preview.
 		st.ExecutorPod = ""
 	}
-	res, wait, failed, err := r.awaitDiagnosis(ctx, s, modePlanPreview, phaseSince(s.nr, v1alpha1.PhaseAwaitingApproval, s.now))
+	// The executor timeout counts from the preview pod's start, not from the phase's: a preview may wait its turn
+	// (the cap, the node's interval) for longer than it may run.
+	since := s.now
+	if st.ExecutorPod != "" {
+		pod := &corev1.Pod{}
+		switch err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Config.Namespace, Name: st.ExecutorPod}, pod); {
+		case err == nil:
+			since = pod.CreationTimestamp.Time
+		case !apierrors.IsNotFound(err): // a pod not found is the wait's to report (lost)
+			return nil, fmt.Errorf("getting preview pod %s/%s: %w", r.Config.Namespace, st.ExecutorPod, err)
+		}
+	}
+	res, wait, failed, err := r.awaitDiagnosis(ctx, s, modePlanPreview, since)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("previewing plan %s on node %s: %w", short(digest), s.nr.Spec.NodeName, err)

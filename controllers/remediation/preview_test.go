@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -265,4 +266,47 @@ func TestAnApprovalNeverWaitsForThePreview(t *testing.T) {
 	if done.Status.Preview != nil {
 		t.Errorf("preview %+v recorded, but its pod never ended", done.Status.Preview)
 	}
+}
+
+// TestAPreviewThatNeverReportsIsUnavailableOnceTheExecutorTimeoutPassed: a preview pod that never ends (an image
+// that never pulls) is given up after executor.timeout from its start, recorded as unavailable, and deleted; the
+// remediation still waits for approval.
+func TestAPreviewThatNeverReportsIsUnavailableOnceTheExecutorTimeoutPassed(t *testing.T) {
+	h := newHarness(t, "lostpreview")
+	node := h.node("w1")
+	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Approval.Mode = v1alpha1.ApprovalManual })
+	h.runKubelet(kubelet{outcome: succeeded}) // preview pods stay pending
+	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
+	h.eventually(func() error {
+		if n := len(h.podsOf(nr.Name, componentPreview)); n != 1 {
+			return fmt.Errorf("%d preview pods", n)
+		}
+		return nil
+	}, "the preview pod is created")
+	h.clock.Step(p.Spec.Executor.Timeout.Duration + time.Minute)
+	var pending *v1alpha1.NodeRemediation
+	h.eventually(func() error {
+		if pending = h.get(nr.Name); pending.Status.Preview == nil {
+			return fmt.Errorf("no preview recorded")
+		}
+		return nil
+	}, "the preview is given up")
+	if pv := pending.Status.CurrentPreview(); pv == nil || !strings.Contains(pv.Unavailable, "gave no result within") {
+		t.Errorf("preview %+v: want it unavailable, saying it gave no result in time", pending.Status.Preview)
+	}
+	if pending.Status.Phase != v1alpha1.PhaseAwaitingApproval || pending.Status.ExecutorPod != "" {
+		t.Errorf("phase %s, executor pod %q: want the remediation still waiting for approval", pending.Status.Phase, pending.Status.ExecutorPod)
+	}
+	h.eventually(func() error {
+		list := &corev1.PodList{}
+		if err := h.c.List(h.ctx, list, client.InNamespace(testNamespace), client.MatchingLabels{v1alpha1.LabelRemediation: nr.Name, v1alpha1.LabelComponent: componentPreview}); err != nil {
+			return err
+		}
+		for _, pod := range list.Items {
+			if pod.DeletionTimestamp == nil {
+				return fmt.Errorf("preview pod %s is still there", pod.Name)
+			}
+		}
+		return nil
+	}, "the preview pod that gave no result is deleted")
 }
