@@ -196,9 +196,18 @@ executorImagePullSecrets: [{name: node-regcred}]
 		if (c.flag != "") != hasFlag || (c.flag != "" && !strings.Contains(string(args), `"`+c.flag+`"`)) {
 			t.Errorf("%q: the manager's args %s, want flag %q", c.values, args, c.flag)
 		}
+		if ns := find(objs, "Namespace", c.roleNS); c.roleNS != "" && ns == nil {
+			t.Errorf("%q: no Namespace %s for the leases", c.values, c.roleNS)
+		}
 		role := find(objs, "Role", "cnimedic-manager-node-leases")
 		if c.roleNS == "" && role != nil || c.roleNS != "" && (role == nil || role.GetNamespace() != c.roleNS) {
 			t.Errorf("%q: the node leases' Role %v, want it in %q", c.values, role, c.roleNS)
+		}
+	}
+
+	for _, o := range renderChart(t, loadChart(t), `nodeLeases: {createNamespace: false}`) {
+		if o.GetKind() == "Namespace" {
+			t.Errorf("nodeLeases.createNamespace=false rendered Namespace %s", o.GetName())
 		}
 	}
 
