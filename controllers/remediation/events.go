@@ -24,6 +24,7 @@ const (
 	ReasonResolvedWithoutAction   = "ResolvedWithoutAction"
 	ReasonCordoned                = "Cordoned"
 	ReasonAlreadyCordoned         = "AlreadyCordoned"
+	ReasonNodeHeldByOthers        = "NodeHeldByOthers"
 	ReasonDraining                = "Draining"
 	ReasonDrainBlocked            = "DrainBlocked"
 	ReasonDrained                 = "Drained"
