@@ -36,7 +36,7 @@ lab-deps: node-rootfs images $(BIN)/cni-flannel/flannel $(BIN)/helm ## Everythin
 	CGO_ENABLED=0 go build -o $(LAB_BIN) ./hack/lab
 
 .PHONY: lab-up
-lab-up: lab-deps ## Bring the lab up: control plane, 2 worker nodes, cnimedic and the lab policy (idempotent).
+lab-up: lab-deps ## Bring the lab up: control plane, 3 worker nodes (the third laid out as a k3s agent, emulated), cnimedic and the lab policy (idempotent).
 	$(LAB_BIN) up
 
 .PHONY: lab-down
