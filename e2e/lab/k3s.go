@@ -55,7 +55,9 @@ const (
 	k3sPluginDir  = K3sDataDir + "/data/" + k3sDataID + "/bin"
 	k3sImagesDir  = K3sDataDir + "/agent/images"
 	k3sAgentBin   = "/usr/local/lib/cnimedic-lab/k3s-agent-emulation"
-	k3sImageStamp = K3sDataDir + "/agent/containerd/cnimedic-lab-images.json"
+	k3sImageStamp = k3sContainerdRoot + "/cnimedic-lab-images.json"
+	// k3sContainerdRoot is containerd's root under k3s (Containerd.Root).
+	k3sContainerdRoot = K3sDataDir + "/agent/containerd"
 )
 
 // IsK3s says whether the node emulates k3s's agent layout.
@@ -172,7 +174,7 @@ func (l *Lab) k3sAgentUnit(n NodeSpec) []byte {
 func k3sAgentScript() []byte {
 	vars := strings.NewReplacer(
 		"@DATA@", K3sDataDir, "@ID@", k3sDataID, "@ETC@", K3sContainerdDir, "@STATE@", k3sState, "@SOCK@", K3sSocket,
-		"@ROOT@", K3sDataDir+"/agent/containerd", "@IMAGES@", k3sImagesDir, "@STAMP@", k3sImageStamp, "@KUBELET@", nodeKubeletBin,
+		"@ROOT@", k3sContainerdRoot, "@IMAGES@", k3sImagesDir, "@STAMP@", k3sImageStamp, "@KUBELET@", nodeKubeletBin,
 	)
 	return []byte(vars.Replace(`#!/bin/bash
 # Written by cnimedic's e2e/lab. This EMULATES k3s's agent (e2e/lab/k3s.go): the layout and start-up of

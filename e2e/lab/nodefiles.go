@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -307,7 +308,12 @@ func (l *Lab) bootOptions(n NodeSpec, idx ociimage.Index, pki nodePKI) (nspawn.O
 	}
 	if n.IsK3s() {
 		// k3s imports the archives in agent/images at start; its one unit runs containerd and kubelet.
-		opts.Binds = append(opts.Binds, nspawn.Bind{HostPath: l.cfg.Images, NodePath: k3sImagesDir, ReadOnly: true})
+		// containerd's overlayfs snapshotter cannot stack on the node's own overlay root: its root is the plain
+		// directory of the node's state dir that test/nspawn binds at /var/lib/containerd for the same reason
+		// (test/nspawn/state.go, containerdDir; made before nspawn runs), unused there on this node.
+		opts.Binds = append(opts.Binds,
+			nspawn.Bind{HostPath: l.cfg.Images, NodePath: k3sImagesDir, ReadOnly: true},
+			nspawn.Bind{HostPath: filepath.Join(n.StateDir, "containerd"), NodePath: k3sContainerdRoot})
 		opts.Files = append(opts.Files, l.k3sBootFiles(n)...)
 		opts.EnableUnits = []string{K3sUnit}
 		return opts, nil
