@@ -224,10 +224,23 @@ if ! cmp -s @IMAGES@/images.json @STAMP@; then
   cp @IMAGES@/images.json @STAMP@
 fi
 
-@KUBELET@ "$@" &
-kpid=$!
-# Either one ending ends the agent, as it does k3s: systemd restarts the unit (Restart=always).
-wait -n $cpid $kpid
+# k3s starts kubelet once containerd's CRI answers (pkg/agent/cri, WaitForService). ctr cannot ask the CRI, so a
+# kubelet that fails in its first seconds while containerd runs (its CRI "not initialized yet") is started again.
+tries=0
+while :; do
+  @KUBELET@ "$@" &
+  kpid=$!
+  started=$SECONDS
+  # Either one ending ends the agent, as it does k3s: systemd restarts the unit (Restart=always).
+  wait -n $cpid $kpid
+  if kill -0 $cpid 2>/dev/null && ! kill -0 $kpid 2>/dev/null && [ $((SECONDS - started)) -lt 10 ] && [ $tries -lt 10 ]; then
+    tries=$((tries + 1))
+    echo "k3s-agent emulation: kubelet exited at start, containerd's CRI not ready yet: starting it again" >&2
+    sleep 1
+    continue
+  fi
+  break
+done
 kill -TERM $kpid $cpid 2>/dev/null
 wait
 exit 1
