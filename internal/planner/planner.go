@@ -137,11 +137,18 @@ func Build(r Request) (v1alpha1.Plan, error) {
 	}
 
 	// Where one unit runs both kubelet and the runtime (k3s, RKE2), stopping kubelet stops the runtime: the unit is
-	// stopped and started once.
-	if runtime == kubelet {
+	// stopped and started once. A repair that asks the running runtime which sandboxes live (ReclaimIPAM,
+	// CleanStaleNetwork: the runtime is kept) cannot stop that unit at all: it runs with the unit up, on the node
+	// cordoned and drained (the e2e lab's k3s-layout node showed the step failing with the runtime's socket gone).
+	oneUnit := runtime == kubelet
+	keepUnit := oneUnit && !stopRuntime
+	if oneUnit {
 		stopRuntime = false
 	}
-	steps := []v1alpha1.PlanStep{{Type: v1alpha1.StepStopUnit, Unit: kubelet}}
+	var steps []v1alpha1.PlanStep
+	if !keepUnit {
+		steps = append(steps, v1alpha1.PlanStep{Type: v1alpha1.StepStopUnit, Unit: kubelet})
+	}
 	if stopRuntime {
 		steps = append(steps, v1alpha1.PlanStep{Type: v1alpha1.StepStopUnit, Unit: runtime})
 	}
@@ -149,10 +156,10 @@ func Build(r Request) (v1alpha1.Plan, error) {
 	if stopRuntime {
 		steps = append(steps, v1alpha1.PlanStep{Type: v1alpha1.StepStartUnit, Unit: runtime})
 	}
-	steps = append(steps,
-		v1alpha1.PlanStep{Type: v1alpha1.StepStartUnit, Unit: kubelet},
-		v1alpha1.PlanStep{Type: v1alpha1.StepVerifyNode},
-	)
+	if !keepUnit {
+		steps = append(steps, v1alpha1.PlanStep{Type: v1alpha1.StepStartUnit, Unit: kubelet})
+	}
+	steps = append(steps, v1alpha1.PlanStep{Type: v1alpha1.StepVerifyNode})
 	return v1alpha1.Plan{Steps: steps}, nil
 }
 

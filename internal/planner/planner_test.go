@@ -3,6 +3,7 @@ package planner
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -108,6 +109,35 @@ func TestBuildRefusesWhatIsNotANodeRepair(t *testing.T) {
 		_, err := Build(c.req)
 		if err == nil || (c.want != nil && !errors.Is(err, c.want)) || !strings.Contains(err.Error(), c.text) {
 			t.Errorf("%+v: %v", c.req, err)
+		}
+	}
+}
+
+// Where one unit runs kubelet and the runtime (k3s's k3s-agent.service), a repair of files stops and starts that
+// unit once; a repair that asks the running runtime which sandboxes live keeps the unit up (stopping it stops the
+// runtime: the e2e lab's k3s-layout node failed ReclaimIPAM with containerd's socket gone).
+func TestOnOneUnitARepairThatNeedsTheRuntimeKeepsTheUnitUp(t *testing.T) {
+	units := v1alpha1.UnitsSpec{Kubelet: "k3s-agent.service", Runtime: "k3s-agent.service"}
+	types := func(p v1alpha1.Plan) []string {
+		var out []string
+		for _, s := range p.Steps {
+			out = append(out, strings.TrimSpace(string(s.Type)+" "+s.Unit))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		sig  v1alpha1.SignatureID
+		want []string
+	}{
+		{v1alpha1.SignatureCNIVersionMissing, []string{"StopUnit k3s-agent.service", "SetCNIVersion", "StartUnit k3s-agent.service", "VerifyNode"}},
+		{v1alpha1.SignatureIPAMExhausted, []string{"ReclaimIPAM", "RemoveStaleNetns", "VerifyNode"}},
+	} {
+		p, err := Build(Request{Signature: tc.sig, Repair: v1alpha1.RepairSpec{Units: units}})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.sig, err)
+		}
+		if got := types(p); !slices.Equal(got, tc.want) {
+			t.Errorf("%s on one unit: steps %v, want %v", tc.sig, got, tc.want)
 		}
 	}
 }
