@@ -354,6 +354,17 @@ func RepairRuntimeCNIConfig(_ context.Context, env step.Env, s v1alpha1.PlanStep
 		path = runtimecfg.DefaultPath
 	}
 	want := runtimecfg.Want{BinDir: s.Runtime.BinDir, ConfDir: s.Runtime.ConfDir}
+	if env.Layout != nil && (want.ConfDir == "" || want.BinDir == "") {
+		// Dirs the plan leaves to the node (the manager does, where the policy has the defaults): the layout's
+		// standard ones, where its runtime looks when nothing moved them (k3s's own on k3s).
+		conf, bins := env.StandardCNIDirs()
+		if want.ConfDir == "" {
+			want.ConfDir = conf
+		}
+		if want.BinDir == "" && len(bins) > 0 {
+			want.BinDir = bins[0]
+		}
+	}
 	if s.Runtime.ConfTemplate != "" {
 		t := s.Runtime.ConfTemplate
 		want.ConfTemplate = &t
