@@ -197,12 +197,15 @@ func TestTheExecutorOfAK3sLayoutMountsExactlyItsHostPathsAndCarriesItsUnitsAndSo
 
 // TestARuntimeConfigRepairOnAK3sLayoutEditsTheTemplate: k3s writes containerd's config.toml anew from its template
 // at every start, so the plan that repairs containerd's CNI settings edits the template, with k3s's own CNI dirs as
-// the wanted values (not the policy's kubeadm defaults); the executor does not pin the dirs it is about to rewrite.
+// the wanted values: not the policy's kubeadm defaults, nor the dirs in effect (conf_dir moved to an empty
+// directory), which the repair exists to change; the executor does not pin the dirs it is about to rewrite.
 func TestARuntimeConfigRepairOnAK3sLayoutEditsTheTemplate(t *testing.T) {
 	h := newHarness(t, "k3stmpl")
 	node := h.node("w1")
 	p := h.policy("p", nil)
 	l := k3sAgentLayout()
+	// What the node shows when this repair is needed: conf_dir moved to an empty directory, in effect.
+	l.ConfDir = "/etc/cni/calico.d"
 	h.runKubelet(kubelet{diagnosis: h.withLayout(l)})
 	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNINotInitialized)
 
@@ -213,8 +216,8 @@ func TestARuntimeConfigRepairOnAK3sLayoutEditsTheTemplate(t *testing.T) {
 		t.Fatalf("plan %+v has no RepairRuntimeCNIConfig", got.Status.Plan)
 	}
 	rt := got.Status.Plan.Steps[i].Runtime
-	if rt.ConfigPath != l.RuntimeConfigTemplate || rt.ConfDir != l.ConfDir || rt.BinDir != l.BinDirs[0] {
-		t.Errorf("runtime settings %+v: want the template edited to k3s's dirs", rt)
+	if rt.ConfigPath != l.RuntimeConfigTemplate || rt.ConfDir != "/var/lib/rancher/k3s/agent/etc/cni/net.d" || rt.BinDir != "/var/lib/rancher/k3s/data/current/bin" {
+		t.Errorf("runtime settings %+v: want the template edited to k3s's own dirs, not the dirs in effect (%s)", rt, l.ConfDir)
 	}
 	args := pod.Spec.Containers[0].Args
 	if !slices.Contains(args, "--containerd-config="+l.RuntimeConfig) || slices.ContainsFunc(args, func(a string) bool {
