@@ -169,8 +169,9 @@ func unitsActive(ctx context.Context, node *nspawn.Node, units ...string) (bool,
 	return true, ""
 }
 
-// twoNodeSetup breaks every worker with the same fault and returns a run per node, with one workload pinned to
-// each node (required, so the pods stay on their node's failure).
+// twoNodeSetup breaks the two kubeadm-style workers with the same fault and returns a run per node, with one
+// workload pinned to each node (required, so the pods stay on their node's failure). The k3s-layout worker stays
+// healthy: two broken nodes of three are under the default storm's minNodes (3), as the tests of two nodes expect.
 func twoNodeSetup(t *testing.T, fault lab.Fault, policy func(*v1alpha1.RemediationPolicy)) (client.Client, []string) {
 	t.Helper()
 	ctx := context.Background()
@@ -180,6 +181,9 @@ func twoNodeSetup(t *testing.T, fault lab.Fault, policy func(*v1alpha1.Remediati
 	}
 	var nodes []string
 	for _, n := range theLab.Config().Nodes() {
+		if n.Layout != "" {
+			continue
+		}
 		nodes = append(nodes, n.Name)
 		r := &run{t: t, ctx: ctx, c: c, node: n.Name}
 		r.cleanSlate()

@@ -22,8 +22,9 @@ import (
 	"github.com/cnimedic/cnimedic/e2e/lab"
 )
 
-// A storm: every node shows the same failure (a bad rollout, not a node problem). With the storm threshold at 50%
-// of 2 nodes, cnimedic must not drain anything: no node cordoned, no executor, and the policy says StormActive.
+// A storm: the same failure on two of the lab's three workers (a bad rollout, not a node problem). With the storm
+// threshold at 50% and minNodes 2, cnimedic must not drain anything: no node cordoned, no executor, and the policy
+// says StormActive.
 func TestStormDrainsNothing(t *testing.T) {
 	if ok, err := theLab.ManagerRunsDetection(context.Background()); err != nil || !ok {
 		t.Fatalf("storms are the detection controller's to call; the manager does not run it (%v, %v)", ok, err)
