@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/cnimedic/cnimedic/test/repo"
 	"io"
 	"os"
 	"path/filepath"
@@ -29,6 +28,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/nodelease"
+	"github.com/cnimedic/cnimedic/test/repo"
 )
 
 // ManagerUser is the user the manager runs as, bound to the manager's real RBAC (config/rbac): the audit log tells
@@ -228,7 +229,7 @@ func (cp *ControlPlane) install() error {
 			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: ManagerUser}}},
 	}
 	// The manager's roles exactly as deployed: a missing permission shows here as it would in a cluster.
-	for _, f := range []string{"role.yaml", "leader_election_role.yaml", "pods_role.yaml"} {
+	for _, f := range []string{"role.yaml", "leader_election_role.yaml", "pods_role.yaml", "node_leases_role.yaml"} {
 		raw, err := os.ReadFile(filepath.Join(repo.Root(), "config", "rbac", f))
 		if err != nil {
 			return err
@@ -251,6 +252,9 @@ func (cp *ControlPlane) install() error {
 			objs = append(objs, obj.(client.Object))
 		}
 	}
+	objs = append(objs, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "bench-manager-node-leases", Namespace: nodelease.DefaultNamespace},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "cnimedic-manager-node-leases"},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: ManagerUser}}})
 	for _, o := range objs {
 		if err := cp.Client.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("creating %T %s: %w", o, o.GetName(), err)

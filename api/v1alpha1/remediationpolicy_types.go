@@ -291,6 +291,12 @@ type DrainSpec struct {
 	// +optional
 	// +kubebuilder:default=Abort
 	OnTimeout DrainTimeoutAction `json:"onTimeout,omitempty"`
+
+	// RepairCordonedNodes lets cnimedic drain and repair a node someone else cordoned (a maintenance, a reboot
+	// tool, a person). Off, such a node is left alone until it is uncordoned, with an event saying why. Either way
+	// cnimedic never uncordons a node it did not cordon.
+	// +optional
+	RepairCordonedNodes bool `json:"repairCordonedNodes,omitempty"`
 }
 
 // VersionRepairStrategy says how a conflist whose cniVersion the plugins do not support is repaired.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,6 +31,7 @@ import (
 	policyctrl "github.com/cnimedic/cnimedic/controllers/policy"
 	remediationctrl "github.com/cnimedic/cnimedic/controllers/remediation"
 	"github.com/cnimedic/cnimedic/internal/events"
+	"github.com/cnimedic/cnimedic/internal/nodelease"
 )
 
 var scheme = runtime.NewScheme()
@@ -51,6 +53,7 @@ type options struct {
 	allowedExecutorImages  string
 	canaryImage            string
 	executorServiceAccount string
+	leaseNamespace         string
 	enableHTTP2            bool
 }
 
@@ -72,6 +75,7 @@ func main() {
 	flag.StringVar(&o.allowedExecutorImages, "allowed-executor-images", "", "Comma-separated executor images a policy may name in spec.executor.image besides --executor-image; a policy naming any other image repairs nothing.")
 	flag.StringVar(&o.canaryImage, "canary-image", "", "Image of the verification canary pod, unless a policy names one.")
 	flag.StringVar(&o.executorServiceAccount, "executor-service-account", "cnimedic-executor", "ServiceAccount of executor pods (bound to no role; its token is never mounted).")
+	flag.StringVar(&o.leaseNamespace, "node-lease-namespace", nodelease.DefaultNamespace, "Namespace of the nodes' maintenance leases, shared with the medik8s operators (their LEASE_NAMESPACE); cnimedic holds a node's lease while it repairs it and leaves alone a node whose lease another tool holds. Empty: take and read no leases.")
 	flag.BoolVar(&o.enableHTTP2, "enable-http2", false, "Serve HTTP/2 on the metrics endpoint (off: CVE-2023-44487 and CVE-2023-39325).")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -124,6 +128,10 @@ func run(o options) error {
 	if o.namespace == "" {
 		return fmt.Errorf("--namespace (or $POD_NAMESPACE) is required: executor and canary pods run there")
 	}
+	leases, err := leaseManager(mgr, o.leaseNamespace)
+	if err != nil {
+		return err
+	}
 	workflow := &remediationctrl.Reconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
@@ -137,6 +145,7 @@ func run(o options) error {
 			CanaryImage:            o.canaryImage,
 			ExecutorServiceAccount: o.executorServiceAccount,
 		},
+		Leases: leases,
 	}
 	if err := workflow.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the remediation controller: %w", err)
@@ -212,3 +221,21 @@ func splitList(s string) []string {
 	}
 	return out
 }
+
+// leaseManager is the nodes' lease keeper, or nil when --node-lease-namespace is empty. It reads and writes the API
+// server directly: leases are read only on admission and renewal, and a cache of every Lease in the cluster (kubelet's
+// heartbeats among them) would cost far more than those reads.
+func leaseManager(mgr ctrl.Manager, namespace string) (*nodelease.Manager, error) {
+	if namespace == "" {
+		return nil, nil
+	}
+	c, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
+	if err != nil {
+		return nil, fmt.Errorf("creating the lease client: %w", err)
+	}
+	return &nodelease.Manager{Client: c, Namespace: namespace, Holder: nodelease.Holder, Duration: nodeLeaseDuration}, nil
+}
+
+// nodeLeaseDuration is how long a node's lease lasts without renewal: a repair renews it on every reconcile once half
+// of it is gone, and a manager that died lets other tools have the node back within this time.
+const nodeLeaseDuration = 5 * time.Minute

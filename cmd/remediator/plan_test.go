@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/diagnosepod"
 	"github.com/cnimedic/cnimedic/remediator/diagnose"
 	"github.com/cnimedic/cnimedic/remediator/executor"
 	"github.com/cnimedic/cnimedic/remediator/resolve"
@@ -254,6 +255,73 @@ func TestAPreviewOfAHugeDiffFitsTheTerminationMessage(t *testing.T) {
 	if c.Path != "/etc/cni/net.d/10-containerd-net.conflist" || c.Why == "" || !c.Truncated ||
 		!strings.HasPrefix(c.Diff, "--- a/etc/cni/net.d/10-containerd-net.conflist\n") {
 		t.Errorf("change %+v: want the path, why, the start of the diff and the truncated mark", c)
+	}
+	if after, err := os.ReadFile(filepath.Join(root, "etc/cni/net.d/10-containerd-net.conflist")); err != nil || !bytes.Equal(after, conf) {
+		t.Fatal("the preview changed the conflist")
+	}
+}
+
+// TestThePreviewPodsCommandLineIsOneRemediatorPlanRuns: the manager previews a plan for its approver in the
+// read-only diagnosis pod (internal/diagnosepod, ModePlan). Its arguments, with the pod's paths moved to a node laid
+// out in a directory, and its plan annotation as the plan file (what the downward API gives the pod), run here as
+// `remediator plan` does in the pod: a NoChange result with the exact diff in the termination message.
+func TestThePreviewPodsCommandLineIsOneRemediatorPlanRuns(t *testing.T) {
+	if err := os.MkdirAll(filepath.Join(repo(), ".lab", "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.MkdirTemp(filepath.Join(repo(), ".lab", "tmp"), "cli-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(root) })
+	old := pluginDir(t, "old")
+	for _, p := range []string{"bridge", "host-local", "portmap", "loopback"} {
+		raw, err := os.ReadFile(filepath.Join(old, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, root, "/opt/cni/bin/"+p, raw, 0o755)
+	}
+	conf := []byte(seedConflist)
+	write(t, root, "/etc/cni/net.d/10-containerd-net.conflist", conf, 0o644)
+	plan := `{"steps":[{"type":"StopUnit","unit":"kubelet.service"},{"type":"SetCNIVersion"},{"type":"StartUnit","unit":"kubelet.service"}]}`
+	pod := diagnosepod.Pod(diagnosepod.Spec{Node: "w1", Name: "preview", Image: "executor:test", Mode: diagnosepod.ModePlan, Plan: plan, Output: "json",
+		KubeletUnit: "kubelet.service", RuntimeUnit: "containerd.service"})
+	c := pod.Spec.Containers[0]
+	if c.TerminationMessagePath != diagnosepod.TerminationMessagePath {
+		t.Fatalf("termination message path %q", c.TerminationMessagePath)
+	}
+	write(t, root, "/plan.json", []byte(pod.Annotations[diagnosepod.PlanAnnotation]), 0o644)
+	term := filepath.Join(root, "termination-log")
+	var args []string
+	for _, a := range c.Args {
+		switch {
+		case a == "--host-root="+diagnosepod.HostRoot:
+			a = "--host-root=" + root
+		case strings.HasPrefix(a, "--plan="):
+			a = "--plan=" + filepath.Join(root, "plan.json")
+		case a == "--termination-message-path="+diagnosepod.TerminationMessagePath:
+			a = "--termination-message-path=" + term
+		}
+		args = append(args, a)
+	}
+	if args[0] != "plan" {
+		t.Fatalf("the preview pod runs %v", c.Args)
+	}
+	// No runtime here, and no links to read.
+	runCLI(t, append(args, "--cri-socket", "/run/none.sock", "--link", "cnmnone0")...)
+
+	raw, err := os.ReadFile(term)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res v1alpha1.ExecutorResult
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatalf("%v\n%s", err, raw)
+	}
+	if res.Outcome != v1alpha1.OutcomeNoChange || len(res.Changes) != 1 || res.Changes[0].Why == "" ||
+		!strings.Contains(res.Changes[0].Diff, `+  "cniVersion": "0.4.0",`) {
+		t.Fatalf("result %s", raw)
 	}
 	if after, err := os.ReadFile(filepath.Join(root, "etc/cni/net.d/10-containerd-net.conflist")); err != nil || !bytes.Equal(after, conf) {
 		t.Fatal("the preview changed the conflist")

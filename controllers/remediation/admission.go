@@ -63,6 +63,11 @@ func (r *Reconciler) reconcileApproved(ctx context.Context, s *scope) (reconcile
 			nr.Spec.NodeName, p.Spec.Retry.Cooldown.Duration, until.UTC().Format(time.RFC3339)), "cooldown")
 		return r.requeueAt(s, until), nil
 	}
+	if wait, err := r.awaitNodeFree(ctx, s); err != nil {
+		return reconcile.Result{}, fmt.Errorf("checking whether another tool holds node %s for %s: %w", nr.Spec.NodeName, nr.Name, err)
+	} else if wait != nil {
+		return *wait, nil
+	}
 	// First re-validation: right before the node is touched, the failure must still be there.
 	if broken, why := r.stillBroken(ctx, s, true); !broken {
 		s.transition(v1alpha1.PhaseSucceeded, ReasonResolvedWithoutAction, "the failure cleared by itself before any action: "+why)
@@ -139,6 +144,13 @@ func (r *Reconciler) admit(ctx context.Context, s *scope) (bool, error) {
 	if held >= limit {
 		s.event(normal, ReasonWaitingForSlot, actionWait, waitingForSlotMessage(held, limit, s.policy), "slot")
 		return false, nil
+	}
+	if !s.policy.Spec.DryRun {
+		if ok, err := r.takeLease(ctx, s); err != nil {
+			return false, fmt.Errorf("admitting %s: %w", s.nr.Name, err)
+		} else if !ok {
+			return false, nil
+		}
 	}
 	s.nr.Status.StartTime = &metav1.Time{Time: s.now}
 	s.nr.Status.Drain = &v1alpha1.DrainStatus{StartTime: &metav1.Time{Time: s.now}}

@@ -38,6 +38,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/internal/events"
+	"github.com/cnimedic/cnimedic/internal/nodelease"
 	"github.com/cnimedic/cnimedic/internal/policy"
 )
 
@@ -87,6 +88,8 @@ type Reconciler struct {
 	Clock  clock.PassiveClock
 	Events events.Recorder
 	Config Config
+	// Leases takes the nodes' maintenance leases (internal/nodelease); nil takes none and reads none.
+	Leases *nodelease.Manager
 
 	// admitMu serialises admissions in this process (see admission.go).
 	admitMu sync.Mutex
@@ -188,6 +191,11 @@ func (r *Reconciler) reconcilePhase(ctx context.Context, s *scope) (reconcile.Re
 	}
 	if s.node == nil && phase != "" {
 		return r.nodeGone(ctx, s)
+	}
+	if phase.HoldsNode() && !s.policy.Spec.DryRun {
+		if err := r.renewLease(ctx, s); err != nil {
+			return reconcile.Result{}, fmt.Errorf("keeping node %s's maintenance lease for %s: %w", s.nr.Spec.NodeName, s.nr.Name, err)
+		}
 	}
 	switch phase {
 	case "":

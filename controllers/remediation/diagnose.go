@@ -16,7 +16,7 @@ import (
 // cluster-wide cap and its node's interval (awaitDiagnosis).
 func (r *Reconciler) reconcileDiagnose(ctx context.Context, s *scope) (reconcile.Result, error) {
 	nr := s.nr
-	res, wait, failed, err := r.awaitDiagnosis(ctx, s, phaseSince(nr, v1alpha1.PhaseDetected, s.now))
+	res, wait, failed, err := r.awaitDiagnosis(ctx, s, modeDiagnose, phaseSince(nr, v1alpha1.PhaseDetected, s.now))
 	rerun := fmt.Sprintf("run `kubectl cnimedic diagnose %s` for the node's report", nr.Spec.NodeName)
 	switch {
 	case err != nil:

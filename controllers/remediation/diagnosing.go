@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -78,7 +80,7 @@ func (r *Reconciler) awaitExecutor(ctx context.Context, s *scope, mode executorM
 // reconcileDiagnosing runs the read-only diagnosis on the node and lets its findings decide (judge).
 func (r *Reconciler) reconcileDiagnosing(ctx context.Context, s *scope) (reconcile.Result, error) {
 	nr := s.nr
-	res, wait, failed, err := r.awaitDiagnosis(ctx, s, phaseSince(nr, v1alpha1.PhaseDiagnosing, s.now))
+	res, wait, failed, err := r.awaitDiagnosis(ctx, s, modeDiagnose, phaseSince(nr, v1alpha1.PhaseDiagnosing, s.now))
 	switch {
 	case err != nil:
 		return reconcile.Result{}, fmt.Errorf("diagnosing node %s: %w", nr.Spec.NodeName, err)
@@ -94,13 +96,18 @@ func (r *Reconciler) reconcileDiagnosing(ctx context.Context, s *scope) (reconci
 	return r.judge(ctx, s, res)
 }
 
-// awaitDiagnosis is awaitExecutor for the read-only diagnosis, whichever phase asks for it (Diagnosing, or a custom
-// signature's Diagnose action): a diagnosis not yet started waits while the policy is paused, while the cluster runs
-// as many as it may, and while its node was diagnosed a moment ago.
-func (r *Reconciler) awaitDiagnosis(ctx context.Context, s *scope, since time.Time) (*v1alpha1.ExecutorResult, *reconcile.Result, *executorFailure, error) {
+// awaitDiagnosis is awaitExecutor for the read-only pods, whichever phase asks for one: the diagnosis (Diagnosing,
+// or a custom signature's Diagnose action) and the preview of the plan for an approver (modePlanPreview). One not
+// yet started waits while the policy is paused, while the cluster runs as many as it may, and while its node was
+// diagnosed or previewed a moment ago.
+func (r *Reconciler) awaitDiagnosis(ctx context.Context, s *scope, mode executorMode, since time.Time) (*v1alpha1.ExecutorResult, *reconcile.Result, *executorFailure, error) {
 	if s.nr.Status.ExecutorPod == "" {
 		if p := s.policy; p.Spec.Paused {
-			s.event(normal, ReasonPolicyPaused, actionWait, fmt.Sprintf("policy %s is paused: the diagnosis waits", p.Name), "paused")
+			what := "diagnosis"
+			if mode == modePlanPreview {
+				what = "preview of the plan"
+			}
+			s.event(normal, ReasonPolicyPaused, actionWait, fmt.Sprintf("policy %s is paused: the %s waits", p.Name, what), "paused")
 			return nil, &reconcile.Result{RequeueAfter: r.poll()}, nil, nil
 		}
 		// Counted live and started under the lock, as admission does: reconciles running side by side must not
@@ -115,14 +122,18 @@ func (r *Reconciler) awaitDiagnosis(ctx context.Context, s *scope, since time.Ti
 			return nil, &wait, nil, nil
 		}
 	}
-	return r.awaitExecutor(ctx, s, modeDiagnose, since)
+	return r.awaitExecutor(ctx, s, mode, since)
 }
 
 // diagnosisHeld says until when a diagnosis must wait, and why: too many run in the cluster, or the node was
 // diagnosed a moment ago.
 func (r *Reconciler) diagnosisHeld(ctx context.Context, s *scope) (time.Time, string, error) {
 	pods := &corev1.PodList{}
-	if err := r.APIReader.List(ctx, pods, client.InNamespace(r.Config.Namespace), client.MatchingLabels{v1alpha1.LabelComponent: componentDiagnosis}); err != nil {
+	readOnly, err := labels.NewRequirement(v1alpha1.LabelComponent, selection.In, []string{componentDiagnosis, componentPreview})
+	if err != nil {
+		return time.Time{}, "", fmt.Errorf("selecting the diagnosis and preview pods: %w", err)
+	}
+	if err := r.APIReader.List(ctx, pods, client.InNamespace(r.Config.Namespace), client.MatchingLabelsSelector{Selector: labels.NewSelector().Add(*readOnly)}); err != nil {
 		return time.Time{}, "", fmt.Errorf("counting the running diagnoses: %w", err)
 	}
 	running := 0
@@ -139,8 +150,15 @@ func (r *Reconciler) diagnosisHeld(ctx context.Context, s *scope) (time.Time, st
 		return time.Time{}, "", fmt.Errorf("listing the remediations of node %s: %w", s.nr.Spec.NodeName, err)
 	}
 	for _, o := range others.Items {
-		if d := o.Status.Diagnosis; o.Name != s.nr.Name && d != nil {
-			if next := d.Time.Add(r.diagnosisInterval()); s.now.Before(next) {
+		last := time.Time{}
+		if d := o.Status.Diagnosis; d != nil {
+			last = d.Time.Time
+		}
+		if p := o.Status.Preview; p != nil && p.Time.After(last) {
+			last = p.Time.Time
+		}
+		if o.Name != s.nr.Name && !last.IsZero() {
+			if next := last.Add(r.diagnosisInterval()); s.now.Before(next) {
 				return next, fmt.Sprintf("node %s was diagnosed less than %s ago (remediation %s): the next diagnosis waits until %s",
 					s.nr.Spec.NodeName, r.diagnosisInterval(), o.Name, next.UTC().Format(time.RFC3339)), nil
 			}

@@ -211,9 +211,12 @@ func (r *Reconciler) cordon(ctx context.Context, s *scope) error {
 	return nil
 }
 
-// release gives the node back. It removes cnimedic's cordon mark and, when uncordon is set, uncordons the node —
-// only if cnimedic cordoned it. It is safe to call any number of times.
+// release gives the node back. It gives back the node's maintenance lease, removes cnimedic's cordon mark and,
+// when uncordon is set, uncordons the node — only if cnimedic cordoned it. It is safe to call any number of times.
 func (r *Reconciler) release(ctx context.Context, s *scope, uncordon bool) error {
+	if err := r.giveBackLease(ctx, s); err != nil {
+		return fmt.Errorf("releasing node %s for %s: %w", s.nr.Spec.NodeName, s.nr.Name, err)
+	}
 	node := s.node
 	if node == nil || node.Annotations[v1alpha1.AnnotationCordonedBy] != s.nr.Name {
 		s.nr.Status.Cordoned = false

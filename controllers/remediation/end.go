@@ -74,7 +74,8 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (reconcile.R
 	if name := s.nr.Status.ExecutorPod; name != "" && !s.nr.Status.Phase.IsTerminal() {
 		pod := &corev1.Pod{}
 		err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Config.Namespace, Name: name}, pod)
-		if err == nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed && pod.DeletionTimestamp == nil {
+		// Only a pod that may change the node is waited for: a diagnosis or a preview changes nothing.
+		if err == nil && pod.Labels[v1alpha1.LabelComponent] == "executor" && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed && pod.DeletionTimestamp == nil {
 			s.event(normal, ReasonReleased, actionFinish, fmt.Sprintf("deletion waits for executor pod %s to finish its run on node %s", name, s.nr.Spec.NodeName), "delete-wait")
 			return reconcile.Result{RequeueAfter: r.poll()}, nil
 		}

@@ -24,6 +24,7 @@ const (
 	ReasonResolvedWithoutAction   = "ResolvedWithoutAction"
 	ReasonCordoned                = "Cordoned"
 	ReasonAlreadyCordoned         = "AlreadyCordoned"
+	ReasonNodeHeldByOthers        = "NodeHeldByOthers"
 	ReasonDraining                = "Draining"
 	ReasonDrainBlocked            = "DrainBlocked"
 	ReasonDrained                 = "Drained"
@@ -96,10 +97,13 @@ func (s *scope) nodeEvent(typ, reason, action, msg string) {
 		Message: fmt.Sprintf("%s (noderemediation/%s)", msg, s.nr.Name)})
 }
 
+// approvalInstructions asks for a decision, what will change first: `kubectl cnimedic describe` shows the plan and
+// its preview on the node (a Previewed event follows once the preview reported), then the approve command.
 func approvalInstructions(nr *v1alpha1.NodeRemediation) string {
-	return fmt.Sprintf("repair of node %s for %s waits for approval: kubectl annotate noderemediation/%s %s=true "+
+	return fmt.Sprintf("repair of node %s for %s waits for approval. Read what it changes on the node first: kubectl cnimedic describe %s "+
+		"(the plan, then its preview on the node); then approve: kubectl annotate noderemediation/%s %s=true "+
 		"(or reject: kubectl annotate noderemediation/%s %s=\"<reason>\")",
-		nr.Spec.NodeName, nr.Spec.Signature, nr.Name, v1alpha1.AnnotationApprove, nr.Name, v1alpha1.AnnotationReject)
+		nr.Spec.NodeName, nr.Spec.Signature, nr.Name, nr.Name, v1alpha1.AnnotationApprove, nr.Name, v1alpha1.AnnotationReject)
 }
 
 var (

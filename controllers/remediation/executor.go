@@ -69,8 +69,11 @@ func executorPodName(nr *v1alpha1.NodeRemediation, attempt int32, mode executorM
 }
 
 func (r *Reconciler) executorPod(s *scope, name string, mode executorMode) (*corev1.Pod, error) {
-	if mode == modeDiagnose {
+	switch mode {
+	case modeDiagnose:
 		return r.diagnosisPod(s, name)
+	case modePlanPreview:
+		return r.previewPod(s, name)
 	}
 	nr, p := s.nr, s.policy
 	plan := v1alpha1.Plan{}
@@ -267,20 +270,34 @@ func uniqueDirs(dirs ...string) []string {
 	return out
 }
 
+// podName is the name of the remediation's pod of this mode now: a repair's pod is per attempt; a remediation has
+// one diagnosis, and one preview per plan digest (not attempts at a repair).
+func (r *Reconciler) podName(s *scope, mode executorMode) string {
+	nr := s.nr
+	switch mode {
+	case modeDiagnose:
+		return executorPodName(nr, 0, mode)
+	case modePlanPreview:
+		digest := ""
+		if nr.Status.Plan != nil {
+			digest = v1alpha1.PlanDigest(*nr.Status.Plan)
+		}
+		return executorPodName(nr, 0, mode+executorMode("/"+digest))
+	}
+	if name := executorPodName(nr, nr.Status.Attempt, mode); nr.Status.ExecutorPod == name {
+		return name
+	}
+	return executorPodName(nr, nr.Status.Attempt+1, mode)
+}
+
 // runExecutor makes sure the executor pod of this mode exists and reports its result once it ended (nil while the
 // pod runs). A pod that vanished without a result is reported as lost. The returned pod is nil until one exists.
 // awaitExecutor is its one caller.
 func (r *Reconciler) runExecutor(ctx context.Context, s *scope, mode executorMode) (res *v1alpha1.ExecutorResult, pod *corev1.Pod, lost string, err error) {
 	nr := s.nr
 	// A diagnosis is not an attempt at a repair: a remediation has one, under a name of its own.
-	counts := mode != modeDiagnose
-	name := executorPodName(nr, nr.Status.Attempt, mode)
-	switch {
-	case !counts:
-		name = executorPodName(nr, 0, mode)
-	case nr.Status.ExecutorPod != name:
-		name = executorPodName(nr, nr.Status.Attempt+1, mode)
-	}
+	counts := mode != modeDiagnose && mode != modePlanPreview
+	name := r.podName(s, mode)
 	pod = &corev1.Pod{}
 	getErr := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Config.Namespace, Name: name}, pod)
 	switch {

@@ -213,13 +213,17 @@ func layoutRepair(repair v1alpha1.RepairSpec, l *v1alpha1.NodeLayout) (v1alpha1.
 	return repair, conflicts
 }
 
-// reportLayout records what the diagnosis found about the node's layout in events: which layout, and each policy
-// setting that contradicts it (the policy's value is what runs).
+// reportLayout records in one event what contradicts the node's layout: each policy setting the manager finds at
+// odds with it (the policy's value is what runs), and what the diagnosis itself found (a servable layout's Reason).
+// One event: the API server's event series would fold a second one of the same reason into the first.
 func reportLayout(s *scope, l *v1alpha1.NodeLayout) {
 	if l == nil {
 		return
 	}
 	_, conflicts := layoutRepair(s.policy.Spec.Repair, l)
+	if l.Reason != "" {
+		conflicts = append(conflicts, "the diagnosis says: "+l.Reason)
+	}
 	if len(conflicts) > 0 {
 		s.event(warning, ReasonLayoutConflict, actionDiagnose, fmt.Sprintf("policy %s contradicts the %s layout the diagnosis found on node %s: %s; the policy's values are what a repair uses",
 			s.policy.Name, layoutName(l), s.nr.Spec.NodeName, strings.Join(conflicts, "; ")), strings.Join(conflicts, ";"))

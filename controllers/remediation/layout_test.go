@@ -268,11 +268,15 @@ func TestAPolicyUnitThatContradictsTheLayoutIsReportedAndItsValueRuns(t *testing
 	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) {
 		s.Repair.Units.Kubelet, s.Repair.Units.Runtime = "k3s.service", "k3s.service"
 	})
-	h.runKubelet(kubelet{diagnosis: h.withLayout(k3sAgentLayout())})
+	l := k3sAgentLayout()
+	// What the diagnosis saw at odds with the policy's flags, in its own words: reported too.
+	l.Reason = "--kubelet-unit k3s.service is not loaded on this node; k3s-agent.service runs kubelet"
+	h.runKubelet(kubelet{diagnosis: h.withLayout(l)})
 	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionMissing)
 
 	pod := h.onlyExecutorPod(nr.Name)
 	h.layoutEvent(nr.Name, ReasonLayoutConflict, "spec.repair.units.kubelet is k3s.service where the node's layout has k3s-agent.service")
+	h.layoutEvent(nr.Name, ReasonLayoutConflict, l.Reason)
 	args := pod.Spec.Containers[0].Args
 	if !slices.Contains(args, "--kubelet-unit=k3s.service") || !slices.Contains(args, "--runtime-unit=k3s.service") {
 		t.Errorf("args %v: want the policy's units", args)

@@ -2,6 +2,7 @@ package remediation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -144,9 +145,15 @@ func (r *Reconciler) failedAttempts(ctx context.Context, nr *v1alpha1.NodeRemedi
 }
 
 // reconcileAwaitingApproval waits for the approve or reject annotation, or approves under an Automatic policy
-// unless a storm or a pause holds automatic repair. Pending approvals expire into Rejected.
-func (r *Reconciler) reconcileAwaitingApproval(_ context.Context, s *scope) (reconcile.Result, error) {
+// unless a storm or a pause holds automatic repair. Pending approvals expire into Rejected. While a person is to
+// decide, the plan is previewed on the node for them (awaitPreview); the decision never waits for the preview.
+func (r *Reconciler) reconcileAwaitingApproval(ctx context.Context, s *scope) (_ reconcile.Result, err error) {
 	nr, p := s.nr, s.policy
+	defer func() {
+		if nr.Status.Phase != v1alpha1.PhaseAwaitingApproval {
+			err = errors.Join(err, r.endPreview(ctx, s))
+		}
+	}()
 	if s.policyMissing {
 		s.transition(v1alpha1.PhaseRejected, ReasonPolicyNotFound, fmt.Sprintf("policy %s does not exist", nr.Spec.PolicyName))
 		return reconcile.Result{}, nil
@@ -186,7 +193,15 @@ func (r *Reconciler) reconcileAwaitingApproval(_ context.Context, s *scope) (rec
 			return r.approve(s, "policy "+p.Name+" (approval.mode Automatic)")
 		}
 	}
-	return r.requeueAt(s, expiry), nil
+	next := r.requeueAt(s, expiry)
+	wait, err := r.awaitPreview(ctx, s)
+	if err != nil {
+		return reconcile.Result{}, fmt.Errorf("showing the approver of %s what the plan changes on node %s: %w", nr.Name, nr.Spec.NodeName, err)
+	}
+	if wait != nil && wait.RequeueAfter < next.RequeueAfter {
+		next = *wait
+	}
+	return next, nil
 }
 
 func (r *Reconciler) approve(s *scope, source string) (reconcile.Result, error) {

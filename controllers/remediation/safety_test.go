@@ -89,11 +89,12 @@ func TestStuckPodsThatRecoveredEndWithoutAction(t *testing.T) {
 	h.assertUntouched(node.Name, nr.Name)
 }
 
-// TestNodeCordonedBySomeoneElseStaysCordoned: cnimedic only ever uncordons a node it cordoned.
+// TestNodeCordonedBySomeoneElseStaysCordoned: cnimedic only ever uncordons a node it cordoned, also when the policy
+// lets it repair nodes others cordoned.
 func TestNodeCordonedBySomeoneElseStaysCordoned(t *testing.T) {
 	h := newHarness(t, "owner")
 	node := h.node("w1", func(n *corev1.Node) { n.Spec.Unschedulable = true })
-	p := h.policy("p", nil)
+	p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Drain.RepairCordonedNodes = true })
 	h.runKubelet(kubelet{outcome: succeeded})
 	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
 	h.waitPhase(nr.Name, v1alpha1.PhaseSucceeded)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/internal/events"
+	"github.com/cnimedic/cnimedic/internal/nodelease"
 	"github.com/cnimedic/cnimedic/test/testenv"
 )
 
@@ -41,6 +42,10 @@ func TestMain(m *testing.M) {
 	testenv.Main(m, &env, func(env *testenv.Env) error {
 		ctx := context.Background()
 		if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNamespace}}); err != nil {
+			return err
+		}
+		// Where the medik8s operators and cnimedic keep node leases.
+		if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nodelease.DefaultNamespace}}); err != nil {
 			return err
 		}
 		// The executor's PriorityClass, as deploy/ ships it.
@@ -126,6 +131,7 @@ func (h *harness) start() {
 	r := &Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Kube: kube, Clock: h.clock,
 		Events: events.NewRecorder(mgr.GetEventRecorder("cnimedic"), h.clock),
+		Leases: &nodelease.Manager{Client: env.Client, Namespace: nodelease.DefaultNamespace, Holder: nodelease.Holder, Duration: 5 * time.Minute},
 		Config: Config{Namespace: testNamespace, ExecutorImage: "executor:test", CanaryImage: "canary:test",
 			ExecutorServiceAccount: "cnimedic-executor", PollInterval: 100 * time.Millisecond,
 			// The tests' clock moves only when a test steps it; TestOneNodeIsNotDiagnosedBackToBack sets its own.
@@ -416,6 +422,8 @@ type kubelet struct {
 	outcome    func(pod *corev1.Pod) *v1alpha1.ExecutorResult
 	diagnosis  func(pod *corev1.Pod) *v1alpha1.ExecutorResult
 	canaryRuns func(pod *corev1.Pod) bool
+	// preview ends the preview pods (nil: they stay pending).
+	preview func(pod *corev1.Pod) *v1alpha1.ExecutorResult
 }
 
 // confirms is a diagnosis that finds the remediation's own signature on the node.
@@ -467,6 +475,14 @@ func (h *harness) runKubelet(k kubelet) {
 							continue
 						}
 						if res := k.diagnosis(pod); res != nil {
+							seen[pod.UID] = true
+							_ = h.setPodStatus(pod, terminated(res))
+						}
+					case componentPreview:
+						if k.preview == nil {
+							continue
+						}
+						if res := k.preview(pod); res != nil {
 							seen[pod.UID] = true
 							_ = h.setPodStatus(pod, terminated(res))
 						}

@@ -1,6 +1,8 @@
 // Package diagnosepod builds the pod that runs the remediator's read-only diagnosis (`remediator diagnose`) on a
 // node. Two callers use it: `kubectl cnimedic diagnose NODE`, which prints the report from the pod's log, and the
 // workflow, for a custom signature whose action is Diagnose, which reads a summary from the termination message.
+// The workflow also runs the read-only preview of a plan in it (ModePlan: `remediator plan --plan`), so that an
+// approver sees the exact diff on the node before approving.
 //
 // The pod is shaped like the executor pod (design.md, executor contract): hostNetwork because the node's CNI may be
 // broken, pinned by nodeName, tolerating every taint, no API credentials. Unlike the executor it mounts the host
@@ -26,10 +28,27 @@ const (
 	HostRoot = "/host"
 	// Container is the name of the pod's one container.
 	Container = "diagnose"
-	// TerminationMessagePath is where the remediator writes its summary when Spec.RemediationID is set.
+	// TerminationMessagePath is where the remediator writes its summary when Spec.RemediationID is set, and its
+	// preview in ModePlan.
 	TerminationMessagePath = "/dev/termination-log"
+	// PlanAnnotation carries the plan on a ModePlan pod; the downward API turns it into the plan file.
+	PlanAnnotation = "cnimedic.io/plan"
+	// planDir and planFile are where the plan file appears in a ModePlan pod.
+	planDir  = "/etc/cnimedic"
+	planFile = "plan.json"
 	// hostVolume is the host root's volume.
 	hostVolume = "host"
+)
+
+// Mode is what the pod runs. Both modes are read-only.
+type Mode string
+
+const (
+	// ModeDiagnose runs `remediator diagnose` (the default).
+	ModeDiagnose Mode = ""
+	// ModePlan runs `remediator plan --plan` on Spec.Plan: what the plan would change on the node, resolved there
+	// with the same allowlist as apply, returned in the termination message.
+	ModePlan Mode = "plan"
 )
 
 // Spec is what the pod is made from.
@@ -51,6 +70,15 @@ type Spec struct {
 	// KubeletUnit and RuntimeUnit are the systemd units whose state is reported ("" for the remediator's default).
 	KubeletUnit string
 	RuntimeUnit string
+
+	// Mode is what the pod runs (ModeDiagnose when empty).
+	Mode Mode
+	// Plan is the plan's JSON, for ModePlan: carried in the pod's annotation and read as a file.
+	Plan string
+	// For ModePlan, what the executor of the plan is told: more plugin dirs after BinDir, and the runtime's socket
+	// ("" for the remediator's default), which a preview asks the runtime's version through.
+	MoreBinDirs []string
+	CRISocket   string
 
 	// Output is the report's format on the pod's log: json or text.
 	Output string
@@ -75,11 +103,20 @@ func Pod(s Spec) *corev1.Pod {
 	hostDirectory := corev1.HostPathDirectory
 	volumes := []corev1.Volume{{Name: hostVolume, VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/", Type: &hostDirectory}}}}
 	mounts := []corev1.VolumeMount{{Name: hostVolume, MountPath: HostRoot, ReadOnly: true, RecursiveReadOnly: ptr.To(corev1.RecursiveReadOnlyIfPossible)}}
-	args := []string{
-		"diagnose", "-o", s.Output,
-		"--host-root=" + HostRoot,
-		"--dbus-address=unix:path=" + HostRoot + "/run/dbus/system_bus_socket",
+	command := []string{"diagnose"}
+	var annotations map[string]string
+	if s.Mode == ModePlan {
+		command = []string{"plan", "--plan=" + planDir + "/" + planFile}
+		annotations = map[string]string{PlanAnnotation: s.Plan}
+		volumes = append(volumes, corev1.Volume{Name: "plan", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+			Items: []corev1.DownwardAPIVolumeFile{{Path: planFile, FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + PlanAnnotation + "']"}}}}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: "plan", MountPath: planDir, ReadOnly: true})
 	}
+	args := append(command, "-o", s.Output)
+	args = append(args,
+		"--host-root="+HostRoot,
+		"--dbus-address=unix:path="+HostRoot+"/run/dbus/system_bus_socket",
+	)
 	// The runtime's config is left to the remediator when it is the default (or unset): it finds it from the node's
 	// layout.
 	if s.ContainerdConfig != "" && s.ContainerdConfig != DefaultContainerdConfig {
@@ -92,6 +129,12 @@ func Pod(s Spec) *corev1.Pod {
 	}
 	if s.BinDir != "" && s.BinDir != DefaultBinDir {
 		args = append(args, "--bin-dir="+s.BinDir)
+	}
+	for _, d := range s.MoreBinDirs {
+		args = append(args, "--bin-dir="+d)
+	}
+	if s.CRISocket != "" {
+		args = append(args, "--cri-socket="+s.CRISocket)
 	}
 	if s.KubeletUnit != "" {
 		args = append(args, "--kubelet-unit="+s.KubeletUnit)
@@ -114,13 +157,19 @@ func Pod(s Spec) *corev1.Pod {
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"DAC_READ_SEARCH"}},
 		},
 	}
-	if s.RemediationID != "" {
+	switch {
+	case s.Mode == ModePlan:
+		// The preview as an executor result (`remediator plan` takes no remediation id).
+		ctr.Args = append(ctr.Args, "--termination-message-path="+TerminationMessagePath)
+	case s.RemediationID != "":
 		ctr.Args = append(ctr.Args, "--remediation-id="+s.RemediationID, "--termination-message-path="+TerminationMessagePath)
+	}
+	if s.Mode == ModePlan || s.RemediationID != "" {
 		ctr.TerminationMessagePath = TerminationMessagePath
 		ctr.TerminationMessagePolicy = corev1.TerminationMessageReadFile
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: s.Name, GenerateName: s.GenerateName, Namespace: s.Namespace, Labels: s.Labels},
+		ObjectMeta: metav1.ObjectMeta{Name: s.Name, GenerateName: s.GenerateName, Namespace: s.Namespace, Labels: s.Labels, Annotations: annotations},
 		Spec: corev1.PodSpec{
 			NodeName:                     s.Node,
 			HostNetwork:                  true, // it must run while the node's CNI is broken

@@ -122,6 +122,23 @@ func (m Manager) create(ctx context.Context, node *corev1.Node, now time.Time) e
 	return nil
 }
 
+// HeldByOther says whether another holder has a valid lease on the node, who, and until when. It writes nothing.
+func (m Manager) HeldByOther(ctx context.Context, node string, now time.Time) (string, time.Time, bool, error) {
+	lease := &coordv1.Lease{}
+	key := client.ObjectKey{Namespace: m.Namespace, Name: Name(node)}
+	if err := m.Client.Get(ctx, key, lease); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", time.Time{}, false, nil
+		}
+		return "", time.Time{}, false, fmt.Errorf("reading lease %s/%s: %w", key.Namespace, key.Name, err)
+	}
+	until, valid := expiry(lease, now)
+	if !valid || holderOf(lease) == m.Holder {
+		return "", time.Time{}, false, nil
+	}
+	return holderOf(lease), until, true, nil
+}
+
 // Release gives the node's lease back by deleting it, only when this holder has it. It is safe to call any number
 // of times.
 func (m Manager) Release(ctx context.Context, node string) error {

@@ -124,13 +124,17 @@ func TestChartInstallsOnARealAPIServer(t *testing.T) {
 		}
 	}
 	for kind, want := range map[string]int{"CustomResourceDefinition": 2, "Deployment": 1, "ServiceAccount": 2, "PriorityClass": 1,
-		"RemediationPolicy": 1, "ValidatingAdmissionPolicy": 2, "ValidatingAdmissionPolicyBinding": 2, "ConfigMap": 1, "Service": 1, "Role": 2} {
+		"RemediationPolicy": 1, "ValidatingAdmissionPolicy": 2, "ValidatingAdmissionPolicyBinding": 2, "ConfigMap": 1, "Service": 1, "Role": 3,
+		"Namespace": 1} {
 		if kinds[kind] != want {
 			t.Errorf("the chart renders %d %s, want %d", kinds[kind], kind, want)
 		}
 	}
-	if kinds["ServiceMonitor"]+kinds["PrometheusRule"]+kinds["Namespace"] != 0 {
-		t.Error("monitoring objects and the namespace are opt-in")
+	if kinds["ServiceMonitor"]+kinds["PrometheusRule"] != 0 || find(objs, "Namespace", chartNamespace) != nil {
+		t.Error("monitoring objects and the release namespace are opt-in")
+	}
+	if ns := find(objs, "Namespace", "medik8s-leases"); ns == nil || ns.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+		t.Error("the chart must make the node leases' namespace, kept on uninstall (other tools' leases live there)")
 	}
 
 	// The default policy, as the API server stored and defaulted it: Manual approval, one node at a time.

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/internal/diagnosepod"
@@ -147,6 +148,11 @@ func TestHelmInstallsTheChartOnAFreshClusterAndKeepsTheCRDsOnUninstall(t *testin
 		t.Fatalf("a refused install created the CRD anyway: %v", err)
 	}
 
+	// A medik8s operator made the node leases' namespace first: the chart uses it and does not take it.
+	if err := h.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "medik8s-leases"}}); err != nil {
+		t.Fatal(err)
+	}
+
 	// The docs' install command without --wait, which would wait for a manager Deployment that no controller
 	// manager or kubelet runs here (the lab's end-to-end suite installs with --wait), and with a pull secret for the
 	// executor. The hook's policy is created right after the CRDs, which one API server establishes at once.
@@ -161,6 +167,13 @@ func TestHelmInstallsTheChartOnAFreshClusterAndKeepsTheCRDsOnUninstall(t *testin
 		if crd.Annotations["helm.sh/resource-policy"] != "keep" || crd.Annotations["meta.helm.sh/release-name"] != "cnimedic" {
 			t.Errorf("CRD %s annotations %v: want the release's, with helm.sh/resource-policy: keep", name, crd.Annotations)
 		}
+	}
+	leasesNS := &corev1.Namespace{}
+	if err := h.c.Get(ctx, client.ObjectKey{Name: "medik8s-leases"}, leasesNS); err != nil || leasesNS.Annotations["meta.helm.sh/release-name"] != "" {
+		t.Errorf("the node leases' namespace another tool made: %v, annotations %v: want it left to that tool", err, leasesNS.Annotations)
+	}
+	if err := h.c.Get(ctx, client.ObjectKey{Namespace: "medik8s-leases", Name: "cnimedic-manager-node-leases"}, &rbacv1.Role{}); err != nil {
+		t.Errorf("the node leases' Role: %v", err)
 	}
 	p := &v1alpha1.RemediationPolicy{}
 	if err := h.c.Get(ctx, client.ObjectKey{Name: "default"}, p); err != nil {
@@ -287,6 +300,10 @@ func TestHelmUpgradeFromTheCRDsDirChartUpgradesTheCRDs(t *testing.T) {
 	}
 	if err := h.c.Get(ctx, client.ObjectKey{Name: nr.Name}, nr); err != nil {
 		t.Errorf("the NodeRemediation after the upgrade: %v", err)
+	}
+	leasesNS := &corev1.Namespace{}
+	if err := h.c.Get(ctx, client.ObjectKey{Name: "medik8s-leases"}, leasesNS); err != nil || leasesNS.Annotations["helm.sh/resource-policy"] != "keep" {
+		t.Errorf("the node leases' namespace nobody had made: %v, annotations %v: want the chart's, kept", err, leasesNS.Annotations)
 	}
 	// From now on the CRDs are the release's: a plain upgrade works. The policy chart 0.1.0 made in the release
 	// stays in it, and follows the values.

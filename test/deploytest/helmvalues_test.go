@@ -181,6 +181,36 @@ executorImagePullSecrets: [{name: node-regcred}]
 		t.Errorf("the manager's ServiceAccount got pull secrets %s; the manager's are on its pod", got)
 	}
 
+	// The node leases: the default namespace is the manager's default (no flag), another one is passed to it and
+	// gets the Role, none takes no leases and grants nothing.
+	for _, c := range []struct {
+		values, flag, roleNS string
+	}{
+		{"", "", "medik8s-leases"},
+		{"nodeLeases: {namespace: node-leases}", "--node-lease-namespace=node-leases", "node-leases"},
+		{`nodeLeases: {namespace: ""}`, "--node-lease-namespace=", ""},
+	} {
+		objs := renderChart(t, loadChart(t), c.values)
+		args, _ := json.Marshal(find(objs, "Deployment", "cnimedic-manager").Object["spec"].(map[string]any)["template"])
+		hasFlag := strings.Contains(string(args), "--node-lease-namespace")
+		if (c.flag != "") != hasFlag || (c.flag != "" && !strings.Contains(string(args), `"`+c.flag+`"`)) {
+			t.Errorf("%q: the manager's args %s, want flag %q", c.values, args, c.flag)
+		}
+		if ns := find(objs, "Namespace", c.roleNS); c.roleNS != "" && ns == nil {
+			t.Errorf("%q: no Namespace %s for the leases", c.values, c.roleNS)
+		}
+		role := find(objs, "Role", "cnimedic-manager-node-leases")
+		if c.roleNS == "" && role != nil || c.roleNS != "" && (role == nil || role.GetNamespace() != c.roleNS) {
+			t.Errorf("%q: the node leases' Role %v, want it in %q", c.values, role, c.roleNS)
+		}
+	}
+
+	for _, o := range renderChart(t, loadChart(t), `nodeLeases: {createNamespace: false}`) {
+		if o.GetKind() == "Namespace" {
+			t.Errorf("nodeLeases.createNamespace=false rendered Namespace %s", o.GetName())
+		}
+	}
+
 	// Empty values leave the fields out rather than rendering them empty.
 	objs = renderChart(t, loadChart(t), `{priorityClassName: "", tolerations: []}`)
 	spec, _, _ := unstructured.NestedMap(find(objs, "Deployment", "cnimedic-manager").Object, "spec", "template", "spec")

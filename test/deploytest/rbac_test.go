@@ -10,6 +10,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/cnimedic/cnimedic/internal/nodelease"
 	"github.com/cnimedic/cnimedic/test/manifests"
 	"github.com/cnimedic/cnimedic/test/repo"
 )
@@ -115,6 +116,14 @@ func TestEveryShippedRoleIsLeastPrivilege(t *testing.T) {
 			if o.GetKind() == "ClusterRole" {
 				for _, p := range lintClusterWide(role.Name, role.Rules) {
 					t.Error(p)
+				}
+			} else if o.GetNamespace() == nodelease.DefaultNamespace {
+				// The nodes' maintenance leases live in the namespace the medik8s operators share: there the manager
+				// may touch leases and nothing else.
+				for _, r := range role.Rules {
+					if !slices.Equal(r.APIGroups, []string{"coordination.k8s.io"}) || !slices.Equal(r.Resources, []string{"leases"}) {
+						t.Errorf("Role %s in the node leases' namespace grants %v on %v: only leases belong there", role.Name, r.Verbs, r.Resources)
+					}
 				}
 			} else if o.GetNamespace() != "cnimedic-system" {
 				t.Errorf("Role %s is in namespace %q, not the install's", role.Name, o.GetNamespace())
