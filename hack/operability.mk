@@ -42,4 +42,4 @@ test-deps: $(HELM)
 
 .PHONY: helm-template
 helm-template: $(HELM) ## Render the Helm chart with the helm CLI (built from its module), as helm install would.
-	$(HELM) template cnimedic deploy/helm/cnimedic --namespace cnimedic-system
+	$(HELM) template cnimedic deploy/helm/cnimedic --namespace cnimedic-system --kube-version $(KUBERNETES_VERSION)
