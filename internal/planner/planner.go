@@ -137,8 +137,13 @@ func Build(r Request) (v1alpha1.Plan, error) {
 	}
 
 	// Where one unit runs both kubelet and the runtime (k3s, RKE2), stopping kubelet stops the runtime: the unit is
-	// stopped and started once.
+	// stopped and started once. A repair that needs the runtime up (it frees what no live sandbox holds, and only
+	// the runtime knows which sandboxes live) cannot stop that unit at all: it runs with kubelet and the runtime up,
+	// and never frees a lease written in the last moments (remediator/resolve, ReclaimIPAM).
 	if runtime == kubelet {
+		if !stopRuntime {
+			return v1alpha1.Plan{Steps: append(repair, v1alpha1.PlanStep{Type: v1alpha1.StepVerifyNode})}, nil
+		}
 		stopRuntime = false
 	}
 	steps := []v1alpha1.PlanStep{{Type: v1alpha1.StepStopUnit, Unit: kubelet}}

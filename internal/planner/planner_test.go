@@ -57,6 +57,10 @@ func TestBuildFollowsTheRunbookOrderAdaptedPerRepair(t *testing.T) {
 			"StopUnit[kubelet.service] StopUnit[containerd.service] RestoreConfList[10-calico.conflist] StartUnit[containerd.service] StartUnit[kubelet.service] VerifyNode"},
 		{"custom signature mapped to an action", Request{Signature: "site-ipam", Action: v1alpha1.ActionReclaimIPAM},
 			"StopUnit[kubelet.service] ReclaimIPAM RemoveStaleNetns StartUnit[kubelet.service] VerifyNode"},
+		{"one unit runs kubelet and the runtime (k3s): stopped and started once", Request{Signature: v1alpha1.SignatureCNIVersionIncompatible, Repair: v1alpha1.RepairSpec{Units: v1alpha1.UnitsSpec{Kubelet: "k3s-agent.service", Runtime: "k3s-agent.service"}}},
+			"StopUnit[k3s-agent.service] SetCNIVersion StartUnit[k3s-agent.service] VerifyNode"},
+		{"IPAM exhausted where one unit runs both: nothing stopped, CRI must answer", Request{Signature: v1alpha1.SignatureIPAMExhausted, Repair: v1alpha1.RepairSpec{Units: v1alpha1.UnitsSpec{Kubelet: "k3s-agent.service", Runtime: "k3s-agent.service"}}},
+			"ReclaimIPAM RemoveStaleNetns VerifyNode"},
 		{"install disallowed falls on the caller", Request{Signature: v1alpha1.SignatureCNIVersionMissing, Repair: v1alpha1.RepairSpec{InstallReferencePlugins: &no}},
 			"StopUnit[kubelet.service] StopUnit[containerd.service] SetCNIVersion StartUnit[containerd.service] StartUnit[kubelet.service] VerifyNode"},
 	}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/conflist"
@@ -544,8 +545,15 @@ func ReclaimIPAM(ctx context.Context, env step.Env, s v1alpha1.PlanStep) (step.R
 	}
 	var res step.Resolution
 	var words []string
+	now := time.Now()
 	for _, n := range nets {
-		leaked := ipam.Leaked(n, live)
+		var leaked []ipam.Lease
+		for _, l := range ipam.Leaked(n, live) {
+			if st, err := os.Stat(env.Root.Path(l.Path)); err == nil && now.Sub(st.ModTime()) < freshLease {
+				continue // a sandbox being set up right now may not be listed yet (kubelet may be running)
+			}
+			leaked = append(leaked, l)
+		}
 		for _, l := range leaked {
 			res.Edits = append(res.Edits, step.Edit{Path: l.Path, Remove: true,
 				Why: fmt.Sprintf("free %s of network %s: sandbox %s no longer exists (the lease file is kept as a backup)", l.IP, n.Name, l.ContainerID)})
@@ -558,6 +566,11 @@ func ReclaimIPAM(ctx context.Context, env step.Env, s v1alpha1.PlanStep) (step.R
 	res.Message = fmt.Sprintf("%d live sandbox(es); %s", len(sbs), strings.Join(words, "; "))
 	return res, nil
 }
+
+// freshLease is how young a lease file may be and still never be freed: where the repair runs with kubelet and the
+// runtime up (one unit runs both: k3s, RKE2), a sandbox being set up this moment holds a lease before the runtime
+// lists it. A node out of addresses writes no new leases, so its leaked ones are all older.
+const freshLease = 10 * time.Second
 
 // RemoveStaleNetns removes named network namespaces that no live sandbox uses and no process runs in.
 func RemoveStaleNetns(ctx context.Context, env step.Env, _ v1alpha1.PlanStep) (step.Resolution, error) {
