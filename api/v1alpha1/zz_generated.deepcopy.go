@@ -345,6 +345,11 @@ func (in *NodeLayout) DeepCopyInto(out *NodeLayout) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.StandardBinDirs != nil {
+		in, out := &in.StandardBinDirs, &out.StandardBinDirs
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.HostPaths != nil {
 		in, out := &in.HostPaths, &out.HostPaths
 		*out = make([]string, len(*in))

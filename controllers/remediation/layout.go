@@ -178,7 +178,7 @@ func isDefault(v, def string) bool { return v == "" || v == def }
 // layoutRepair is the policy's repair settings with the node's layout filled in where the policy keeps the CRD's
 // defaults: the layout's units (kubelet's first, the runtime's last; the same one where one unit runs both), its
 // runtime config (the template it is generated from, where there is one: an edit of the generated file is lost at
-// the next start), its conf dir and first bin dir. The policy's own values win; each one that contradicts the layout
+// the next start), its standard conf dir and first standard bin dir. The policy's own values win; each one that contradicts the layout
 // is returned as a conflict.
 func layoutRepair(repair v1alpha1.RepairSpec, l *v1alpha1.NodeLayout) (v1alpha1.RepairSpec, []string) {
 	if l == nil {
@@ -206,9 +206,11 @@ func layoutRepair(repair v1alpha1.RepairSpec, l *v1alpha1.NodeLayout) (v1alpha1.
 		config = l.RuntimeConfigTemplate
 	}
 	pick("containerd.configPath", &repair.Containerd.ConfigPath, def.Containerd.ConfigPath, config)
-	pick("containerd.confDir", &repair.Containerd.ConfDir, def.Containerd.ConfDir, l.ConfDir)
-	if len(l.BinDirs) > 0 {
-		pick("containerd.binDir", &repair.Containerd.BinDir, def.Containerd.BinDir, l.BinDirs[0], l.BinDirs[1:]...)
+	// The dirs a repair of the runtime's CNI settings writes are the layout's standard ones: ConfDir and BinDirs are
+	// what the runtime reads now, which may be the very value that is broken.
+	pick("containerd.confDir", &repair.Containerd.ConfDir, def.Containerd.ConfDir, l.StandardConfDir)
+	if len(l.StandardBinDirs) > 0 {
+		pick("containerd.binDir", &repair.Containerd.BinDir, def.Containerd.BinDir, l.StandardBinDirs[0], l.StandardBinDirs[1:]...)
 	}
 	return repair, conflicts
 }

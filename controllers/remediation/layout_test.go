@@ -29,6 +29,8 @@ func k3sAgentLayout() *v1alpha1.NodeLayout {
 		RuntimeConfigTemplate: "/var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl",
 		ConfDir:               "/var/lib/rancher/k3s/agent/etc/cni/net.d",
 		BinDirs:               []string{"/var/lib/rancher/k3s/data/current/bin"},
+		StandardConfDir:       "/var/lib/rancher/k3s/agent/etc/cni/net.d",
+		StandardBinDirs:       []string{"/var/lib/rancher/k3s/data/current/bin"},
 		HostPaths:             []string{"/run/k3s/containerd"},
 		Servable:              true}
 }
@@ -37,7 +39,8 @@ func k3sAgentLayout() *v1alpha1.NodeLayout {
 func kubeadmLayout() *v1alpha1.NodeLayout {
 	return &v1alpha1.NodeLayout{Kind: v1alpha1.LayoutKubeadm, Units: []string{"kubelet.service", "containerd.service"},
 		CRISocket: "/run/containerd/containerd.sock", RuntimeConfig: "/etc/containerd/config.toml", ConfDir: "/etc/cni/net.d",
-		BinDirs: []string{"/opt/cni/bin"}, HostPaths: []string{"/run/containerd"}, Servable: true}
+		BinDirs: []string{"/opt/cni/bin"}, StandardConfDir: "/etc/cni/net.d", StandardBinDirs: []string{"/opt/cni/bin"},
+		HostPaths: []string{"/run/containerd"}, Servable: true}
 }
 
 // withLayout is a diagnosis that confirms the remediation's signature and reports the layout.
@@ -203,6 +206,8 @@ func TestARuntimeConfigRepairOnAK3sLayoutEditsTheTemplate(t *testing.T) {
 	node := h.node("w1")
 	p := h.policy("p", nil)
 	l := k3sAgentLayout()
+	// The runtime reads an empty dir now (the failure): the repair points it back to k3s's own, not to the dir it reads.
+	l.ConfDir = "/var/lib/rancher/k3s/agent/etc/cni/elsewhere"
 	h.runKubelet(kubelet{diagnosis: h.withLayout(l)})
 	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNINotInitialized)
 
@@ -213,8 +218,8 @@ func TestARuntimeConfigRepairOnAK3sLayoutEditsTheTemplate(t *testing.T) {
 		t.Fatalf("plan %+v has no RepairRuntimeCNIConfig", got.Status.Plan)
 	}
 	rt := got.Status.Plan.Steps[i].Runtime
-	if rt.ConfigPath != l.RuntimeConfigTemplate || rt.ConfDir != l.ConfDir || rt.BinDir != l.BinDirs[0] {
-		t.Errorf("runtime settings %+v: want the template edited to k3s's dirs", rt)
+	if rt.ConfigPath != l.RuntimeConfigTemplate || rt.ConfDir != l.StandardConfDir || rt.BinDir != l.StandardBinDirs[0] {
+		t.Errorf("runtime settings %+v: want the template edited to k3s's standard dirs", rt)
 	}
 	args := pod.Spec.Containers[0].Args
 	if !slices.Contains(args, "--containerd-config="+l.RuntimeConfig) || slices.ContainsFunc(args, func(a string) bool {
