@@ -48,7 +48,7 @@ func main() {
 }
 
 func run(version, outDir, manifest string, verify bool) error {
-	sums, err := krewplugin.Package(version, "./cmd/kubectl-cnimedic", outDir, Targets)
+	sums, err := krewplugin.Package(version, "./cmd/kubectl-cnimedic", outDir, outDir, Targets)
 	if err != nil {
 		return err
 	}

@@ -162,11 +162,15 @@ func Build(t Target, pkg, dir string) ([]byte, error) {
 	return os.ReadFile(out)
 }
 
-// Package builds pkg for each target, writes each archive into outDir and returns the archives' sha256 sums (hex).
-func Package(version, pkg, outDir string, targets []Target) (map[Target]string, error) {
+// Package builds pkg for each target (the binaries under buildDir), writes each archive into outDir and returns
+// the archives' sha256 sums (hex).
+func Package(version, pkg, buildDir, outDir string, targets []Target) (map[Target]string, error) {
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return nil, err
+	}
 	sums := map[Target]string{}
 	for _, t := range targets {
-		bin, err := Build(t, pkg, outDir)
+		bin, err := Build(t, pkg, buildDir)
 		if err != nil {
 			return nil, err
 		}
