@@ -15,19 +15,6 @@ import (
 	"github.com/cnimedic/cnimedic/internal/signature"
 )
 
-// Parameter names read from the signature's evidence (internal/signature's names).
-const (
-	ParamConfigFile = "configFile"
-	ParamPlugin     = "plugin"
-	ParamPluginType = "pluginType"
-	ParamBridge     = "bridge"
-	ParamAddress    = "address"
-	// ParamNetwork and ParamResultVersion name a network and the version of its cached results that the runtime
-	// could not convert.
-	ParamNetwork       = "network"
-	ParamResultVersion = "resultVersion"
-)
-
 // Default unit names, as the policy's defaults spell them.
 const (
 	DefaultKubeletUnit = "kubelet.service"
@@ -103,7 +90,7 @@ func Build(r Request) (v1alpha1.Plan, error) {
 			return v1alpha1.Plan{}, fmt.Errorf("the policy does not allow installing reference plugins (repair.installReferencePlugins is false)")
 		}
 		var list []string
-		if p := firstNonEmpty(r.Params[ParamPlugin], r.Params[ParamPluginType]); p != "" && r.Signature == v1alpha1.SignaturePluginBinaryMissing {
+		if p := firstNonEmpty(r.Params[v1alpha1.ParamPlugin], r.Params[v1alpha1.ParamPluginType]); p != "" && r.Signature == v1alpha1.SignaturePluginBinaryMissing {
 			if !signature.IsReferencePlugin(p) {
 				return v1alpha1.Plan{}, fmt.Errorf("%w (%s)", ErrVendorPlugin, p)
 			}
@@ -165,7 +152,7 @@ func Build(r Request) (v1alpha1.Plan, error) {
 // a hint that narrows, never widens: on the node the step works only on the file the runtime loads, and a name that
 // is not that file is refused before anything is stopped (remediator/resolve, target).
 func confList(p map[string]string) string {
-	f := p[ParamConfigFile]
+	f := p[v1alpha1.ParamConfigFile]
 	if f == "" {
 		return ""
 	}
@@ -176,10 +163,10 @@ func confList(p map[string]string) string {
 // stale address is known (the message "already has an IP address different from" comes from the bridge plugin,
 // whose default bridge is cni0).
 func staleLink(p map[string]string) string {
-	if l := p[ParamBridge]; l != "" {
+	if l := p[v1alpha1.ParamBridge]; l != "" {
 		return l
 	}
-	if p[ParamAddress] != "" {
+	if p[v1alpha1.ParamAddress] != "" {
 		return "cni0"
 	}
 	return ""
@@ -190,8 +177,8 @@ func staleLink(p map[string]string) string {
 // results of version A on that network.
 func staleResults(p map[string]string) v1alpha1.PlanStep {
 	st := v1alpha1.PlanStep{Type: v1alpha1.StepRemoveStaleCNIResults}
-	if p[ParamResultVersion] != "" && p[ParamNetwork] != "" {
-		st.Network, st.ResultVersion = p[ParamNetwork], p[ParamResultVersion]
+	if p[v1alpha1.ParamResultVersion] != "" && p[v1alpha1.ParamNetwork] != "" {
+		st.Network, st.ResultVersion = p[v1alpha1.ParamNetwork], p[v1alpha1.ParamResultVersion]
 	}
 	return st
 }
