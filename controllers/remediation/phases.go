@@ -232,7 +232,7 @@ func requestedByHand(nr *v1alpha1.NodeRemediation) bool {
 // carriesNoEvidence says whether a remediation holds none of the detection's evidence.
 func carriesNoEvidence(nr *v1alpha1.NodeRemediation) bool {
 	ev := nr.Spec.Evidence
-	return ev.EventCount == 0 && ev.NodeCondition == "" && len(ev.Pods) == 0
+	return ev.EventCount == 0 && ev.NodeCondition == "" && len(ev.Conditions) == 0 && len(ev.Pods) == 0
 }
 
 // phaseSince is when the remediation last entered the phase (now when the history does not say).
