@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -42,6 +43,7 @@ func (r *Reconciler) decide(s *scope) decision {
 		if d.Confirmed != nr.Spec.Signature {
 			sig, params = v1alpha1.SignatureID(d.Confirmed), nil
 		}
+		params = nodeTargets(params, d)
 	}
 	st.Plan = nil
 	st.PolicyGeneration = p.Generation
@@ -76,6 +78,37 @@ func (r *Reconciler) decide(s *scope) decision {
 	}
 	st.Plan = &plan
 	return decision{}
+}
+
+// nodeTargets are the parameters a plan is built from once the node confirmed the cause: the file and the plugins a
+// repair works on are the node's, never the message's. The conflist is the one the confirmed finding names (the
+// node's diagnosis reads the file the runtime loads), else none (the node picks the loaded one); the plugins are
+// left to the node (it installs those the loaded chain uses that are missing or too old). Without that, a message
+// naming another file was refused on the node only after the drain.
+func nodeTargets(params map[string]string, d *v1alpha1.Diagnosis) map[string]string {
+	out := make(map[string]string, len(params))
+	for k, v := range params {
+		if k != v1alpha1.ParamConfigFile && k != v1alpha1.ParamPlugin {
+			out[k] = v
+		}
+	}
+	for _, f := range d.Findings {
+		if f.Severity == v1alpha1.SeverityError && string(f.Signature) == d.Confirmed && isConfList(f.Path) {
+			out[v1alpha1.ParamConfigFile] = f.Path
+			break
+		}
+	}
+	return out
+}
+
+// isConfList says whether a finding's path is a network configuration file (a CNI conf dir's .conf, .conflist or
+// .json), not a directory, a plugin or containerd's config.
+func isConfList(path string) bool {
+	switch filepath.Ext(path) {
+	case ".conf", ".conflist", ".json":
+		return true
+	}
+	return false
 }
 
 // actionOf is the action for the remediation's signature, decided once: a custom signature's own, else the

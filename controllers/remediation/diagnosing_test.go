@@ -281,3 +281,36 @@ func TestACauseTheNodeConfirmsIsRepairedWhateverTheMessageLeftOut(t *testing.T) 
 		t.Errorf("action %s plan %+v: the node confirmed a host-local network out of addresses", pending.Status.Action, pending.Status.Plan)
 	}
 }
+
+// TestTheFileARepairEditsIsTheOneTheNodeShowsNotTheMessages (issue 12): a message naming another conflist is a hint;
+// once the node confirmed the cause, the plan edits the file the node's finding names (the one the runtime loads),
+// and with no file named it leaves the choice to the node, which picks the loaded one.
+func TestTheFileARepairEditsIsTheOneTheNodeShowsNotTheMessages(t *testing.T) {
+	for _, tc := range []struct {
+		name, path, want string
+	}{
+		{"the finding names the loaded file", "/etc/cni/net.d/10-lab.conflist", "10-lab.conflist"},
+		{"the finding names no file", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, fmt.Sprintf("nodefile-%v", tc.want != ""))
+			node := h.node("w1")
+			p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Approval.Mode = v1alpha1.ApprovalManual })
+			h.runKubelet(kubelet{diagnosis: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
+				return diagnosisFinding(pod, v1alpha1.Finding{Severity: v1alpha1.SeverityError, Signature: v1alpha1.SignatureCNIVersionMissing,
+					Summary: "the loaded conflist has no cniVersion", Path: tc.path})
+			}})
+			nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionMissing, func(nr *v1alpha1.NodeRemediation) {
+				nr.Spec.Parameters = map[string]string{v1alpha1.ParamConfigFile: "/etc/cni/net.d/99-tenant.conflist"}
+			})
+			pending := h.waitPhase(nr.Name, v1alpha1.PhaseAwaitingApproval)
+			i := slices.IndexFunc(pending.Status.Plan.Steps, func(s v1alpha1.PlanStep) bool { return s.Type == v1alpha1.StepSetCNIVersion })
+			if i < 0 {
+				t.Fatalf("plan %+v has no SetCNIVersion", pending.Status.Plan)
+			}
+			if got := pending.Status.Plan.Steps[i].ConfList; got != tc.want {
+				t.Errorf("the plan edits %q, want %q: the message's 99-tenant.conflist is never the target once the node confirmed", got, tc.want)
+			}
+		})
+	}
+}
