@@ -115,10 +115,8 @@ func isConfList(path string) bool {
 // catalog's for what the evidence carried (its alternative when the policy allows it), refined by the policy's
 // repair settings.
 func actionOf(p *v1alpha1.RemediationPolicy, nr *v1alpha1.NodeRemediation) v1alpha1.RepairAction {
-	for _, c := range p.Spec.CustomSignatures {
-		if c.Name == nr.Spec.Signature {
-			return c.Action
-		}
+	if c, ok := customSignature(p, nr.Spec.Signature); ok {
+		return c.Action
 	}
 	id := v1alpha1.SignatureID(nr.Spec.Signature)
 	def, ok := signature.Lookup(id)
@@ -136,15 +134,22 @@ func actionOf(p *v1alpha1.RemediationPolicy, nr *v1alpha1.NodeRemediation) v1alp
 // IPAM type named in the evidence) do not apply: the diagnosis reports a cause only where the node's own files show
 // one cnimedic repairs, and marks the others with Fix Escalate.
 func causeAction(p *v1alpha1.RemediationPolicy, sig v1alpha1.SignatureID) v1alpha1.RepairAction {
-	for _, c := range p.Spec.CustomSignatures {
-		if c.Name == string(sig) {
-			return c.Action
-		}
+	if c, ok := customSignature(p, string(sig)); ok {
+		return c.Action
 	}
 	if def, ok := signature.Lookup(sig); ok && def.Alternative != "" && slices.Contains(p.Spec.AllowedActions, def.Alternative) {
 		return def.Alternative
 	}
 	return planner.ActionFor(sig, p.Spec.Repair)
+}
+
+// customSignature is the policy's own signature of that name, if it has one: the one lookup the workflow makes.
+func customSignature(p *v1alpha1.RemediationPolicy, name string) (v1alpha1.CustomSignature, bool) {
+	i := slices.IndexFunc(p.Spec.CustomSignatures, func(c v1alpha1.CustomSignature) bool { return c.Name == name })
+	if i < 0 {
+		return v1alpha1.CustomSignature{}, false
+	}
+	return p.Spec.CustomSignatures[i], true
 }
 
 // executorImage is the image executor pods of the policy run: the policy's own, or the installation's.

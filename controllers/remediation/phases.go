@@ -79,6 +79,7 @@ func (r *Reconciler) reconcileDetected(ctx context.Context, s *scope) (reconcile
 		s.transition(v1alpha1.PhaseEscalated, ReasonNodeNotLinux, why)
 		return reconcile.Result{}, nil
 	}
+	_, custom := customSignature(p, nr.Spec.Signature)
 	switch {
 	case action == v1alpha1.ActionEscalate:
 		s.transition(v1alpha1.PhaseEscalated, ReasonEscalated, escalationMessage(nr))
@@ -87,7 +88,7 @@ func (r *Reconciler) reconcileDetected(ctx context.Context, s *scope) (reconcile
 		s.transition(v1alpha1.PhaseEscalated, ReasonActionNotAllowed, fmt.Sprintf("%s needs %s, which policy %s does not allow (spec.allowedActions); %s",
 			nr.Spec.Signature, action, p.Name, escalationMessage(nr)))
 		return reconcile.Result{}, nil
-	case action == v1alpha1.ActionDiagnose && isCustomSignature(p, nr.Spec.Signature):
+	case action == v1alpha1.ActionDiagnose && custom:
 		// A policy's own signature that asks only for a diagnosis: recorded, and left to a person.
 		return r.reconcileDiagnose(ctx, s)
 	}
@@ -210,16 +211,6 @@ func (r *Reconciler) approve(s *scope, source string) (reconcile.Result, error) 
 	s.setCondition(v1alpha1.RemediationApproved, metav1.ConditionTrue, ReasonApproved, "approved by "+source)
 	s.transition(v1alpha1.PhaseApproved, ReasonApproved, fmt.Sprintf("approved by %s (digest %s)", source, short(s.nr.Status.Digest)))
 	return moveOn, nil
-}
-
-// isCustomSignature says whether the signature is one of the policy's own.
-func isCustomSignature(p *v1alpha1.RemediationPolicy, sig string) bool {
-	for _, c := range p.Spec.CustomSignatures {
-		if c.Name == sig {
-			return true
-		}
-	}
-	return false
 }
 
 // requestedByHand: the remediation carried none of the detection's evidence when the manager first took it (the
