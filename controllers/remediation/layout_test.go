@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
@@ -83,23 +82,6 @@ func (h *harness) onlyExecutorPod(nr string) corev1.Pod {
 		return nil
 	}, "the executor pod of %s", nr)
 	return pod
-}
-
-// layoutEvent waits for an event of the reason about the remediation whose note contains want.
-func (h *harness) layoutEvent(nr, reason, want string) {
-	h.t.Helper()
-	h.eventually(func() error {
-		list := &eventsv1.EventList{}
-		if err := h.c.List(h.ctx, list); err != nil {
-			return err
-		}
-		for _, e := range list.Items {
-			if e.Reason == reason && e.Regarding.Name == nr && strings.Contains(e.Note, want) {
-				return nil
-			}
-		}
-		return fmt.Errorf("no %s event naming %q on %s", reason, want, nr)
-	}, "the %s event", reason)
 }
 
 // TestAnUnservableLayoutEscalatesWithoutACordonOrAnExecutorPod: the node confirms the failure, but its layout is one
@@ -280,8 +262,8 @@ func TestAPolicyUnitThatContradictsTheLayoutIsReportedAndItsValueRuns(t *testing
 	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionMissing)
 
 	pod := h.onlyExecutorPod(nr.Name)
-	h.layoutEvent(nr.Name, ReasonLayoutConflict, "spec.repair.units.kubelet is k3s.service where the node's layout has k3s-agent.service")
-	h.layoutEvent(nr.Name, ReasonLayoutConflict, l.Reason)
+	h.eventOn(nr.Name, ReasonLayoutConflict, "spec.repair.units.kubelet is k3s.service where the node's layout has k3s-agent.service")
+	h.eventOn(nr.Name, ReasonLayoutConflict, l.Reason)
 	args := pod.Spec.Containers[0].Args
 	if !slices.Contains(args, "--kubelet-unit=k3s.service") || !slices.Contains(args, "--runtime-unit=k3s.service") {
 		t.Errorf("args %v: want the policy's units", args)

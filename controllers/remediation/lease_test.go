@@ -2,13 +2,11 @@ package remediation
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -40,23 +38,6 @@ func (h *harness) lease(node string) (*coordv1.Lease, error) {
 	l := &coordv1.Lease{}
 	err := h.c.Get(h.ctx, client.ObjectKey{Namespace: nodelease.DefaultNamespace, Name: nodelease.Name(node)}, l)
 	return l, err
-}
-
-// eventOn waits for an event of the reason about the remediation whose note contains want.
-func (h *harness) eventOn(nr, reason, want string) {
-	h.t.Helper()
-	h.eventually(func() error {
-		list := &eventsv1.EventList{}
-		if err := h.c.List(h.ctx, list); err != nil {
-			return err
-		}
-		for _, e := range list.Items {
-			if e.Reason == reason && e.Regarding.Name == nr && strings.Contains(e.Note, want) {
-				return nil
-			}
-		}
-		return fmt.Errorf("no %s event naming %q on %s", reason, want, nr)
-	}, "the %s event", reason)
 }
 
 // TestANodeWhoseLeaseAnotherToolHoldsIsLeftAloneAndTheHolderNamed (issue 16): while node-maintenance-operator holds

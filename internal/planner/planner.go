@@ -40,34 +40,19 @@ type Request struct {
 	Repair v1alpha1.RepairSpec
 }
 
-// ActionFor is the repair action of a built-in signature under the policy's repair settings.
+// ActionFor is the repair action of a built-in signature under the policy's repair settings: the catalog's
+// (internal/signature, where each signature's action is decided once), except that a policy may repair an
+// incompatible version by upgrading the plugins instead of rewriting the configuration. A signature the catalog does
+// not know is escalated.
 func ActionFor(sig v1alpha1.SignatureID, repair v1alpha1.RepairSpec) v1alpha1.RepairAction {
-	switch sig {
-	case v1alpha1.SignatureCNIVersionIncompatible:
-		if repair.VersionStrategy == v1alpha1.VersionRepairUpgradePlugins {
-			return v1alpha1.ActionInstallReferencePlugins
-		}
-		return v1alpha1.ActionSetCNIVersion
-	case v1alpha1.SignatureCNIVersionMissing:
-		return v1alpha1.ActionSetCNIVersion
-	case v1alpha1.SignatureCNINotInitialized:
-		return v1alpha1.ActionRepairRuntimeCNIConfig
-	case v1alpha1.SignaturePluginBinaryMissing:
-		return v1alpha1.ActionInstallReferencePlugins
-	case v1alpha1.SignatureIPAMExhausted:
-		return v1alpha1.ActionReclaimIPAM
-	case v1alpha1.SignatureConfigInvalid:
-		return v1alpha1.ActionRestoreConfig
-	case v1alpha1.SignatureStaleState:
-		return v1alpha1.ActionCleanStaleNetwork
-	case v1alpha1.SignatureAPIServerAccess:
-		return v1alpha1.ActionRestartCNIAgentPod
-	case v1alpha1.SignatureCNIUnclassified:
-		// A family: the diagnosis on the node names the cause to repair.
-		return v1alpha1.ActionDiagnose
-	default: // cni-daemon-unavailable and anything unknown: a cluster-level cause
+	def, ok := signature.Lookup(sig)
+	if !ok {
 		return v1alpha1.ActionEscalate
 	}
+	if sig == v1alpha1.SignatureCNIVersionIncompatible && repair.VersionStrategy == v1alpha1.VersionRepairUpgradePlugins {
+		return v1alpha1.ActionInstallReferencePlugins
+	}
+	return def.Action
 }
 
 // Build returns the plan for a request.
