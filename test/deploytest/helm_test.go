@@ -239,10 +239,12 @@ metrics: {port: 9443, serviceMonitor: {enabled: true, labels: {release: prom}}, 
 func TestChartMatchesConfig(t *testing.T) {
 	root := repo.Root()
 	for copyPath, source := range map[string]string{
-		"files/crds/cnimedic.io_noderemediations.yaml":    "config/crd/bases/cnimedic.io_noderemediations.yaml",
-		"files/crds/cnimedic.io_remediationpolicies.yaml": "config/crd/bases/cnimedic.io_remediationpolicies.yaml",
-		"files/manager-role.yaml":                         "config/rbac/role.yaml",
-		"files/prometheusrule.yaml":                       "config/prometheus/prometheusrule.yaml",
+		"files/crds/cnimedic.io_noderemediations.yaml":        "config/crd/bases/cnimedic.io_noderemediations.yaml",
+		"files/crds/cnimedic.io_remediationpolicies.yaml":     "config/crd/bases/cnimedic.io_remediationpolicies.yaml",
+		"files/crds/cnimedic.io_cniremediations.yaml":         "config/crd/bases/cnimedic.io_cniremediations.yaml",
+		"files/crds/cnimedic.io_cniremediationtemplates.yaml": "config/crd/bases/cnimedic.io_cniremediationtemplates.yaml",
+		"files/manager-role.yaml":                             "config/rbac/role.yaml",
+		"files/prometheusrule.yaml":                           "config/prometheus/prometheusrule.yaml",
 	} {
 		a, err := os.ReadFile(filepath.Join(chartDir(), copyPath))
 		if err != nil {
