@@ -58,7 +58,7 @@ func devRef(name string) string { return "cnimedic.local/" + name + ":dev" }
 type config struct {
 	version     string
 	out         string // the release directory (OUT/VERSION)
-	scratch     string // binaries, kept between runs for Go's build cache to do the rest
+	scratch     string // the binaries (OUT/.build), overwritten by each release
 	registry    string
 	platforms   []v1.Platform
 	bundles     string // the per-arch plugin bundles, {arch} replaced
@@ -119,7 +119,7 @@ func parseConfig(version, out, registry, platforms, bundles, install, chart, kre
 		cfg.krewTargets = append(cfg.krewTargets, krewplugin.Target{OS: os, Arch: arch})
 	}
 	cfg.out = filepath.Join(out, version)
-	cfg.scratch = filepath.Join(out, ".build", version)
+	cfg.scratch = filepath.Join(out, ".build")
 	return cfg, nil
 }
 
@@ -189,6 +189,9 @@ func release(cfg config) error {
 	if err != nil {
 		return err
 	}
+	// Render's first line names hack/krew, which writes the committed manifest; this one is the release's.
+	_, body, _ := bytes.Cut(krewManifest, []byte("\n"))
+	krewManifest = append([]byte("# cnimedic "+cfg.version+": the krew manifest of the archives in ../kubectl-cnimedic (make release); do not edit.\n"), body...)
 	if err := writeFile(filepath.Join(cfg.out, "krew", "cnimedic.yaml"), krewManifest); err != nil {
 		return err
 	}
