@@ -158,17 +158,30 @@ func MappedConditionHolds(p *v1alpha1.RemediationPolicy, node *corev1.Node, cond
 	return false, ""
 }
 
-// conditionsKey is what the watch compares of a node's conditions other than Ready: type, status, reason and
+// conditionsKey is what the watch compares of a node's conditions of the mapped types: type, status, reason and
 // message. lastHeartbeatTime, which kubelet and node-problem-detector rewrite on every heartbeat, is left out, so
 // that a heartbeat never reconciles a node; lastTransitionTime moves only with the status.
-func conditionsKey(n *corev1.Node) []string {
+func conditionsKey(n *corev1.Node, mapped map[string]bool) []string {
 	var out []string
 	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
+		if !mapped[string(c.Type)] {
 			continue
 		}
 		out = append(out, string(c.Type)+"\x00"+string(c.Status)+"\x00"+c.Reason+"\x00"+c.Message)
 	}
 	slices.Sort(out)
+	return out
+}
+
+// mappedTypes is every condition type some policy the detection has seen maps (a policy deleted since may still
+// count: the watch then lets a few more changes through, never fewer).
+func (r *Reconciler) mappedTypes() map[string]bool {
+	out := map[string]bool{}
+	r.sets.Range(func(_, v any) bool {
+		for _, cr := range v.(compiledSet).rules {
+			out[cr.Rule.Type] = true
+		}
+		return true
+	})
 	return out
 }

@@ -173,6 +173,8 @@ func TestAConditionThatClearsBeforeMinStuckDurationOpensNothing(t *testing.T) {
 	h.assertNone(node.Name, "a condition that held for a second, under minStuckDuration (3s)")
 }
 
+// TestHeartbeatOnlyNodeUpdatesDoNotReconcile: node-problem-detector and kubelet rewrite every condition's
+// lastHeartbeatTime on each status they post; only a change of a mapped condition wakes the detection.
 func TestHeartbeatOnlyNodeUpdatesDoNotReconcile(t *testing.T) {
 	h := newHarness(t, "heartbeat")
 	node := h.node("w1", nil)
@@ -196,6 +198,12 @@ func TestHeartbeatOnlyNodeUpdatesDoNotReconcile(t *testing.T) {
 	}
 	if got := h.reconcilesOf(node.Name); got != before {
 		t.Fatalf("%d reconciles after heartbeat-only updates, want none", got-before)
+	}
+	// Nor does a change of a condition no policy maps.
+	h.setCondition(node.Name, "FrequentKubeletRestart", corev1.ConditionTrue, "FrequentKubeletRestart", msgFrequentContainerdRestart, time.Now())
+	time.Sleep(1100 * time.Millisecond)
+	if got := h.reconcilesOf(node.Name); got != before {
+		t.Fatalf("%d reconciles after a change of a condition no policy maps, want none", got-before)
 	}
 	// A change of the mapped condition does reconcile (the counter works).
 	h.setCondition(node.Name, condFrequentContainerdRestart, corev1.ConditionTrue, condFrequentContainerdRestart, msgFrequentContainerdRestart, time.Now())

@@ -132,7 +132,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{MaxConcurrentReconciles: 16}).
 		// A node's Ready condition carries cni-not-initialized, and the conditions a policy maps carry their signature;
 		// only their changes matter, never a heartbeat.
-		For(&corev1.Node{}, builder.WithPredicates(readyChanged())).
+		For(&corev1.Node{}, builder.WithPredicates(r.nodeChanged())).
 		WatchesRawSource(source.Channel(r.wake, &handler.EnqueueRequestForObject{})).
 		Watches(&corev1.Node{}, r.nodeMembership()).
 		Watches(&v1alpha1.RemediationPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyChanged), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -497,7 +497,10 @@ func bootTime(node *corev1.Node) time.Time {
 	return t
 }
 
-func readyChanged() predicate.Predicate {
+// nodeChanged lets through a node's creation and deletion, and the updates that change its labels, its Ready
+// condition or a condition some policy maps (conditionsKey): never a heartbeat, nor a change of a condition no
+// policy maps.
+func (r *Reconciler) nodeChanged() predicate.Predicate {
 	return predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			o, ok1 := e.ObjectOld.(*corev1.Node)
@@ -507,8 +510,11 @@ func readyChanged() predicate.Predicate {
 			}
 			oc, _, onr := readyCondition(o)
 			nc, _, nnr := readyCondition(n)
-			return oc != nc || onr != nnr || !slices.Equal(labelsOf(o), labelsOf(n)) ||
-				!slices.Equal(conditionsKey(o), conditionsKey(n))
+			if oc != nc || onr != nnr || !slices.Equal(labelsOf(o), labelsOf(n)) {
+				return true
+			}
+			mapped := r.mappedTypes()
+			return !slices.Equal(conditionsKey(o, mapped), conditionsKey(n, mapped))
 		},
 		CreateFunc:  func(event.CreateEvent) bool { return true },
 		DeleteFunc:  func(event.DeleteEvent) bool { return true },
