@@ -46,6 +46,7 @@ const (
 	ReasonNodeUnknown       = "NodeUnknown"
 	ReasonRemediationGone   = "RemediationDeleted"
 	ReasonNeverDeletesNodes = "NodeIsRepairedInPlace"
+	ReasonTimedOut          = "TimedOut"
 )
 
 // machineGroup is Cluster API's group: its Machine is read without its Go types (cnimedic does not link Cluster API).
@@ -89,7 +90,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		}
 	}
 	before := cr.DeepCopy()
-	if err := r.follow(ctx, cr); err != nil {
+	if at, timedOut := cr.Annotations[v1alpha1.AnnotationNHCTimedOut]; timedOut {
+		// NHC gave up on this remediator (and may try its next one): the repair it asked for stops here.
+		if !isEnded(cr) {
+			if err := r.endOpen(ctx, cr); err != nil {
+				return reconcile.Result{}, fmt.Errorf("stopping CNIRemediation %s after NHC's timeout: %w", req, err)
+			}
+			fail(cr, ReasonTimedOut, fmt.Sprintf("NHC timed the remediation out at %s (annotation %s): cnimedic ended NodeRemediation %s if it was still open",
+				at, v1alpha1.AnnotationNHCTimedOut, cr.Status.RemediationName))
+		}
+	} else if err := r.follow(ctx, cr); err != nil {
 		return reconcile.Result{}, fmt.Errorf("following CNIRemediation %s: %w", req, err)
 	}
 	setCondition(cr, v1alpha1.CNIRemediationPermanentNodeDeletionExpected, metav1.ConditionFalse, ReasonNeverDeletesNodes,
@@ -263,23 +273,31 @@ func (r *Reconciler) end(ctx context.Context, cr *v1alpha1.CNIRemediation) error
 	if !controllerutil.ContainsFinalizer(cr, FinalizerEndRequest) {
 		return nil
 	}
+	if err := r.endOpen(ctx, cr); err != nil {
+		return fmt.Errorf("ending what deleted CNIRemediation %s/%s opened: %w", cr.Namespace, cr.Name, err)
+	}
+	before := cr.DeepCopy()
+	controllerutil.RemoveFinalizer(cr, FinalizerEndRequest)
+	if err := r.Client.Patch(ctx, cr, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("removing the finalizer of CNIRemediation %s/%s: %w", cr.Namespace, cr.Name, err)
+	}
+	return nil
+}
+
+// endOpen deletes the NodeRemediation the request opened if it is still open.
+func (r *Reconciler) endOpen(ctx context.Context, cr *v1alpha1.CNIRemediation) error {
 	if name := cr.Status.RemediationName; name != "" {
 		nr := &v1alpha1.NodeRemediation{}
 		err := r.Client.Get(ctx, types.NamespacedName{Name: name}, nr)
 		switch {
 		case apierrors.IsNotFound(err):
 		case err != nil:
-			return fmt.Errorf("getting NodeRemediation %s of deleted CNIRemediation %s/%s: %w", name, cr.Namespace, cr.Name, err)
+			return fmt.Errorf("getting NodeRemediation %s of CNIRemediation %s/%s: %w", name, cr.Namespace, cr.Name, err)
 		case nr.Annotations[v1alpha1.AnnotationExternalRequest] == requestRef(cr) && !nr.Status.Phase.IsTerminal() && nr.DeletionTimestamp.IsZero():
 			if err := r.Client.Delete(ctx, nr, client.Preconditions{UID: &nr.UID}); err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("deleting NodeRemediation %s of deleted CNIRemediation %s/%s: %w", name, cr.Namespace, cr.Name, err)
+				return fmt.Errorf("deleting NodeRemediation %s of CNIRemediation %s/%s: %w", name, cr.Namespace, cr.Name, err)
 			}
 		}
-	}
-	before := cr.DeepCopy()
-	controllerutil.RemoveFinalizer(cr, FinalizerEndRequest)
-	if err := r.Client.Patch(ctx, cr, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("removing the finalizer of CNIRemediation %s/%s: %w", cr.Namespace, cr.Name, err)
 	}
 	return nil
 }

@@ -393,6 +393,132 @@ func TestARequestNamedAfterItsNodeReportsTheRemediationsEnd(t *testing.T) {
 	}
 }
 
+// NHC's timeout (its annotation remediation.medik8s.io/nhc-timed-out, then its next remediator): the repair stops.
+func TestARequestNHCTimedOutEndsItsRemediation(t *testing.T) {
+	f := newFixture(t, "nhctimeout")
+	node := f.node("worker-1")
+	f.automaticPolicy()
+	ns := f.namespace("remediators")
+	tpl := f.template(ns)
+	nhc := nhcObject(f.name("nhc"), ns)
+	f.create(nhc)
+	t.Cleanup(func() { _ = f.c.Delete(context.Background(), nhc) })
+	req := nhcRequest(nhc, tpl, node.Name, false)
+	f.create(req)
+	cr, nr := f.opened(client.ObjectKeyFromObject(req))
+
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, v1alpha1.AnnotationNHCTimedOut, time.Now().UTC().Format(time.RFC3339))
+	if err := f.c.Patch(f.ctx, cr, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
+	f.endsWith(client.ObjectKeyFromObject(req), ReasonTimedOut)
+	f.eventually("the timed-out request's remediation is gone", func() error {
+		if err := f.c.Get(f.ctx, types.NamespacedName{Name: nr.Name}, &v1alpha1.NodeRemediation{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("remediation %s still there (%v)", nr.Name, err)
+		}
+		return nil
+	})
+}
+
+// The end the workflow records is reported as NHC reads it. The workflow's whole way to Succeeded (diagnosis,
+// approval, drain, executor, canary) needs a kubelet and is covered by controllers/remediation's suites; here the
+// test writes the end into the NodeRemediation's status, as the workflow does.
+func TestARemediationThatSucceededIsReportedSucceeded(t *testing.T) {
+	f := newFixture(t, "nhcok")
+	node := f.node("worker-1")
+	f.automaticPolicy()
+	ns := f.namespace("remediators")
+	tpl := f.template(ns)
+	nhc := nhcObject(f.name("nhc"), ns)
+	f.create(nhc)
+	t.Cleanup(func() { _ = f.c.Delete(context.Background(), nhc) })
+	req := nhcRequest(nhc, tpl, node.Name, false)
+	f.create(req)
+	_, nr := f.opened(client.ObjectKeyFromObject(req))
+
+	f.eventually("write the remediation's end", func() error {
+		cur := &v1alpha1.NodeRemediation{}
+		if err := f.c.Get(f.ctx, types.NamespacedName{Name: nr.Name}, cur); err != nil {
+			return err
+		}
+		cur.Status.Phase, cur.Status.Reason, cur.Status.Message = v1alpha1.PhaseSucceeded, "Verified", "node Ready and a canary pod got its network"
+		return f.c.Status().Update(f.ctx, cur)
+	})
+	cr := &v1alpha1.CNIRemediation{}
+	f.eventually("Succeeded True", func() error {
+		if err := f.c.Get(f.ctx, client.ObjectKeyFromObject(req), cr); err != nil {
+			return err
+		}
+		s := meta.FindStatusCondition(cr.Status.Conditions, v1alpha1.CNIRemediationSucceeded)
+		if s == nil || s.Status != metav1.ConditionTrue || !meta.IsStatusConditionFalse(cr.Status.Conditions, v1alpha1.CNIRemediationProcessing) {
+			return fmt.Errorf("conditions %+v", cr.Status.Conditions)
+		}
+		if !strings.Contains(s.Message, nr.Name) || cr.Status.Phase != v1alpha1.PhaseSucceeded {
+			return fmt.Errorf("Succeeded %q, phase %q", s.Message, cr.Status.Phase)
+		}
+		return nil
+	})
+	// Deleting the request once the node is healthy leaves the ended remediation as the node's history.
+	if err := f.c.Delete(f.ctx, cr); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("the request is gone", func() error {
+		if err := f.c.Get(f.ctx, client.ObjectKeyFromObject(cr), &v1alpha1.CNIRemediation{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("request still there (%v)", err)
+		}
+		return nil
+	})
+	if err := f.c.Get(f.ctx, types.NamespacedName{Name: nr.Name}, &v1alpha1.NodeRemediation{}); err != nil {
+		t.Errorf("the ended remediation %s went with its request: %v", nr.Name, err)
+	}
+}
+
+// A node cnimedic already works on keeps its one open remediation: the request follows it, and deleting the
+// request (which anyone who may create one may do) never ends a remediation the request did not open.
+func TestARequestForANodeWithAnOpenRemediationFollowsItAndNeverEndsIt(t *testing.T) {
+	f := newFixture(t, "follow")
+	node := f.node("worker-1")
+	p := f.automaticPolicy()
+	open := &v1alpha1.NodeRemediation{ObjectMeta: metav1.ObjectMeta{Name: f.name("open")},
+		Spec: v1alpha1.NodeRemediationSpec{NodeName: node.Name, PolicyName: p.Name, Signature: string(v1alpha1.SignatureCNINotInitialized)}}
+	f.create(open)
+	f.eventually("the open remediation is labelled", func() error {
+		cur := &v1alpha1.NodeRemediation{}
+		if err := f.c.Get(f.ctx, client.ObjectKeyFromObject(open), cur); err != nil {
+			return err
+		}
+		if cur.Labels[v1alpha1.LabelNode] != node.Name || cur.Status.Phase == "" {
+			return fmt.Errorf("labels %v phase %q", cur.Labels, cur.Status.Phase)
+		}
+		return nil
+	})
+	ns := f.namespace("remediators")
+	tpl := f.template(ns)
+	nhc := nhcObject(f.name("nhc"), ns)
+	f.create(nhc)
+	t.Cleanup(func() { _ = f.c.Delete(context.Background(), nhc) })
+	req := nhcRequest(nhc, tpl, node.Name, false)
+	f.create(req)
+	cr, nr := f.opened(client.ObjectKeyFromObject(req))
+	if nr.Name != open.Name {
+		t.Fatalf("the request opened %s though %s is open on node %s", nr.Name, open.Name, node.Name)
+	}
+	if err := f.c.Delete(f.ctx, cr); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("the request is gone", func() error {
+		if err := f.c.Get(f.ctx, client.ObjectKeyFromObject(cr), &v1alpha1.CNIRemediation{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("request still there (%v)", err)
+		}
+		return nil
+	})
+	cur := &v1alpha1.NodeRemediation{}
+	if err := f.c.Get(f.ctx, client.ObjectKeyFromObject(open), cur); err != nil || !cur.DeletionTimestamp.IsZero() {
+		t.Fatalf("deleting the request ended remediation %s, which it did not open: %v", open.Name, err)
+	}
+	_ = f.c.Delete(context.Background(), cur)
+}
+
 // What MHC creates (core/reconcilers/machinehealthcheck, patchUnhealthyTargets, and controllers/external
 // GenerateTemplate): named like the Machine, in its namespace, owned by it, cloned-from annotations and the
 // cluster-name label, spec from the template's spec.template.
