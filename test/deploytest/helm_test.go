@@ -123,7 +123,7 @@ func TestChartInstallsOnARealAPIServer(t *testing.T) {
 			t.Fatalf("applying %s %s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}
-	for kind, want := range map[string]int{"CustomResourceDefinition": 2, "Deployment": 1, "ServiceAccount": 2, "PriorityClass": 1,
+	for kind, want := range map[string]int{"CustomResourceDefinition": 4, "Deployment": 1, "ServiceAccount": 2, "PriorityClass": 1,
 		"RemediationPolicy": 1, "ValidatingAdmissionPolicy": 2, "ValidatingAdmissionPolicyBinding": 2, "ConfigMap": 1, "Service": 1, "Role": 3,
 		"Namespace": 1} {
 		if kinds[kind] != want {
