@@ -80,22 +80,34 @@ func (r *Reconciler) decide(s *scope) decision {
 	return decision{}
 }
 
-// nodeTargets are the parameters a plan is built from once the node confirmed the cause: the file and the plugins a
-// repair works on are the node's, never the message's. The conflist is the one the confirmed finding names (the
-// node's diagnosis reads the file the runtime loads), else none (the node picks the loaded one); the plugins are
-// left to the node (it installs those the loaded chain uses that are missing or too old). Without that, a message
-// naming another file was refused on the node only after the drain.
+// nodeTargets are the parameters a plan is built from once the node confirmed the cause: the file, the plugins and
+// the link a repair works on are the node's, never the message's. The conflist is the one the confirmed finding names
+// (the node's diagnosis reads the file the runtime loads), else none (the node picks the loaded one); the plugins
+// are left to the node (it installs those the loaded chain uses that are missing or too old); the link is the one
+// the node shows stale, else none. A message naming another file was refused on the node only after the drain; one
+// naming another link or plugin could narrow the repair away from what the node shows.
 func nodeTargets(params map[string]string, d *v1alpha1.Diagnosis) map[string]string {
 	out := make(map[string]string, len(params))
 	for k, v := range params {
-		if k != v1alpha1.ParamConfigFile && k != v1alpha1.ParamPlugin {
+		switch k {
+		case v1alpha1.ParamConfigFile, v1alpha1.ParamPlugin, v1alpha1.ParamPluginType, v1alpha1.ParamBridge, v1alpha1.ParamLink, v1alpha1.ParamAddress:
+		default:
 			out[k] = v
 		}
 	}
 	for _, f := range d.Findings {
-		if f.Severity == v1alpha1.SeverityError && string(f.Signature) == d.Confirmed && isConfList(f.Path) {
-			out[v1alpha1.ParamConfigFile] = f.Path
-			break
+		if f.Severity != v1alpha1.SeverityError || string(f.Signature) != d.Confirmed || f.Path == "" {
+			continue
+		}
+		key := ""
+		switch {
+		case isConfList(f.Path):
+			key = v1alpha1.ParamConfigFile
+		case f.Signature == v1alpha1.SignatureStaleState && !strings.Contains(f.Path, "/"):
+			key = v1alpha1.ParamBridge // the diagnosis' stale link finding names the link
+		}
+		if _, taken := out[key]; key != "" && !taken {
+			out[key] = f.Path
 		}
 	}
 	return out
