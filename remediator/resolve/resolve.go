@@ -675,7 +675,7 @@ func DeleteLink(_ context.Context, env step.Env, s v1alpha1.PlanStep) (step.Reso
 const defaultBridge = "cni0"
 
 // ownedLinks are the links the node's own CNI configuration makes, each with what makes it: the bridge of every
-// bridge plugin in the configurations of the conf dir the runtime loads (its "bridge" member, cni0 when unset),
+// bridge plugin in the configuration the runtime loads (its "bridge" member, cni0 when unset),
 // the bridge flannel's plugin delegates to (its delegate's "bridge", cni0 when unset), and flannel's VXLAN device
 // flannel.1 while flanneld's subnet.env exists.
 func ownedLinks(env step.Env) (map[string]string, error) {
@@ -684,6 +684,11 @@ func ownedLinks(env step.Env) (map[string]string, error) {
 		return nil, err
 	}
 	owned := map[string]string{}
+	// Only the configuration the runtime loads makes links on this node: a bridge named in a file beside it is
+	// never created, so it is no reason to delete a link of that name.
+	if len(files) > 1 {
+		files = files[:1]
+	}
 	for _, f := range files {
 		list, err := conflist.Parse(f.Path, f.Raw())
 		if err != nil {
