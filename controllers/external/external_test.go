@@ -288,7 +288,7 @@ func nhcObject(name, ns string) *unstructured.Unstructured {
 	return nhc
 }
 
-// What NHC creates (its internal/controller/resources/manager.go, generateRemediationCR): the template's kind minus
+// What NHC creates (where its source says so: testdata/README.md): the template's kind minus
 // Template, in the template's namespace, spec from spec.template.spec, named after the node (or generated from it
 // when the template supports several of its kind), annotated with the node and the template, labelled part-of
 // node-healthcheck-controller, owned (not controlled) by the NodeHealthCheck.
@@ -519,9 +519,9 @@ func TestARequestForANodeWithAnOpenRemediationFollowsItAndNeverEndsIt(t *testing
 	_ = f.c.Delete(context.Background(), cur)
 }
 
-// What MHC creates (core/reconcilers/machinehealthcheck, patchUnhealthyTargets, and controllers/external
-// GenerateTemplate): named like the Machine, in its namespace, owned by it, cloned-from annotations and the
-// cluster-name label, spec from the template's spec.template.
+// What MHC creates (where Cluster API's source says so: testdata/README.md): named like the Machine, in its
+// namespace, owned by it, with the cloned-from annotations and the cluster-name label, spec from the template's
+// spec.template.
 func TestARequestMachineHealthCheckCreatesRepairsTheMachinesNode(t *testing.T) {
 	f := newFixture(t, "capi")
 	node := f.node("md-0-abcde")
