@@ -124,6 +124,8 @@ $(KUSTOMIZE): hack/versions.env
 -include hack/lab.mk
 # Generated docs, the Helm chart's copies of generated files, the krew release.
 -include hack/operability.mk
+# The release (make release): multi-arch images, plugin archives, pinned install and chart.
+-include hack/release.mk
 
 .PHONY: help
 help: ## Show this help.

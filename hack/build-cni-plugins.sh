@@ -7,6 +7,8 @@
 #                    `incompatible CNI versions; config is "1.0.0", plugin supports [...]` for real.
 #   bin/cni-bundle/  CNI_PLUGINS_VERSION: the reference plugins the executor image ships and installs
 #                    (InstallReferencePlugins), with SHA256SUMS (sha256sum format) that the installer verifies.
+#   bin/cni-bundle-linux-ARCH/  (bundle-amd64, bundle-arm64) the same bundle cross-compiled for linux/ARCH, for the
+#                    release's multi-arch executor images (make release); not part of the default sets.
 #   debian           not built: installs (apt, as root) Debian's containernetworking-plugins 1.1.1 in /usr/lib/cni,
 #                    the other real plugin set, and containerd, runc and iptables, which the remediator's CRI tests
 #                    run as a plain process. Quiet and untouched when all are installed.
@@ -15,7 +17,7 @@
 # binary is missing. Builds go through a throw-away GOBIN per set and are moved into place only when complete, so
 # an interrupted build never leaves a half set behind.
 #
-# Usage: hack/build-cni-plugins.sh [old|bundle|debian]...   (default: old bundle)
+# Usage: hack/build-cni-plugins.sh [old|bundle|bundle-amd64|bundle-arm64|debian]...   (default: old bundle)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=versions.env
@@ -38,7 +40,7 @@ complete() { # dir version plugin... -> true when dir holds every plugin built f
   for p in "$@"; do [ -x "$dir/$(basename "$p")" ] || return 1; done
 }
 
-build_set() { # dir version plugin...
+build_set() { # dir version plugin...   (GOARCH in the environment cross-compiles)
   local dir=$1 version=$2; shift 2
   complete "$dir" "$version" "$@" && return 0
   local staging="$dir.partial"
@@ -48,7 +50,20 @@ build_set() { # dir version plugin...
   echo "build-cni-plugins: building ${#pkgs[@]} plugins of $module@$version into ${dir#"$root"/}" >&2
   # CGO off: the executor image and the test node take static binaries. One `go install` per set shares the
   # module download and the build cache; GOFLAGS is cleared so that the repo's -mod settings do not apply here.
-  (cd "$staging" && GOFLAGS= CGO_ENABLED=0 GOBIN="$staging" go install -ldflags "-s -w -X $module/pkg/utils/buildversion.BuildVersion=$version" "${pkgs[@]}")
+  local ldflags="-s -w -X $module/pkg/utils/buildversion.BuildVersion=$version"
+  if [ -n "${GOARCH:-}" ]; then
+    # go install refuses GOBIN when cross-compiling; it writes into GOPATH/bin/linux_ARCH instead (or GOPATH/bin
+    # for the host's own architecture). A throw-away GOPATH with the shared module cache keeps the same build.
+    local modcache
+    modcache=$(go env GOMODCACHE)
+    (cd "$staging" && GOFLAGS= CGO_ENABLED=0 GOOS=linux GOBIN= GOMODCACHE="$modcache" GOPATH="$staging/.gopath" go install -ldflags "$ldflags" "${pkgs[@]}")
+    local out="$staging/.gopath/bin/linux_$GOARCH"
+    [ -d "$out" ] || out="$staging/.gopath/bin"
+    mv "$out"/* "$staging"/
+    chmod -R u+w "$staging/.gopath" && rm -rf "$staging/.gopath"
+  else
+    (cd "$staging" && GOFLAGS= CGO_ENABLED=0 GOBIN="$staging" go install -ldflags "$ldflags" "${pkgs[@]}")
+  fi
   echo "$version" >"$staging/.version"
   rm -rf "$dir" && mv "$staging" "$dir"
 }
@@ -90,7 +105,15 @@ for t in "${targets[@]}"; do
       write_manifest "$root/bin/cni-bundle"
     fi
     ;;
+  bundle-amd64 | bundle-arm64)
+    arch=${t#bundle-}
+    dir="$root/bin/cni-bundle-linux-$arch"
+    GOARCH=$arch build_set "$dir" "$CNI_PLUGINS_VERSION" "${bundle_plugins[@]}"
+    if [ ! -f "$dir/SHA256SUMS" ] || ! (cd "$dir" && sha256sum --quiet -c SHA256SUMS >/dev/null 2>&1); then
+      write_manifest "$dir"
+    fi
+    ;;
   debian) install_debian ;;
-  *) echo "build-cni-plugins: unknown set $t (want old, bundle or debian)" >&2; exit 2 ;;
+  *) echo "build-cni-plugins: unknown set $t (want old, bundle, bundle-amd64, bundle-arm64 or debian)" >&2; exit 2 ;;
   esac
 done

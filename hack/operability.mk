@@ -14,7 +14,7 @@ docs: ## Regenerate docs/signatures.md from the signature catalog.
 .PHONY: helm-sync
 helm-sync: ## Copy the generated CRDs, the manager's ClusterRole rules and the alerts into the Helm chart.
 	@mkdir -p deploy/helm/cnimedic/files/crds
-	cp config/crd/bases/cnimedic.io_noderemediations.yaml config/crd/bases/cnimedic.io_remediationpolicies.yaml deploy/helm/cnimedic/files/crds/
+	cp config/crd/bases/cnimedic.io_noderemediations.yaml config/crd/bases/cnimedic.io_remediationpolicies.yaml config/crd/bases/cnimedic.io_cniremediations.yaml config/crd/bases/cnimedic.io_cniremediationtemplates.yaml deploy/helm/cnimedic/files/crds/
 	cp config/rbac/role.yaml deploy/helm/cnimedic/files/manager-role.yaml
 	cp config/prometheus/prometheusrule.yaml deploy/helm/cnimedic/files/prometheusrule.yaml
 

@@ -56,6 +56,15 @@ type NodeLayout struct {
 	// +optional
 	// +listType=atomic
 	BinDirs []string `json:"binDirs,omitempty"`
+	// StandardConfDir and StandardBinDirs are the CNI dirs the runtime reads when nothing changed them, which a
+	// repair of the runtime's CNI settings points it back to: containerd's defaults, or the distribution's own where
+	// it writes them into the config it generates (k3s with its flannel). ConfDir and BinDirs are what it reads now,
+	// which may be the broken value.
+	// +optional
+	StandardConfDir string `json:"standardConfDir,omitempty"`
+	// +optional
+	// +listType=atomic
+	StandardBinDirs []string `json:"standardBinDirs,omitempty"`
 	// HostPaths are the host directories the executor pod mounts on this node besides the host root: the ones the
 	// layout has, never one it lacks.
 	// +optional

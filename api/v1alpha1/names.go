@@ -103,3 +103,54 @@ func (a RepairAction) IsNodeAction() bool {
 	}
 	return false
 }
+
+// Parameter keys a match can carry. They become the NodeRemediation's parameters, which the repair plans from, so
+// they are part of cnimedic's contract: the detection writes them, the planner and the manager read them. List-valued parameters are comma-separated, in the order the message gives.
+const (
+	// ParamConfigVersion is the cniVersion of the network configuration ("1.0.0").
+	ParamConfigVersion = "configVersion"
+	// ParamSupportedVersions lists the CNI versions the failing plugin supports ("0.1.0,0.2.0,0.3.0,0.3.1,0.4.0").
+	ParamSupportedVersions = "supportedVersions"
+	// ParamResultVersion is the CNI version of a cached result the runtime could not convert.
+	ParamResultVersion = "resultVersion"
+	// ParamPlugin lists the plugin binaries the runtime could not find ("flannel,portmap").
+	ParamPlugin = "plugin"
+	// ParamPluginType is the type of the CNI plugin that failed, from `plugin type="calico"` or implied by the
+	// message (a missing /run/flannel/subnet.env is flannel's).
+	ParamPluginType = "pluginType"
+	// ParamPath lists the plugin search path the runtime used ("/opt/cni/bin").
+	ParamPath = "path"
+	// ParamConfDir is the CNI configuration directory the runtime found empty ("/etc/cni/net.d").
+	ParamConfDir = "confDir"
+	// ParamConfigFile is the configuration file that did not parse.
+	ParamConfigFile = "configFile"
+	// ParamNetwork is the CNI network name (the conflist's name, also host-local's lease directory name).
+	ParamNetwork = "network"
+	// ParamBridge is the bridge a plugin could not configure ("cni0").
+	ParamBridge = "bridge"
+	// ParamLink is an interface that already exists where a plugin wants to create it.
+	ParamLink = "link"
+	// ParamAddress is an address the message names: the bridge's expected address, or the API server endpoint a
+	// plugin could not reach.
+	ParamAddress = "address"
+	// ParamRange is the exhausted IPAM range ("10.244.0.2-10.244.0.254").
+	ParamRange = "range"
+	// ParamIPAM is the IPAM that ran out of addresses: host-local, or a vendor's (cilium, aws-cni, azure-vnet-ipam...).
+	ParamIPAM = "ipam"
+	// ParamSandboxID is the pod sandbox id the message names (possibly truncated by the source).
+	ParamSandboxID = "sandboxID"
+	// ParamNetns is a network namespace path the message names.
+	ParamNetns = "netns"
+	// ParamAgentDaemonSet names the CNI agent's DaemonSet (namespace/name) the detection found for a daemon failure;
+	// ParamAgentState says how its pod on the node was (ready, restarts): what an escalation tells a person.
+	ParamAgentDaemonSet = "agentDaemonSet"
+	ParamAgentState     = "agentState"
+)
+
+// Status reasons other components read: the detection holds a node off after it, and the kubectl plugin says why a
+// node is held.
+const (
+	// ReasonRetryLimitReached ends a remediation Escalated when the node's earlier repairs used up
+	// spec.retry.maxAttempts.
+	ReasonRetryLimitReached = "RetryLimitReached"
+)

@@ -56,6 +56,11 @@ type Evidence struct {
 	// NodeCondition is the node's Ready condition message when it carried the failure.
 	// +optional
 	NodeCondition string `json:"nodeCondition,omitempty"`
+	// Conditions are the node conditions the policy maps (spec.detection.nodeConditions) that carried the failure.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []ConditionEvidence `json:"conditions,omitempty"`
 	// FirstSeen is when the evidence was first seen.
 	// +optional
 	FirstSeen *metav1.Time `json:"firstSeen,omitempty"`
@@ -68,6 +73,27 @@ type Evidence struct {
 	// +kubebuilder:validation:MaxItems=5
 	// +kubebuilder:validation:items:MaxLength=2048
 	SampleMessages []string `json:"sampleMessages,omitempty"`
+}
+
+// ConditionEvidence is one node condition as it carried the failure.
+type ConditionEvidence struct {
+	// Type is the condition's type.
+	// +kubebuilder:validation:MaxLength=316
+	Type string `json:"type"`
+	// Status is the condition's status.
+	// +kubebuilder:validation:MaxLength=16
+	Status string `json:"status"`
+	// Reason is the condition's reason.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Reason string `json:"reason,omitempty"`
+	// Message is the condition's message.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+	// Since is the condition's lastTransitionTime.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
 }
 
 // PodReference names a pod.

@@ -186,6 +186,50 @@ type DetectionSpec struct {
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s')",message="evidenceExpiry must be a positive duration such as 15m"
 	EvidenceExpiry *metav1.Duration `json:"evidenceExpiry,omitempty"`
+
+	// NodeConditions map node conditions other than Ready, as node-problem-detector, a cloud agent or another
+	// controller sets them (NetworkUnavailable, an NPD custom condition such as CNIProblem), to a signature. A node
+	// whose condition matches a rule for minStuckDuration (from the condition's lastTransitionTime, after the boot
+	// grace) has evidence of the rule's signature, counted like the Ready condition: the NodeRemediation opens in
+	// Detected and goes through the node's diagnosis and approval like any other. Under Automatic approval only
+	// approvers may change this list (it widens what cnimedic repairs without a human).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	NodeConditions []NodeConditionRule `json:"nodeConditions,omitempty"`
+}
+
+// NodeConditionRule maps one node condition to a signature.
+type NodeConditionRule struct {
+	// Type is the node condition's type (NetworkUnavailable, CNIProblem). The Ready condition is not mapped: the
+	// built-in signatures read its message.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=316
+	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$`
+	// +kubebuilder:validation:XValidation:rule="self != 'Ready'",message="the Ready condition is read by the built-in signatures already (its message names the failure); map another condition type"
+	Type string `json:"type"`
+
+	// Status is the condition status that is evidence: True (the default, NPD's "problem present"), False or
+	// Unknown (NetworkUnavailable is False on a healthy node).
+	// +optional
+	// +kubebuilder:default=True
+	// +kubebuilder:validation:Enum=True;False;Unknown
+	Status string `json:"status,omitempty"`
+
+	// Reason, when set, must equal the condition's reason exactly (NPD sets one per problem).
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Reason string `json:"reason,omitempty"`
+
+	// Signature is what the condition is evidence of: a built-in signature id the policy enables or one of its
+	// customSignatures. Empty means the cni-unclassified family: the node's diagnosis names the cause. A signature
+	// the policy cannot name is reported in the SignaturesValid condition and the rule is ignored.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self == '' || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="signature must be a built-in signature id or a custom signature's name (lowercase letters, digits and dashes), or empty for the cni-unclassified family"
+	Signature string `json:"signature,omitempty"`
 }
 
 // ApprovalMode says whether repairs wait for a human.

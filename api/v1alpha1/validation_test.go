@@ -92,6 +92,14 @@ var badCreates = []struct {
 		"evidenceExpiry must be at least as long as window, or evidence expires before it can count"},
 	{"expiry not a duration", policy("words-expiry", "detection: {evidenceExpiry: ten minutes}"),
 		"evidenceExpiry must be a positive duration such as 15m"},
+	{"node condition rule for Ready", policy("cond-ready", "detection:\n  nodeConditions:\n  - type: Ready\n    status: \"False\""),
+		"the Ready condition is read by the built-in signatures already (its message names the failure); map another condition type"},
+	{"node condition rule with a bad signature name", policy("cond-bad-sig", "detection:\n  nodeConditions:\n  - type: NetworkUnavailable\n    signature: No_Route"),
+		"signature must be a built-in signature id or a custom signature's name (lowercase letters, digits and dashes), or empty for the cni-unclassified family"},
+	{"node condition rule with an unknown status", policy("cond-bad-status", "detection:\n  nodeConditions:\n  - type: NetworkUnavailable\n    status: Maybe"),
+		`spec.detection.nodeConditions[0].status: Unsupported value: "Maybe"`},
+	{"two node condition rules for one type", policy("cond-dup", "detection:\n  nodeConditions:\n  - type: CNIProblem\n  - type: CNIProblem\n    reason: Other"),
+		`spec.detection.nodeConditions[1]: Duplicate value: {"type":"CNIProblem"}`},
 	{"zero occurrences", policy("zero-occ", "detection: {minOccurrences: 0}"),
 		"spec.detection.minOccurrences: Invalid value: 0: spec.detection.minOccurrences in body should be greater than or equal to 1"},
 	{"negative boot grace", policy("neg-boot", "detection: {bootGracePeriod: -3m}"),
@@ -283,6 +291,24 @@ func TestDefaults(t *testing.T) {
 		if a == "RestartCNIAgentPod" {
 			t.Errorf("RestartCNIAgentPod must be off by default; allowedActions = %v", actions)
 		}
+	}
+}
+
+// A node condition rule that names only a type maps the condition's True status (node-problem-detector's "problem
+// present") to the cni-unclassified family.
+func TestANodeConditionRuleMapsTheTrueStatusByDefault(t *testing.T) {
+	ctx := context.Background()
+	obj := object(t, policy("cond-default", "detection:\n  nodeConditions:\n  - type: NetworkUnavailable"))
+	if err := env.Client.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, obj) })
+	rules, _, _ := unstructured.NestedSlice(obj.Object, "spec", "detection", "nodeConditions")
+	if len(rules) != 1 || rules[0].(map[string]any)["status"] != "True" {
+		t.Fatalf("spec.detection.nodeConditions = %v, want status True by default", rules)
+	}
+	if sig, found := rules[0].(map[string]any)["signature"]; found {
+		t.Errorf("signature defaulted to %v: empty means the cni-unclassified family", sig)
 	}
 }
 

@@ -187,6 +187,19 @@ func writeDescription(out io.Writer, d *Description, now time.Time) error {
 	if ev.NodeCondition != "" {
 		p.kv(1, "Node condition", ev.NodeCondition)
 	}
+	for _, c := range ev.Conditions {
+		v := c.Type + "=" + c.Status
+		if c.Reason != "" {
+			v += " (" + c.Reason + ")"
+		}
+		if c.Since != nil {
+			v += " since " + timeOrUnknown(c.Since)
+		}
+		if c.Message != "" {
+			v += ": " + c.Message
+		}
+		p.kv(1, "Mapped condition", v)
+	}
 	if len(ev.Pods) > 0 {
 		pods := make([]string, 0, len(ev.Pods))
 		for _, pod := range ev.Pods {

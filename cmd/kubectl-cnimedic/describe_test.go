@@ -154,6 +154,25 @@ func TestDescribeOfAnOpenRepairSaysWhatItWaitsFor(t *testing.T) {
 	}
 }
 
+// TestDescribeShowsTheMappedNodeConditionOfTheEvidence: a remediation opened from a condition the policy maps
+// (spec.detection.nodeConditions) says which condition, in which status, why and since when.
+func TestDescribeShowsTheMappedNodeConditionOfTheEvidence(t *testing.T) {
+	f, kubeconfig := newFixture(t)
+	f.policy("manual", nil)
+	since := metav1.NewTime(f.now.Add(-5 * time.Minute))
+	f.remediation("route", "w3", "manual", v1alpha1.PhaseAwaitingApproval, time.Minute, func(nr *v1alpha1.NodeRemediation) {
+		// The cloud route controller's condition
+		// (https://github.com/kubernetes/cloud-provider/blob/master/controllers/route/route_controller.go).
+		nr.Spec.Evidence = v1alpha1.Evidence{Conditions: []v1alpha1.ConditionEvidence{{Type: "NetworkUnavailable", Status: "True",
+			Reason: "NoRouteCreated", Message: "RouteController failed to create a route", Since: &since}}}
+	})
+	out := mustRun(t, kubeconfig, "describe", "route")
+	want := "Mapped condition: NetworkUnavailable=True (NoRouteCreated) since " + timeOrUnknown(&since) + ": RouteController failed to create a route"
+	if !strings.Contains(squash(out), squash(want)) {
+		t.Errorf("describe lacks %q:\n%s", want, out)
+	}
+}
+
 // squash collapses runs of spaces, so that assertions do not depend on column widths.
 func squash(s string) string {
 	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == ' ' }), " ")

@@ -62,7 +62,7 @@ func (w *world) heldOff() []HeldOff {
 	for node, nr := range latest {
 		switch nr.Status.Phase {
 		case v1alpha1.PhaseEscalated:
-			if nr.Status.Reason == "RetryLimitReached" {
+			if nr.Status.Reason == v1alpha1.ReasonRetryLimitReached {
 				wholeNode[node] = true
 				out = append(out, HeldOff{Node: node, By: nr.Name, Kind: HoldRetryLimit,
 					Detail: fmt.Sprintf("retry.maxAttempts reached: nothing new opens on the node until a person deletes %s", nr.Name)})
@@ -87,7 +87,7 @@ func (w *world) heldOff() []HeldOff {
 			continue
 		}
 		switch {
-		case nr.Status.Phase == v1alpha1.PhaseEscalated && nr.Status.Reason != "RetryLimitReached":
+		case nr.Status.Phase == v1alpha1.PhaseEscalated && nr.Status.Reason != v1alpha1.ReasonRetryLimitReached:
 			out = append(out, HeldOff{Node: nr.Spec.NodeName, By: nr.Name, Kind: HoldEscalated, Signature: nr.Spec.Signature,
 				Detail: fmt.Sprintf("%s is not escalated again while its failure persists (other failures open their own); delete %s to ask again",
 					nr.Spec.Signature, nr.Name)})

@@ -28,6 +28,7 @@ import (
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	detectionctrl "github.com/cnimedic/cnimedic/controllers/detection"
+	externalctrl "github.com/cnimedic/cnimedic/controllers/external"
 	policyctrl "github.com/cnimedic/cnimedic/controllers/policy"
 	remediationctrl "github.com/cnimedic/cnimedic/controllers/remediation"
 	"github.com/cnimedic/cnimedic/internal/events"
@@ -159,6 +160,10 @@ func run(o options) error {
 	}
 	if err := detector.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the detection controller: %w", err)
+	}
+	// NHC's and Cluster API's requests (CNIRemediation) become NodeRemediations that an approver approves.
+	if err := (&externalctrl.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the external remediation controller: %w", err)
 	}
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -199,47 +198,3 @@ func TestAPlanNamingTheTemplateEditsItOrSaysWhatToDo(t *testing.T) {
 }
 
 func ptrInt32(v int32) *int32 { return &v }
-
-// The manager's plan leaves the wanted CNI dirs to the node where the policy keeps the defaults: on a k3s agent whose
-// template points conf_dir at an empty directory (so does the config.toml generated from it), the repair sets k3s's
-// own conf dir in the template, not the dir in effect (which would change nothing) nor containerd's default.
-func TestAPlanLeavingTheDirsToTheNodeWritesTheLayoutsStandardDirsIntoTheTemplate(t *testing.T) {
-	root := t.TempDir()
-	if err := os.CopyFS(root, os.DirFS(layoutTree("k3s-agent"))); err != nil {
-		t.Fatal(err)
-	}
-	etc := "/var/lib/rancher/k3s/agent/etc/containerd"
-	std := `conf_dir = "/var/lib/rancher/k3s/agent/etc/cni/net.d"`
-	for _, f := range []string{etc + "/config-v3.toml.tmpl", etc + "/config.toml"} {
-		data, err := os.ReadFile(filepath.Join(root, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(string(data), std) {
-			t.Fatalf("%s has no %s", f, std)
-		}
-		write(t, root, f, []byte(strings.Replace(string(data), std, `conf_dir = "/etc/cni/calico.d"`, 1)), 0o644)
-	}
-	plan := v1alpha1.Plan{Steps: []v1alpha1.PlanStep{
-		{Type: v1alpha1.StepStopUnit, Unit: "k3s-agent.service"},
-		{Type: v1alpha1.StepRepairRuntimeCNIConfig, Runtime: &v1alpha1.ContainerdCNISpec{ConfigPath: etc + "/config-v3.toml.tmpl"}},
-		{Type: v1alpha1.StepStartUnit, Unit: "k3s-agent.service"},
-		{Type: v1alpha1.StepVerifyNode},
-	}}
-	raw, err := json.Marshal(plan)
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(t.TempDir(), "plan.json")
-	write(t, "/", file, raw, 0o644)
-	out := runCLI(t, "plan", "--plan", file, "--host-root", root, "--kubelet-unit", "k3s-agent.service", "--runtime-unit", "k3s-agent.service",
-		"--containerd-config", etc+"/config.toml", "-o", "json")
-	var p resolve.PlanPreview
-	if err := json.Unmarshal(out, &p); err != nil {
-		t.Fatal(err)
-	}
-	rs := stepOf(t, p, v1alpha1.StepRepairRuntimeCNIConfig)
-	if rs.Error != "" || len(rs.Changes) != 1 || rs.Changes[0].Path != etc+"/config-v3.toml.tmpl" || !strings.Contains(rs.Changes[0].Diff, "+  "+std) {
-		t.Fatalf("step: error %q changes %+v", rs.Error, rs.Changes)
-	}
-}

@@ -8,13 +8,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/internal/signature"
-)
-
-// Parameters the detection adds for causes in the CNI provider itself.
-const (
-	ParamAgentDaemonSet = "agentDaemonSet"
-	ParamAgentState     = "agentState"
 )
 
 // knownAgents are the DaemonSets of common CNI providers, by provider (signature.Vendor of the plugin type their
@@ -50,7 +45,7 @@ func agentNames(pluginType string) []string {
 // addAgentState finds the DaemonSet of the CNI provider the evidence names and records its rollout state, so that
 // the escalation says whether the agent is down everywhere (a cluster-level cause) or only here.
 func addAgentState(ctx context.Context, c client.Reader, params map[string]string) {
-	kind := params[signature.ParamPluginType]
+	kind := params[v1alpha1.ParamPluginType]
 	if kind == "" {
 		return
 	}
@@ -65,12 +60,12 @@ func addAgentState(ctx context.Context, c client.Reader, params map[string]strin
 	for _, ds := range list.Items {
 		for _, n := range names {
 			if ds.Name == n {
-				params[ParamAgentDaemonSet] = ds.Namespace + "/" + ds.Name
-				params[ParamAgentState] = fmt.Sprintf("%d desired, %d ready, %d available, %d updated",
+				params[v1alpha1.ParamAgentDaemonSet] = ds.Namespace + "/" + ds.Name
+				params[v1alpha1.ParamAgentState] = fmt.Sprintf("%d desired, %d ready, %d available, %d updated",
 					ds.Status.DesiredNumberScheduled, ds.Status.NumberReady, ds.Status.NumberAvailable, ds.Status.UpdatedNumberScheduled)
 				return
 			}
 		}
 	}
-	params[ParamAgentState] = fmt.Sprintf("no %s DaemonSet found in the cluster", kind)
+	params[v1alpha1.ParamAgentState] = fmt.Sprintf("no %s DaemonSet found in the cluster", kind)
 }

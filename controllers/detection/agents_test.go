@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/internal/signature"
 )
 
@@ -44,12 +45,12 @@ func TestEachAgentPluginTypeFindsItsProvidersDaemonSet(t *testing.T) {
 		"aws-cni":     "kube-system/aws-node",
 	}
 	for pluginType, want := range cases {
-		params := map[string]string{signature.ParamPluginType: pluginType}
+		params := map[string]string{v1alpha1.ParamPluginType: pluginType}
 		addAgentState(context.Background(), c, params)
-		if params[ParamAgentDaemonSet] != want {
-			t.Errorf("plugin type %s: DaemonSet %q, want %q (state %q)", pluginType, params[ParamAgentDaemonSet], want, params[ParamAgentState])
+		if params[v1alpha1.ParamAgentDaemonSet] != want {
+			t.Errorf("plugin type %s: DaemonSet %q, want %q (state %q)", pluginType, params[v1alpha1.ParamAgentDaemonSet], want, params[v1alpha1.ParamAgentState])
 		}
-		if params[ParamAgentState] == "" {
+		if params[v1alpha1.ParamAgentState] == "" {
 			t.Errorf("plugin type %s: no agent state", pluginType)
 		}
 	}
@@ -59,7 +60,7 @@ func TestEachAgentPluginTypeFindsItsProvidersDaemonSet(t *testing.T) {
 func TestEveryAgentTheCatalogBlamesHasAKnownDaemonSet(t *testing.T) {
 	for _, d := range signature.Definitions() {
 		for _, p := range d.Patterns {
-			pt := p.Implies[signature.ParamPluginType]
+			pt := p.Implies[v1alpha1.ParamPluginType]
 			if pt == "" {
 				continue
 			}
@@ -74,9 +75,9 @@ func TestEveryAgentTheCatalogBlamesHasAKnownDaemonSet(t *testing.T) {
 func TestAnUnknownPluginTypeNamesNoDaemonSet(t *testing.T) {
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "cilium"}}).Build()
 	for _, pluginType := range []string{"bridge", "my-own-plugin"} {
-		params := map[string]string{signature.ParamPluginType: pluginType}
+		params := map[string]string{v1alpha1.ParamPluginType: pluginType}
 		addAgentState(context.Background(), c, params)
-		if params[ParamAgentDaemonSet] != "" || params[ParamAgentState] != "" {
+		if params[v1alpha1.ParamAgentDaemonSet] != "" || params[v1alpha1.ParamAgentState] != "" {
 			t.Errorf("plugin type %s: got %v, want no agent parameters", pluginType, params)
 		}
 	}

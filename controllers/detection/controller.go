@@ -3,13 +3,15 @@
 //
 //   - Warning events of the reasons the signatures accept, one server-side filtered watch per reason
 //     (eventsource.go): the rest of a busy cluster's events never reach the manager;
-//   - Nodes, from the manager's cache (images and managed fields stripped), for their Ready condition;
+//   - Nodes, from the manager's cache (images and managed fields stripped), for their Ready condition and the
+//     conditions a policy maps (spec.detection.nodeConditions, conditions.go);
 //   - pods only on demand, for one candidate node at a time, to confirm the failure from their own status.
 //
 // An event is a hint; the node is the evidence (confirm.go). Whoever may write events (the built-in edit role may)
 // chooses an event's source, count, timestamps and the pod it names, so events only give the message and a count:
-// a node counts as failing through its own Ready condition, or through pods bound to it whose kubelet-written
-// status shows a sandbox that cannot be set up or torn down, and only those pods' events count.
+// a node counts as failing through its own Ready condition (or a condition its policy maps), or through pods bound
+// to it whose kubelet-written status shows a sandbox that cannot be set up or torn down, and only those pods' events
+// count.
 //
 // Evidence is aggregated per node and signature in memory (store.go) and counted the way the covering policy says:
 // occurrences and distinct confirmed pods inside the window, how long the pods' status has shown the failure, the
@@ -81,11 +83,14 @@ type Reconciler struct {
 	// changed), as the cache sees them; covered keeps each policy's covered nodes for one value of it.
 	nodeGen atomic.Uint64
 	covered sync.Map // policy name -> coveredNodes
+	// onReconcile, when set (tests), hears of every reconcile of a node before it counts.
+	onReconcile func(node string)
 }
 
 type compiledSet struct {
 	generation int64
 	set        *signature.Set
+	rules      []ConditionRule
 }
 
 // +kubebuilder:rbac:groups="",resources=events,verbs=get;list;watch
@@ -125,8 +130,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// create): when many nodes break at once, one worker would open their remediations one after the other
 		// (make bench: detection latency). The work queue never hands one node to two workers.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 16}).
-		// A node's Ready condition carries cni-not-initialized; only its changes matter.
-		For(&corev1.Node{}, builder.WithPredicates(readyChanged())).
+		// A node's Ready condition carries cni-not-initialized, and the conditions a policy maps carry their signature;
+		// only their changes matter, never a heartbeat.
+		For(&corev1.Node{}, builder.WithPredicates(r.nodeChanged())).
 		WatchesRawSource(source.Channel(r.wake, &handler.EnqueueRequestForObject{})).
 		Watches(&corev1.Node{}, r.nodeMembership()).
 		Watches(&v1alpha1.RemediationPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyChanged), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -200,7 +206,8 @@ func (r *Reconciler) setFor(p *v1alpha1.RemediationPolicy) *signature.Set {
 		return v.(compiledSet).set
 	}
 	set, _ := signature.CompilePolicy(&p.Spec)
-	r.sets.Store(p.Name, compiledSet{generation: p.Generation, set: set})
+	rules, _ := ConditionRules(p, set) // a rule naming a signature the policy cannot name is reported by the policy controller
+	r.sets.Store(p.Name, compiledSet{generation: p.Generation, set: set, rules: rules})
 	for _, c := range p.Spec.CustomSignatures {
 		for _, reason := range c.Reasons {
 			r.source.ensure(reason)
@@ -209,13 +216,39 @@ func (r *Reconciler) setFor(p *v1alpha1.RemediationPolicy) *signature.Set {
 	return set
 }
 
-// policyChanged re-counts every node with evidence, and starts watching the reasons of new custom signatures.
-func (r *Reconciler) policyChanged(_ context.Context, o client.Object) []reconcile.Request {
-	if p, ok := o.(*v1alpha1.RemediationPolicy); ok {
-		r.setFor(p)
+// rulesFor is the policy's node condition rules, resolved once per policy generation (setFor).
+func (r *Reconciler) rulesFor(p *v1alpha1.RemediationPolicy, set *signature.Set) []ConditionRule {
+	if v, ok := r.sets.Load(p.Name); ok && v.(compiledSet).generation == p.Generation && v.(compiledSet).set == set {
+		return v.(compiledSet).rules
 	}
-	var reqs []reconcile.Request
+	rules, _ := ConditionRules(p, set)
+	return rules
+}
+
+// policyChanged re-counts every node with evidence, and every node that shows a condition the policy maps (a new
+// rule may make evidence of a condition no watch event will announce), and starts watching the reasons of new
+// custom signatures.
+func (r *Reconciler) policyChanged(ctx context.Context, o client.Object) []reconcile.Request {
+	names := map[string]bool{}
+	if p, ok := o.(*v1alpha1.RemediationPolicy); ok {
+		set := r.setFor(p)
+		if rules := r.rulesFor(p, set); len(rules) > 0 {
+			nodes := &corev1.NodeList{}
+			if err := r.Client.List(ctx, nodes, client.UnsafeDisableDeepCopy); err != nil {
+				log.FromContext(ctx).Error(err, "listing nodes for the node conditions of policy "+p.Name+"; they are counted at their next change")
+			}
+			for i := range nodes.Items {
+				if len(mappedConditions(&nodes.Items[i], rules)) > 0 {
+					names[nodes.Items[i].Name] = true
+				}
+			}
+		}
+	}
 	for _, n := range r.store.nodeNames() {
+		names[n] = true
+	}
+	reqs := make([]reconcile.Request, 0, len(names))
+	for n := range names {
 		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: n}})
 	}
 	return reqs
@@ -238,6 +271,9 @@ func (r *Reconciler) remediationEnded(_ context.Context, o client.Object) []reco
 // Reconcile counts one node's evidence under its policy and opens (or feeds) its NodeRemediation.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	ctx = log.IntoContext(ctx, log.FromContext(ctx).WithValues("node", req.Name))
+	if r.onReconcile != nil {
+		r.onReconcile(req.Name)
+	}
 	node := &corev1.Node{}
 	if err := r.Client.Get(ctx, req.NamespacedName, node); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -251,15 +287,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, nil
 	}
 	set := r.setFor(p)
+	var seen []conditionSeen
 	if msg, since, notReady := readyCondition(node); notReady {
-		res, ok := set.MatchNodeCondition(msg)
-		r.store.observeCondition(node.Name, res, ok, msg, since)
-		if ok {
-			evidenceObservedTotal.WithLabelValues(res.Signature, "node-condition").Inc()
+		if res, ok := set.MatchNodeCondition(msg); ok {
+			seen = append(seen, conditionSeen{key: readyKey, res: res, since: since, message: msg})
 		}
-	} else {
-		r.store.observeCondition(node.Name, signature.Result{}, false, "", time.Time{})
 	}
+	// The conditions the policy maps are the node's word like its Ready condition (conditions.go).
+	seen = append(seen, mappedConditions(node, r.rulesFor(p, set))...)
+	for _, cs := range seen {
+		evidenceObservedTotal.WithLabelValues(cs.res.Signature, "node-condition").Inc()
+	}
+	r.store.observeConditions(node.Name, seen)
 
 	now := r.Clock.Now()
 	d := p.Spec.Detection
@@ -458,7 +497,10 @@ func bootTime(node *corev1.Node) time.Time {
 	return t
 }
 
-func readyChanged() predicate.Predicate {
+// nodeChanged lets through a node's creation and deletion, and the updates that change its labels, its Ready
+// condition or a condition some policy maps (conditionsKey): never a heartbeat, nor a change of a condition no
+// policy maps.
+func (r *Reconciler) nodeChanged() predicate.Predicate {
 	return predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			o, ok1 := e.ObjectOld.(*corev1.Node)
@@ -468,7 +510,11 @@ func readyChanged() predicate.Predicate {
 			}
 			oc, _, onr := readyCondition(o)
 			nc, _, nnr := readyCondition(n)
-			return oc != nc || onr != nnr || !slices.Equal(labelsOf(o), labelsOf(n))
+			if oc != nc || onr != nnr || !slices.Equal(labelsOf(o), labelsOf(n)) {
+				return true
+			}
+			mapped := r.mappedTypes()
+			return !slices.Equal(conditionsKey(o, mapped), conditionsKey(n, mapped))
 		},
 		CreateFunc:  func(event.CreateEvent) bool { return true },
 		DeleteFunc:  func(event.DeleteEvent) bool { return true },
@@ -487,7 +533,8 @@ func labelsOf(n *corev1.Node) []string {
 
 // nodeEvidence builds the NodeRemediation's evidence from a candidate.
 func nodeEvidence(c *candidate) v1alpha1.Evidence {
-	ev := v1alpha1.Evidence{EventCount: c.events, PodCount: int32(len(c.pods)), NodeCondition: truncate(c.condition, 1024)}
+	ev := v1alpha1.Evidence{EventCount: c.events, PodCount: int32(len(c.pods)), NodeCondition: truncate(c.readyMessage, 1024),
+		Conditions: c.conditions}
 	if len(c.pods) > 20 {
 		ev.Pods = c.pods[:20]
 	} else {

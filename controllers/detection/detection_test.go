@@ -234,10 +234,10 @@ func TestAgentDownIsEscalatedWithTheDaemonSetState(t *testing.T) {
 	if nr.Spec.Signature != string(v1alpha1.SignatureDaemonUnavailable) {
 		t.Fatalf("signature %s", nr.Spec.Signature)
 	}
-	if got := nr.Spec.Parameters[ParamAgentDaemonSet]; got != h.ns+"/kube-flannel-ds" {
+	if got := nr.Spec.Parameters[v1alpha1.ParamAgentDaemonSet]; got != h.ns+"/kube-flannel-ds" {
 		t.Errorf("agentDaemonSet %q", got)
 	}
-	if got := nr.Spec.Parameters[ParamAgentState]; got != "3 desired, 1 ready, 1 available, 3 updated" {
+	if got := nr.Spec.Parameters[v1alpha1.ParamAgentState]; got != "3 desired, 1 ready, 1 available, 3 updated" {
 		t.Errorf("agentState %q", got)
 	}
 }

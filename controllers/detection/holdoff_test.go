@@ -195,7 +195,7 @@ func TestConsumedEvidenceDoesNotCountAgainWhenItsEventsAreListedAgain(t *testing
 		t.Fatalf("consume left old evidence: %+v", cands)
 	}
 
-	s.observeCondition("w1", signature.Result{Signature: string(v1alpha1.SignatureCNINotInitialized)}, true, msgNotReady, t0)
+	s.observeConditions("w1", []conditionSeen{{key: readyKey, res: signature.Result{Signature: string(v1alpha1.SignatureCNINotInitialized)}, message: msgNotReady, since: t0}})
 	s.consume("w1", string(v1alpha1.SignatureCNINotInitialized), end)
 	for _, c := range func() []candidate { c, _ := s.snapshot("w1", w); return c }() {
 		if c.signature == string(v1alpha1.SignatureCNINotInitialized) && (c.conditionFor != time.Minute || !c.conditionBegan.Equal(t0)) {

@@ -3,6 +3,7 @@ package detection
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -74,7 +75,7 @@ func (r *Reconciler) openOrFeed(ctx context.Context, p *v1alpha1.RemediationPoli
 			// Only what the detection opened under this policy is fed (it was created with evidence, which only the
 			// manager may write): a person's request stays a request, and is never made to look detected.
 			ev := nr.Spec.Evidence
-			detected := ev.EventCount > 0 || ev.NodeCondition != "" || len(ev.Pods) > 0
+			detected := ev.EventCount > 0 || ev.NodeCondition != "" || len(ev.Conditions) > 0 || len(ev.Pods) > 0
 			if nr.Spec.Signature == c.signature && nr.Spec.PolicyName == p.Name && detected && !nr.Status.ByHand {
 				return r.feed(ctx, nr, c)
 			}
@@ -269,7 +270,7 @@ func feedEvidence(nr *v1alpha1.NodeRemediation, c *candidate) (v1alpha1.Evidence
 	if equality.Semantic.DeepEqual(ev, old) {
 		return ev, false, false
 	}
-	return ev, true, len(ev.Pods) != len(old.Pods) || ev.NodeCondition != old.NodeCondition
+	return ev, true, len(ev.Pods) != len(old.Pods) || ev.NodeCondition != old.NodeCondition || !sameConditions(ev.Conditions, old.Conditions)
 }
 
 func (r *Reconciler) writeDue(node string, now time.Time) bool {
@@ -282,4 +283,11 @@ func (r *Reconciler) noteWrite(node string, now time.Time) {
 	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
 	r.written[node] = now
+}
+
+// sameConditions says whether two evidences name the same conditions in the same status, reason and message.
+func sameConditions(a, b []v1alpha1.ConditionEvidence) bool {
+	return slices.EqualFunc(a, b, func(x, y v1alpha1.ConditionEvidence) bool {
+		return x.Type == y.Type && x.Status == y.Status && x.Reason == y.Reason && x.Message == y.Message
+	})
 }

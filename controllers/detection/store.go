@@ -35,15 +35,23 @@ type sigEvidence struct {
 	alt       v1alpha1.RepairAction
 	hits      []hit // occurrences, oldest first
 	pods      map[v1alpha1.PodReference]*podSeen
-	// condition is the node's Ready condition message when it carries the signature, since conditionSince, and
-	// conditionParams the parameters it gave.
-	condition       string
-	conditionSince  time.Time
-	conditionParams map[string]string
+	// conditions are the node's conditions that carry the signature, by condition type: its Ready condition
+	// (readyKey) and the conditions the policy maps (spec.detection.nodeConditions). Several may hold at once.
+	conditions map[string]*conditionState
 	// confirmed is the last time the node itself confirmed the signature through its pods (pods bound to it whose
 	// kubelet-written status had shown the sandbox failing for minStuckDuration, and their events): what a storm
 	// counts (confirmedNodesWith), whatever the per-node thresholds. Events alone never set it.
 	confirmed time.Time
+}
+
+// conditionState is one node condition while it carries a signature.
+type conditionState struct {
+	// message is what the evidence quotes, since when the condition carries the signature, params the parameters
+	// it gave, detail the mapped condition (nil for the Ready condition).
+	message string
+	since   time.Time
+	params  map[string]string
+	detail  *v1alpha1.ConditionEvidence
 }
 
 type hit struct {
@@ -223,25 +231,39 @@ func (s *store) consume(node, sig string, end time.Time) bool {
 	return true
 }
 
-// observeCondition records the node's Ready condition: res is its classification (ok false when it carries no
-// signature, which clears any earlier condition evidence of the node).
-func (s *store) observeCondition(node string, res signature.Result, ok bool, message string, since time.Time) {
+// observeConditions records the node's conditions that carry a signature, all of them at once (its Ready
+// condition under readyKey, the mapped ones under their type): a condition that is not among them any more, or
+// that carries another signature now, stops being evidence of the one it carried.
+func (s *store) observeConditions(node string, seen []conditionSeen) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	carries := make(map[string]string, len(seen))
+	for _, cs := range seen {
+		carries[cs.key] = cs.res.Signature
+	}
 	for _, e := range s.nodes[node] {
-		if !ok || e.signature != res.Signature {
-			e.condition = ""
+		for k := range e.conditions {
+			if carries[k] != e.signature {
+				delete(e.conditions, k)
+			}
 		}
 	}
-	if !ok {
-		return
+	for _, cs := range seen {
+		e := s.entry(node, cs.res)
+		if e.conditions == nil {
+			e.conditions = map[string]*conditionState{}
+		}
+		st := e.conditions[cs.key]
+		if st == nil {
+			st = &conditionState{}
+			e.conditions[cs.key] = st
+		}
+		// A new message or a new transition starts the count again from the condition's transition.
+		if st.message != cs.message || st.since.IsZero() || cs.since.After(st.since) {
+			st.since = cs.since
+		}
+		st.message, st.params, st.detail = cs.message, copyMap(cs.res.Params), cs.detail
 	}
-	e := s.entry(node, res)
-	if e.condition != message || e.conditionSince.IsZero() {
-		e.conditionSince = since
-	}
-	e.condition = message
-	e.conditionParams = copyMap(res.Params)
 }
 
 // forget drops everything known of a node (deleted).
@@ -270,10 +292,14 @@ type candidate struct {
 	// events and pods are, in a snapshot, every occurrence and every pod the events named inside the window: an
 	// upper bound, since events prove nothing. confirm narrows them to the pods whose own status confirms the
 	// failure on the node, and to those pods' occurrences.
-	events    int32
-	pods      []v1alpha1.PodReference
-	condition string
-	// conditionFor is how long the node condition has carried the signature.
+	events int32
+	pods   []v1alpha1.PodReference
+	// condition is set when some node condition carries the signature (the text of one of them); readyMessage is
+	// the Ready condition's message when it is one of them, conditions the mapped ones (in type order).
+	condition    string
+	readyMessage string
+	conditions   []v1alpha1.ConditionEvidence
+	// conditionFor is how long the node condition has carried the signature (the longest-held one).
 	conditionFor time.Duration
 	first, last  time.Time
 	// ripens is the next moment a pod of the window will have shown its failure long enough to count (zero: none
@@ -344,19 +370,40 @@ func (s *store) snapshot(node string, w window) (cands []candidate, stale int) {
 			c.pods = append(c.pods, ref)
 		}
 		sortPods(c.pods)
-		if e.condition != "" {
-			c.condition = e.condition
-			c.params = copyMap(e.conditionParams)
-			c.samples = addSample(nil, e.condition)
+		if len(e.conditions) > 0 {
+			keys := make([]string, 0, len(e.conditions))
+			for k := range e.conditions {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			var from, began time.Time
+			for _, k := range keys {
+				st := e.conditions[k]
+				if c.condition == "" {
+					c.condition = st.message
+				}
+				if k == readyKey && st.detail == nil {
+					c.readyMessage = st.message
+				} else if st.detail != nil {
+					c.conditions = append(c.conditions, *st.detail)
+				}
+				for pk, pv := range st.params {
+					c.params[pk] = pv
+				}
+				c.samples = addSample(c.samples, st.message)
+				if began.IsZero() || st.since.Before(began) {
+					began = st.since
+				}
+			}
 			// A condition that already carried the signature when a remediation of it ended counts from that end:
 			// the remediation consumed what came before.
-			from := e.conditionSince
+			from = began
 			if end := s.consumed[node][sig]; end.After(from) {
 				from = end
 			}
 			c.conditionFor = w.now.Sub(from)
 			c.conditionFirst = from
-			c.conditionBegan = e.conditionSince
+			c.conditionBegan = began
 			if c.last.Before(w.now) {
 				c.last = w.now
 			}
@@ -417,7 +464,7 @@ func (s *store) markConfirmed(node, sig string, at time.Time) {
 }
 
 // confirmedNodesWith returns the nodes that confirmed the signature themselves since from: their Ready condition
-// carries it, or their pods confirmed it (markConfirmed). A node that only events name is not among them: whoever
+// or a condition the policy maps carries it, or their pods confirmed it (markConfirmed). A node that only events name is not among them: whoever
 // may write events chooses the node they name.
 func (s *store) confirmedNodesWith(sig string, from time.Time) []string {
 	s.mu.Lock()
@@ -428,7 +475,7 @@ func (s *store) confirmedNodesWith(sig string, from time.Time) []string {
 		if e == nil {
 			continue
 		}
-		if e.condition != "" || (!e.confirmed.IsZero() && !e.confirmed.Before(from)) {
+		if len(e.conditions) > 0 || (!e.confirmed.IsZero() && !e.confirmed.Before(from)) {
 			out = append(out, node)
 		}
 	}

@@ -45,6 +45,8 @@ type harness struct {
 	prefix string
 	ns     string
 	mu     sync.Mutex
+	// reconciles counts the detection's reconciles per node.
+	reconciles sync.Map // node -> *atomic.Int32
 }
 
 // newHarness runs the detection controller (only it: no workflow moves the remediations it opens).
@@ -66,6 +68,10 @@ func newHarness(t *testing.T, prefix string) *harness {
 	r := &Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Kube: kubernetes.NewForConfigOrDie(env.Config),
 		Clock: clock.RealClock{}, Events: events.NewRecorder(mgr.GetEventRecorder("cnimedic"), clock.RealClock{}),
 		Requeue: 200 * time.Millisecond, MinWriteInterval: 100 * time.Millisecond}
+	r.onReconcile = func(node string) {
+		v, _ := h.reconciles.LoadOrStore(node, &atomic.Int32{})
+		v.(*atomic.Int32).Add(1)
+	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/controllers/detection"
 	"github.com/cnimedic/cnimedic/internal/policy"
 	"github.com/cnimedic/cnimedic/internal/signature"
 )
@@ -69,7 +70,10 @@ func (r *Reconciler) signatureErrors(p *v1alpha1.RemediationPolicy) []error {
 			return c.errs
 		}
 	}
-	_, errs := signature.CompilePolicy(&p.Spec)
+	set, errs := signature.CompilePolicy(&p.Spec)
+	// A node condition rule whose signature the policy cannot name is ignored by the detection; say so here.
+	_, ruleErrs := detection.ConditionRules(p, set)
+	errs = append(errs, ruleErrs...)
 	r.compiled.Store(p.Name, compiledErrs{uid: p.UID, generation: p.Generation, errs: errs})
 	return errs
 }
@@ -220,14 +224,14 @@ func (r *Reconciler) remediationCounts(ctx context.Context, policyName string) (
 func signaturesCondition(errs []error) metav1.Condition {
 	if len(errs) == 0 {
 		return metav1.Condition{Type: v1alpha1.PolicySignaturesValid, Status: metav1.ConditionTrue, Reason: ReasonSignaturesCompiled,
-			Message: "every custom signature compiles"}
+			Message: "every custom signature compiles and every node condition rule names a signature of the policy"}
 	}
 	msgs := make([]string, 0, len(errs))
 	for _, e := range errs {
 		msgs = append(msgs, e.Error())
 	}
 	return metav1.Condition{Type: v1alpha1.PolicySignaturesValid, Status: metav1.ConditionFalse, Reason: ReasonInvalidSignatures,
-		Message: "the API server cannot compile Go regular expressions, so cnimedic checks them here: " + strings.Join(msgs, "; ")}
+		Message: "the API server cannot compile Go regular expressions nor tell which signatures a policy names, so cnimedic checks them here: " + strings.Join(msgs, "; ")}
 }
 
 func overlapCondition(overlap map[string]int) metav1.Condition {
@@ -262,7 +266,7 @@ func readyCondition(selErr error, sigErrs []error) metav1.Condition {
 		return metav1.Condition{Type: v1alpha1.PolicyReady, Status: metav1.ConditionFalse, Reason: ReasonInvalidSelector, Message: selErr.Error()}
 	case len(sigErrs) > 0:
 		return metav1.Condition{Type: v1alpha1.PolicyReady, Status: metav1.ConditionFalse, Reason: ReasonInvalidSignatures,
-			Message: fmt.Sprintf("%d custom signature(s) do not compile; see the SignaturesValid condition", len(sigErrs))}
+			Message: fmt.Sprintf("%d custom signature(s) or node condition rule(s) are invalid; see the SignaturesValid condition", len(sigErrs))}
 	}
 	return metav1.Condition{Type: v1alpha1.PolicyReady, Status: metav1.ConditionTrue, Reason: ReasonActive, Message: "the policy is valid and watching its nodes"}
 }

@@ -196,3 +196,36 @@ func TestOverlapSaysWhichPolicyActs(t *testing.T) {
 		return nil
 	})
 }
+
+// A node condition rule whose signature the policy cannot name (a built-in it does not enable, a custom signature it
+// does not define) is ignored by the detection, and the status says which rule and why.
+func TestANodeConditionRuleNamingASignatureThePolicyCannotNameIsReported(t *testing.T) {
+	startController(t)
+	ctx := context.Background()
+	p := &v1alpha1.RemediationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "condrules"}, Spec: v1alpha1.RemediationPolicySpec{
+		NodeNames:  []string{"condrules-n0"},
+		Signatures: []v1alpha1.SignatureID{v1alpha1.SignatureIPAMExhausted},
+		Detection: v1alpha1.DetectionSpec{NodeConditions: []v1alpha1.NodeConditionRule{
+			{Type: "NetworkUnavailable"}, // the cni-unclassified family, which spec.signatures leaves out
+			{Type: "CNIProblem", Signature: "no-such-signature"},
+			{Type: "IPAMProblem", Signature: string(v1alpha1.SignatureIPAMExhausted)}, // fine
+		}},
+	}}
+	if err := env.Client.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, p) })
+	got := waitStatus(t, p.Name, func(p *v1alpha1.RemediationPolicy) error {
+		if p.Status.ObservedGeneration != p.Generation {
+			return fmt.Errorf("not observed yet")
+		}
+		return nil
+	})
+	c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.PolicySignaturesValid)
+	if c == nil || c.Status != metav1.ConditionFalse ||
+		!strings.Contains(c.Message, `spec.detection.nodeConditions[NetworkUnavailable]: signature "cni-unclassified" is not among spec.signatures`) ||
+		!strings.Contains(c.Message, `spec.detection.nodeConditions[CNIProblem]: signature "no-such-signature"`) ||
+		strings.Contains(c.Message, "IPAMProblem") {
+		t.Errorf("SignaturesValid %+v must name the two rules the policy cannot follow, and only them", c)
+	}
+}

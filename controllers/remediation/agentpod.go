@@ -14,15 +14,12 @@ import (
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 )
 
-// ParamAgentDaemonSet names the CNI provider's DaemonSet (namespace/name); the detection records it.
-const ParamAgentDaemonSet = "agentDaemonSet"
-
 // restartAgentPod carries out RestartCNIAgentPod: it evicts the node's pod of the CNI provider's DaemonSet so
 // that the DaemonSet recreates it with a fresh service account token (the cni-apiserver-access repair). The node is
 // neither drained nor touched by an executor; the verification that follows proves pods get their network again.
 func (r *Reconciler) restartAgentPod(ctx context.Context, s *scope) (reconcile.Result, error) {
 	nr := s.nr
-	ns, name, ok := strings.Cut(nr.Spec.Parameters[ParamAgentDaemonSet], "/")
+	ns, name, ok := strings.Cut(nr.Spec.Parameters[v1alpha1.ParamAgentDaemonSet], "/")
 	if !ok {
 		s.transition(v1alpha1.PhaseEscalated, ReasonEscalated, fmt.Sprintf("RestartCNIAgentPod needs the CNI provider's DaemonSet, and none was found for %s; %s",
 			nr.Spec.Parameters["pluginType"], escalationMessage(nr)))

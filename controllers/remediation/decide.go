@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -42,6 +43,7 @@ func (r *Reconciler) decide(s *scope) decision {
 		if d.Confirmed != nr.Spec.Signature {
 			sig, params = v1alpha1.SignatureID(d.Confirmed), nil
 		}
+		params = nodeTargets(params, d)
 	}
 	st.Plan = nil
 	st.PolicyGeneration = p.Generation
@@ -78,14 +80,55 @@ func (r *Reconciler) decide(s *scope) decision {
 	return decision{}
 }
 
+// nodeTargets are the parameters a plan is built from once the node confirmed the cause: the file, the plugins and
+// the link a repair works on are the node's, never the message's. The conflist is the one the confirmed finding names
+// (the node's diagnosis reads the file the runtime loads), else none (the node picks the loaded one); the plugins
+// are left to the node (it installs those the loaded chain uses that are missing or too old); the link is the one
+// the node shows stale, else none. A message naming another file was refused on the node only after the drain; one
+// naming another link or plugin could narrow the repair away from what the node shows.
+func nodeTargets(params map[string]string, d *v1alpha1.Diagnosis) map[string]string {
+	out := make(map[string]string, len(params))
+	for k, v := range params {
+		switch k {
+		case v1alpha1.ParamConfigFile, v1alpha1.ParamPlugin, v1alpha1.ParamPluginType, v1alpha1.ParamBridge, v1alpha1.ParamLink, v1alpha1.ParamAddress:
+		default:
+			out[k] = v
+		}
+	}
+	for _, f := range d.Findings {
+		if f.Severity != v1alpha1.SeverityError || string(f.Signature) != d.Confirmed || f.Path == "" {
+			continue
+		}
+		key := ""
+		switch {
+		case isConfList(f.Path):
+			key = v1alpha1.ParamConfigFile
+		case f.Signature == v1alpha1.SignatureStaleState && !strings.Contains(f.Path, "/"):
+			key = v1alpha1.ParamBridge // the diagnosis' stale link finding names the link
+		}
+		if _, taken := out[key]; key != "" && !taken {
+			out[key] = f.Path
+		}
+	}
+	return out
+}
+
+// isConfList says whether a finding's path is a network configuration file (a CNI conf dir's .conf, .conflist or
+// .json), not a directory, a plugin or containerd's config.
+func isConfList(path string) bool {
+	switch filepath.Ext(path) {
+	case ".conf", ".conflist", ".json":
+		return true
+	}
+	return false
+}
+
 // actionOf is the action for the remediation's signature, decided once: a custom signature's own, else the
 // catalog's for what the evidence carried (its alternative when the policy allows it), refined by the policy's
 // repair settings.
 func actionOf(p *v1alpha1.RemediationPolicy, nr *v1alpha1.NodeRemediation) v1alpha1.RepairAction {
-	for _, c := range p.Spec.CustomSignatures {
-		if c.Name == nr.Spec.Signature {
-			return c.Action
-		}
+	if c, ok := customSignature(p, nr.Spec.Signature); ok {
+		return c.Action
 	}
 	id := v1alpha1.SignatureID(nr.Spec.Signature)
 	def, ok := signature.Lookup(id)
@@ -103,15 +146,22 @@ func actionOf(p *v1alpha1.RemediationPolicy, nr *v1alpha1.NodeRemediation) v1alp
 // IPAM type named in the evidence) do not apply: the diagnosis reports a cause only where the node's own files show
 // one cnimedic repairs, and marks the others with Fix Escalate.
 func causeAction(p *v1alpha1.RemediationPolicy, sig v1alpha1.SignatureID) v1alpha1.RepairAction {
-	for _, c := range p.Spec.CustomSignatures {
-		if c.Name == string(sig) {
-			return c.Action
-		}
+	if c, ok := customSignature(p, string(sig)); ok {
+		return c.Action
 	}
 	if def, ok := signature.Lookup(sig); ok && def.Alternative != "" && slices.Contains(p.Spec.AllowedActions, def.Alternative) {
 		return def.Alternative
 	}
 	return planner.ActionFor(sig, p.Spec.Repair)
+}
+
+// customSignature is the policy's own signature of that name, if it has one: the one lookup the workflow makes.
+func customSignature(p *v1alpha1.RemediationPolicy, name string) (v1alpha1.CustomSignature, bool) {
+	i := slices.IndexFunc(p.Spec.CustomSignatures, func(c v1alpha1.CustomSignature) bool { return c.Name == name })
+	if i < 0 {
+		return v1alpha1.CustomSignature{}, false
+	}
+	return p.Spec.CustomSignatures[i], true
 }
 
 // executorImage is the image executor pods of the policy run: the policy's own, or the installation's.

@@ -281,3 +281,84 @@ func TestACauseTheNodeConfirmsIsRepairedWhateverTheMessageLeftOut(t *testing.T) 
 		t.Errorf("action %s plan %+v: the node confirmed a host-local network out of addresses", pending.Status.Action, pending.Status.Plan)
 	}
 }
+
+// TestTheFileARepairEditsIsTheOneTheNodeShowsNotTheMessages (issue 12): a message naming another conflist is a hint;
+// once the node confirmed the cause, the plan edits the file the node's finding names (the one the runtime loads),
+// and with no file named it leaves the choice to the node, which picks the loaded one.
+func TestTheFileARepairEditsIsTheOneTheNodeShowsNotTheMessages(t *testing.T) {
+	for _, tc := range []struct {
+		name, path, want string
+	}{
+		{"the finding names the loaded file", "/etc/cni/net.d/10-lab.conflist", "10-lab.conflist"},
+		{"the finding names no file", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, fmt.Sprintf("nodefile-%v", tc.want != ""))
+			node := h.node("w1")
+			p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Approval.Mode = v1alpha1.ApprovalManual })
+			h.runKubelet(kubelet{diagnosis: func(pod *corev1.Pod) *v1alpha1.ExecutorResult {
+				return diagnosisFinding(pod, v1alpha1.Finding{Severity: v1alpha1.SeverityError, Signature: v1alpha1.SignatureCNIVersionMissing,
+					Summary: "the loaded conflist has no cniVersion", Path: tc.path})
+			}})
+			nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionMissing, func(nr *v1alpha1.NodeRemediation) {
+				nr.Spec.Parameters = map[string]string{v1alpha1.ParamConfigFile: "/etc/cni/net.d/99-tenant.conflist"}
+			})
+			pending := h.waitPhase(nr.Name, v1alpha1.PhaseAwaitingApproval)
+			i := slices.IndexFunc(pending.Status.Plan.Steps, func(s v1alpha1.PlanStep) bool { return s.Type == v1alpha1.StepSetCNIVersion })
+			if i < 0 {
+				t.Fatalf("plan %+v has no SetCNIVersion", pending.Status.Plan)
+			}
+			if got := pending.Status.Plan.Steps[i].ConfList; got != tc.want {
+				t.Errorf("the plan edits %q, want %q: the message's 99-tenant.conflist is never the target once the node confirmed", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestAMessageNeitherNarrowsThePluginsNorPicksTheLinkOnceTheNodeConfirmed (issue 12): flannel's real message
+// `plugin type="flannel" ... failed to find plugin "bridge"` names flannel as the failing plugin type; once the node
+// confirmed a reference plugin missing, the plan installs what the node's loaded chain lacks (it is not escalated as
+// a vendor plugin, nor narrowed to one plugin). A link a message names is not deleted: the one the node shows stale is.
+func TestAMessageNeitherNarrowsThePluginsNorPicksTheLinkOnceTheNodeConfirmed(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		sig     v1alpha1.SignatureID
+		params  map[string]string
+		finding v1alpha1.Finding
+		step    v1alpha1.StepType
+		check   func(v1alpha1.PlanStep) string
+	}{
+		{"plugins", v1alpha1.SignaturePluginBinaryMissing, map[string]string{v1alpha1.ParamPluginType: "flannel", v1alpha1.ParamPlugin: "bridge"},
+			v1alpha1.Finding{Severity: v1alpha1.SeverityError, Signature: v1alpha1.SignaturePluginBinaryMissing, Summary: "host-local of the loaded chain is missing"},
+			v1alpha1.StepInstallReferencePlugins, func(s v1alpha1.PlanStep) string {
+				if len(s.Plugins) != 0 {
+					return fmt.Sprintf("plugins %v: the node chooses them", s.Plugins)
+				}
+				return ""
+			}},
+		{"link", v1alpha1.SignatureStaleState, map[string]string{v1alpha1.ParamBridge: "storage0", v1alpha1.ParamAddress: "10.244.1.1/24"},
+			v1alpha1.Finding{Severity: v1alpha1.SeverityError, Signature: v1alpha1.SignatureStaleState, Path: "cni0", Summary: "Link cni0 carries 10.9.9.1/24 but should carry 10.244.1.1/24"},
+			v1alpha1.StepDeleteLink, func(s v1alpha1.PlanStep) string {
+				if s.Link != "cni0" {
+					return fmt.Sprintf("link %q: want the one the node shows stale, cni0", s.Link)
+				}
+				return ""
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, "nodetarget-"+tc.name)
+			node := h.node("w1")
+			p := h.policy("p", func(s *v1alpha1.RemediationPolicySpec) { s.Approval.Mode = v1alpha1.ApprovalManual })
+			h.runKubelet(kubelet{diagnosis: func(pod *corev1.Pod) *v1alpha1.ExecutorResult { return diagnosisFinding(pod, tc.finding) }})
+			nr := h.remediation("nr", node.Name, p, tc.sig, func(nr *v1alpha1.NodeRemediation) { nr.Spec.Parameters = tc.params })
+			pending := h.waitPhase(nr.Name, v1alpha1.PhaseAwaitingApproval)
+			i := slices.IndexFunc(pending.Status.Plan.Steps, func(s v1alpha1.PlanStep) bool { return s.Type == tc.step })
+			if i < 0 {
+				t.Fatalf("plan %+v has no %s", pending.Status.Plan, tc.step)
+			}
+			if msg := tc.check(pending.Status.Plan.Steps[i]); msg != "" {
+				t.Error(msg)
+			}
+		})
+	}
+}

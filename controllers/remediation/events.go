@@ -47,7 +47,7 @@ const (
 	ReasonDiagnosed               = "Diagnosed"
 	ReasonDiagnosisFailed         = "DiagnosisFailed"
 	ReasonActionNotAllowed        = "ActionNotAllowed"
-	ReasonRetryLimitReached       = "RetryLimitReached"
+	ReasonRetryLimitReached       = v1alpha1.ReasonRetryLimitReached
 	ReasonNodeGone                = "NodeGone"
 	ReasonPolicyNotFound          = "PolicyNotFound"
 	ReasonAgentPodRestarted       = "AgentPodRestarted"

@@ -154,13 +154,8 @@ func settingsFor(nr *v1alpha1.NodeRemediation, p *v1alpha1.RemediationPolicy) no
 	// A plan that rewrites the runtime's CNI settings must let the remediator read them back from the config it
 	// rewrote: the dirs are not pinned then.
 	if !rewritesRuntimeCNIConfig(nr.Status.Plan) {
-		// Where the conflist is now: the layout's conf dir in effect, or the policy's own value.
-		conf := l.ConfDir
-		if !isDefault(repair.Containerd.ConfDir, policy.DefaultSpec().Repair.Containerd.ConfDir) {
-			conf = repair.Containerd.ConfDir
-		}
-		if conf != "" && conf != diagnosepod.DefaultConfDir {
-			set.confDir = conf
+		if eff.Containerd.ConfDir != "" && eff.Containerd.ConfDir != diagnosepod.DefaultConfDir {
+			set.confDir = eff.Containerd.ConfDir
 		}
 		bins := l.BinDirs
 		if !isDefault(repair.Containerd.BinDir, policy.DefaultSpec().Repair.Containerd.BinDir) {
@@ -183,8 +178,8 @@ func isDefault(v, def string) bool { return v == "" || v == def }
 // layoutRepair is the policy's repair settings with the node's layout filled in where the policy keeps the CRD's
 // defaults: the layout's units (kubelet's first, the runtime's last; the same one where one unit runs both), its
 // runtime config (the template it is generated from, where there is one: an edit of the generated file is lost at
-// the next start), and, for the CNI dirs a repair of containerd's settings wants, the layout's standard ones. The
-// policy's own values win; each one that contradicts the layout is returned as a conflict.
+// the next start), its standard conf dir and first standard bin dir. The policy's own values win; each one that contradicts the layout
+// is returned as a conflict.
 func layoutRepair(repair v1alpha1.RepairSpec, l *v1alpha1.NodeLayout) (v1alpha1.RepairSpec, []string) {
 	if l == nil {
 		return repair, nil
@@ -211,24 +206,12 @@ func layoutRepair(repair v1alpha1.RepairSpec, l *v1alpha1.NodeLayout) (v1alpha1.
 		config = l.RuntimeConfigTemplate
 	}
 	pick("containerd.configPath", &repair.Containerd.ConfigPath, def.Containerd.ConfigPath, config)
-	// The layout's CNI dirs are the ones in effect, which a repair of containerd's CNI settings exists to change (a
-	// conf_dir pointed at an empty directory is in effect until repaired): where the policy leaves the defaults, the
-	// wanted dirs are the layout's standard ones (standardCNIDirs). A policy's own value is still checked against the
-	// node's.
-	confStd, binStd := standardCNIDirs(l)
-	dir := func(field string, own *string, dflt, std, node string, alsoNode ...string) {
-		if isDefault(*own, dflt) {
-			*own = std
-			return
-		}
-		pick(field, own, dflt, node, alsoNode...)
+	// The dirs a repair of the runtime's CNI settings writes are the layout's standard ones: ConfDir and BinDirs are
+	// what the runtime reads now, which may be the very value that is broken.
+	pick("containerd.confDir", &repair.Containerd.ConfDir, def.Containerd.ConfDir, l.StandardConfDir)
+	if len(l.StandardBinDirs) > 0 {
+		pick("containerd.binDir", &repair.Containerd.BinDir, def.Containerd.BinDir, l.StandardBinDirs[0], l.StandardBinDirs[1:]...)
 	}
-	dir("containerd.confDir", &repair.Containerd.ConfDir, def.Containerd.ConfDir, confStd, l.ConfDir)
-	var bins []string
-	if len(l.BinDirs) > 0 {
-		bins = l.BinDirs
-	}
-	dir("containerd.binDir", &repair.Containerd.BinDir, def.Containerd.BinDir, binStd, first(bins), rest(bins)...)
 	return repair, conflicts
 }
 
@@ -247,38 +230,4 @@ func reportLayout(s *scope, l *v1alpha1.NodeLayout) {
 		s.event(warning, ReasonLayoutConflict, actionDiagnose, fmt.Sprintf("policy %s contradicts the %s layout the diagnosis found on node %s: %s; the policy's values are what a repair uses",
 			s.policy.Name, layoutName(l), s.nr.Spec.NodeName, strings.Join(conflicts, "; ")), strings.Join(conflicts, ";"))
 	}
-}
-
-// K3s's own CNI dirs, which k3s writes into the containerd config it generates while it runs flannel (k3s
-// pkg/agent/config, CNIConfDir and CNIBinDir; remediator/node/layout.go).
-const (
-	k3sConfDir = "/var/lib/rancher/k3s/agent/etc/cni/net.d"
-	k3sBinDir  = "/var/lib/rancher/k3s/data/current/bin"
-)
-
-// standardCNIDirs are the CNI dirs a repair of containerd's CNI settings points the node's runtime back to: where
-// its runtime looks when nothing moved them. The diagnosis reports the dirs in effect, which such a repair exists to
-// change, so they are not the answer. On k3s, k3s's own dirs, unless the config it generates names containerd's
-// defaults: k3s then runs without flannel and the CNI provider installs into those (remediator/node, Settings.
-// StandardCNIDirs, which decides the same from the config's own keys). Every other layout: containerd's defaults.
-func standardCNIDirs(l *v1alpha1.NodeLayout) (confDir, binDir string) {
-	def := policy.DefaultSpec().Repair.Containerd
-	if l.Kind == v1alpha1.LayoutK3s && !(l.ConfDir == def.ConfDir && (len(l.BinDirs) == 0 || l.BinDirs[0] == def.BinDir)) {
-		return k3sConfDir, k3sBinDir
-	}
-	return def.ConfDir, def.BinDir
-}
-
-func first(v []string) string {
-	if len(v) == 0 {
-		return ""
-	}
-	return v[0]
-}
-
-func rest(v []string) []string {
-	if len(v) < 2 {
-		return nil
-	}
-	return v[1:]
 }

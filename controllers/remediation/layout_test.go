@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
@@ -29,6 +28,8 @@ func k3sAgentLayout() *v1alpha1.NodeLayout {
 		RuntimeConfigTemplate: "/var/lib/rancher/k3s/agent/etc/containerd/config.toml.tmpl",
 		ConfDir:               "/var/lib/rancher/k3s/agent/etc/cni/net.d",
 		BinDirs:               []string{"/var/lib/rancher/k3s/data/current/bin"},
+		StandardConfDir:       "/var/lib/rancher/k3s/agent/etc/cni/net.d",
+		StandardBinDirs:       []string{"/var/lib/rancher/k3s/data/current/bin"},
 		HostPaths:             []string{"/run/k3s/containerd"},
 		Servable:              true}
 }
@@ -37,7 +38,8 @@ func k3sAgentLayout() *v1alpha1.NodeLayout {
 func kubeadmLayout() *v1alpha1.NodeLayout {
 	return &v1alpha1.NodeLayout{Kind: v1alpha1.LayoutKubeadm, Units: []string{"kubelet.service", "containerd.service"},
 		CRISocket: "/run/containerd/containerd.sock", RuntimeConfig: "/etc/containerd/config.toml", ConfDir: "/etc/cni/net.d",
-		BinDirs: []string{"/opt/cni/bin"}, HostPaths: []string{"/run/containerd"}, Servable: true}
+		BinDirs: []string{"/opt/cni/bin"}, StandardConfDir: "/etc/cni/net.d", StandardBinDirs: []string{"/opt/cni/bin"},
+		HostPaths: []string{"/run/containerd"}, Servable: true}
 }
 
 // withLayout is a diagnosis that confirms the remediation's signature and reports the layout.
@@ -80,23 +82,6 @@ func (h *harness) onlyExecutorPod(nr string) corev1.Pod {
 		return nil
 	}, "the executor pod of %s", nr)
 	return pod
-}
-
-// layoutEvent waits for an event of the reason about the remediation whose note contains want.
-func (h *harness) layoutEvent(nr, reason, want string) {
-	h.t.Helper()
-	h.eventually(func() error {
-		list := &eventsv1.EventList{}
-		if err := h.c.List(h.ctx, list); err != nil {
-			return err
-		}
-		for _, e := range list.Items {
-			if e.Reason == reason && e.Regarding.Name == nr && strings.Contains(e.Note, want) {
-				return nil
-			}
-		}
-		return fmt.Errorf("no %s event naming %q on %s", reason, want, nr)
-	}, "the %s event", reason)
 }
 
 // TestAnUnservableLayoutEscalatesWithoutACordonOrAnExecutorPod: the node confirms the failure, but its layout is one
@@ -197,15 +182,14 @@ func TestTheExecutorOfAK3sLayoutMountsExactlyItsHostPathsAndCarriesItsUnitsAndSo
 
 // TestARuntimeConfigRepairOnAK3sLayoutEditsTheTemplate: k3s writes containerd's config.toml anew from its template
 // at every start, so the plan that repairs containerd's CNI settings edits the template, with k3s's own CNI dirs as
-// the wanted values: not the policy's kubeadm defaults, nor the dirs in effect (conf_dir moved to an empty
-// directory), which the repair exists to change; the executor does not pin the dirs it is about to rewrite.
+// the wanted values (not the policy's kubeadm defaults); the executor does not pin the dirs it is about to rewrite.
 func TestARuntimeConfigRepairOnAK3sLayoutEditsTheTemplate(t *testing.T) {
 	h := newHarness(t, "k3stmpl")
 	node := h.node("w1")
 	p := h.policy("p", nil)
 	l := k3sAgentLayout()
-	// What the node shows when this repair is needed: conf_dir moved to an empty directory, in effect.
-	l.ConfDir = "/etc/cni/calico.d"
+	// The runtime reads an empty dir now (the failure): the repair points it back to k3s's own, not to the dir it reads.
+	l.ConfDir = "/var/lib/rancher/k3s/agent/etc/cni/elsewhere"
 	h.runKubelet(kubelet{diagnosis: h.withLayout(l)})
 	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNINotInitialized)
 
@@ -216,8 +200,8 @@ func TestARuntimeConfigRepairOnAK3sLayoutEditsTheTemplate(t *testing.T) {
 		t.Fatalf("plan %+v has no RepairRuntimeCNIConfig", got.Status.Plan)
 	}
 	rt := got.Status.Plan.Steps[i].Runtime
-	if rt.ConfigPath != l.RuntimeConfigTemplate || rt.ConfDir != "/var/lib/rancher/k3s/agent/etc/cni/net.d" || rt.BinDir != "/var/lib/rancher/k3s/data/current/bin" {
-		t.Errorf("runtime settings %+v: want the template edited to k3s's own dirs, not the dirs in effect (%s)", rt, l.ConfDir)
+	if rt.ConfigPath != l.RuntimeConfigTemplate || rt.ConfDir != l.StandardConfDir || rt.BinDir != l.StandardBinDirs[0] {
+		t.Errorf("runtime settings %+v: want the template edited to k3s's standard dirs", rt)
 	}
 	args := pod.Spec.Containers[0].Args
 	if !slices.Contains(args, "--containerd-config="+l.RuntimeConfig) || slices.ContainsFunc(args, func(a string) bool {
@@ -278,8 +262,8 @@ func TestAPolicyUnitThatContradictsTheLayoutIsReportedAndItsValueRuns(t *testing
 	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionMissing)
 
 	pod := h.onlyExecutorPod(nr.Name)
-	h.layoutEvent(nr.Name, ReasonLayoutConflict, "spec.repair.units.kubelet is k3s.service where the node's layout has k3s-agent.service")
-	h.layoutEvent(nr.Name, ReasonLayoutConflict, l.Reason)
+	h.eventOn(nr.Name, ReasonLayoutConflict, "spec.repair.units.kubelet is k3s.service where the node's layout has k3s-agent.service")
+	h.eventOn(nr.Name, ReasonLayoutConflict, l.Reason)
 	args := pod.Spec.Containers[0].Args
 	if !slices.Contains(args, "--kubelet-unit=k3s.service") || !slices.Contains(args, "--runtime-unit=k3s.service") {
 		t.Errorf("args %v: want the policy's units", args)

@@ -79,6 +79,7 @@ func (r *Reconciler) reconcileDetected(ctx context.Context, s *scope) (reconcile
 		s.transition(v1alpha1.PhaseEscalated, ReasonNodeNotLinux, why)
 		return reconcile.Result{}, nil
 	}
+	_, custom := customSignature(p, nr.Spec.Signature)
 	switch {
 	case action == v1alpha1.ActionEscalate:
 		s.transition(v1alpha1.PhaseEscalated, ReasonEscalated, escalationMessage(nr))
@@ -87,7 +88,7 @@ func (r *Reconciler) reconcileDetected(ctx context.Context, s *scope) (reconcile
 		s.transition(v1alpha1.PhaseEscalated, ReasonActionNotAllowed, fmt.Sprintf("%s needs %s, which policy %s does not allow (spec.allowedActions); %s",
 			nr.Spec.Signature, action, p.Name, escalationMessage(nr)))
 		return reconcile.Result{}, nil
-	case action == v1alpha1.ActionDiagnose && isCustomSignature(p, nr.Spec.Signature):
+	case action == v1alpha1.ActionDiagnose && custom:
 		// A policy's own signature that asks only for a diagnosis: recorded, and left to a person.
 		return r.reconcileDiagnose(ctx, s)
 	}
@@ -212,16 +213,6 @@ func (r *Reconciler) approve(s *scope, source string) (reconcile.Result, error) 
 	return moveOn, nil
 }
 
-// isCustomSignature says whether the signature is one of the policy's own.
-func isCustomSignature(p *v1alpha1.RemediationPolicy, sig string) bool {
-	for _, c := range p.Spec.CustomSignatures {
-		if c.Name == sig {
-			return true
-		}
-	}
-	return false
-}
-
 // requestedByHand: the remediation carried none of the detection's evidence when the manager first took it (the
 // admission policy lets only the manager write evidence), so it is a person's request, whatever evidence the
 // detection may feed it later (status.byHand).
@@ -232,7 +223,7 @@ func requestedByHand(nr *v1alpha1.NodeRemediation) bool {
 // carriesNoEvidence says whether a remediation holds none of the detection's evidence.
 func carriesNoEvidence(nr *v1alpha1.NodeRemediation) bool {
 	ev := nr.Spec.Evidence
-	return ev.EventCount == 0 && ev.NodeCondition == "" && len(ev.Pods) == 0
+	return ev.EventCount == 0 && ev.NodeCondition == "" && len(ev.Conditions) == 0 && len(ev.Pods) == 0
 }
 
 // phaseSince is when the remediation last entered the phase (now when the history does not say).

@@ -25,7 +25,7 @@ func (r *Reconciler) reconcileRepairing(ctx context.Context, s *scope) (reconcil
 	}
 	if nr.Status.Action == v1alpha1.ActionRestartCNIAgentPod {
 		if dry {
-			s.transition(v1alpha1.PhaseSucceeded, ReasonDryRun, "dry run: would delete the node's CNI agent pod of "+nr.Spec.Parameters[ParamAgentDaemonSet])
+			s.transition(v1alpha1.PhaseSucceeded, ReasonDryRun, "dry run: would delete the node's CNI agent pod of "+nr.Spec.Parameters[v1alpha1.ParamAgentDaemonSet])
 			return reconcile.Result{}, nil
 		}
 		return r.restartAgentPod(ctx, s)

@@ -17,7 +17,8 @@ import (
 // after the drain evicted those pods, when only the node condition and the freshness of the evidence can tell.
 //
 // The failure still holds when
-//   - the node's Ready condition still carries the signature (cni plugin not initialized and the like), or
+//   - the node's Ready condition still carries the signature (cni plugin not initialized and the like), or a
+//     condition of the evidence still holds as the policy maps it (spec.detection.nodeConditions), or
 //   - failures were seen within detection.evidenceExpiry (the detection keeps lastSeen current while kubelet keeps
 //     failing), and, before the cordon, at least one pod of the evidence is still on the node with a status, as
 //     kubelet wrote it, that shows its sandbox failing (detection.SandboxFailureSince).
@@ -35,9 +36,15 @@ func (r *Reconciler) stillBroken(ctx context.Context, s *scope, withPods bool) (
 				return true, "the node condition still shows it"
 			}
 		}
-		if ev.EventCount == 0 {
-			return false, "the node's Ready condition no longer shows " + s.nr.Spec.Signature
+	}
+	// A condition the policy maps (spec.detection.nodeConditions) still holds as the policy maps it.
+	for _, c := range ev.Conditions {
+		if held, how := detection.MappedConditionHolds(s.policy, s.node, c.Type, s.nr.Spec.Signature); held {
+			return true, how + " still shows it"
 		}
+	}
+	if (ev.NodeCondition != "" || len(ev.Conditions) > 0) && ev.EventCount == 0 {
+		return false, "the node's conditions no longer show " + s.nr.Spec.Signature
 	}
 	expiry := s.policy.Spec.Detection.EvidenceExpiry.Duration
 	if ev.LastSeen == nil || s.now.Sub(ev.LastSeen.Time) > expiry {

@@ -467,7 +467,7 @@ func TestAgentPodRestartWhenAllowed(t *testing.T) {
 	})
 	h.runKubelet(kubelet{})
 	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureAPIServerAccess, func(nr *v1alpha1.NodeRemediation) {
-		nr.Spec.Parameters = map[string]string{"pluginType": "calico", ParamAgentDaemonSet: "default/" + h.name("calico-node")}
+		nr.Spec.Parameters = map[string]string{"pluginType": "calico", v1alpha1.ParamAgentDaemonSet: "default/" + h.name("calico-node")}
 	})
 	done := h.waitPhase(nr.Name, v1alpha1.PhaseSucceeded)
 	if !containsPhaseReason(done, v1alpha1.PhaseVerifying, ReasonVerifying) {

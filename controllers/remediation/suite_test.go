@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -300,6 +301,23 @@ func (h *harness) waitPhase(name string, want v1alpha1.Phase) *v1alpha1.NodeReme
 	}
 	h.t.Fatalf("%s is %s (%s: %s), want %s", name, nr.Status.Phase, nr.Status.Reason, nr.Status.Message, want)
 	return nil
+}
+
+// eventOn waits for an event of the reason about the remediation whose note contains want.
+func (h *harness) eventOn(nr, reason, want string) {
+	h.t.Helper()
+	h.eventually(func() error {
+		list := &eventsv1.EventList{}
+		if err := h.c.List(h.ctx, list); err != nil {
+			return err
+		}
+		for _, e := range list.Items {
+			if e.Reason == reason && e.Regarding.Name == nr && strings.Contains(e.Note, want) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s event naming %q on %s", reason, want, nr)
+	}, "the %s event", reason)
 }
 
 func (h *harness) eventually(f func() error, what string, args ...any) {

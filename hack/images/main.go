@@ -16,10 +16,7 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -27,28 +24,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cnimedic/cnimedic/hack/images/imagespec"
 	"github.com/cnimedic/cnimedic/hack/ociimage"
-	"github.com/cnimedic/cnimedic/remediator/plugins"
 )
 
 // Tag is the tag of every lab image; deploy/cnimedic.yaml names the manager, executor and canary images with it.
 const Tag = "dev"
-
-// binary is a static Go program an image holds.
-type binary struct {
-	name string // file name under OUT/bin
-	pkg  string // Go package path, relative to the repository
-}
-
-var binaries = []binary{
-	{"pause", "./hack/images/pause"},
-	{"labapp", "./hack/images/labapp"},
-	{"remediator", "./cmd/remediator"},
-	{"manager", "./cmd/manager"},
-}
-
-// nonRoot is the uid and gid of the images that run as a user (distroless' "nonroot").
-const nonRoot = 65532
 
 func main() {
 	out := flag.String("out", "bin/images", "directory for the archives, their index and the binaries")
@@ -66,48 +47,18 @@ func run(out, bundleDir string) error {
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return err
 	}
-	for _, b := range binaries {
-		if err := goBuild(filepath.Join(binDir, b.name), b.pkg); err != nil {
+	for _, b := range imagespec.Binaries {
+		if err := goBuild(filepath.Join(binDir, b.Name), b.Pkg); err != nil {
 			return err
 		}
 	}
-	bundleFiles, err := bundleFiles(bundleDir)
+	bundleFiles, err := imagespec.BundleFiles(bundleDir)
 	if err != nil {
 		return err
 	}
-	remSum, err := fileSHA256(filepath.Join(binDir, "remediator"))
+	specs, err := imagespec.Specs(imagespec.Inputs{Ref: ref, BinDir: binDir, Bundle: bundleFiles})
 	if err != nil {
 		return err
-	}
-
-	bin := func(n string) string { return filepath.Join(binDir, n) }
-	passwd := ociimage.File{Path: "/etc/passwd", Data: []byte("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")}
-	group := ociimage.File{Path: "/etc/group", Data: []byte("root:x:0:\nnonroot:x:65532:\n")}
-	labels := func(extra map[string]string) map[string]string {
-		l := map[string]string{"org.opencontainers.image.source": "github.com/cnimedic/cnimedic", "org.opencontainers.image.title": "cnimedic lab image"}
-		for k, v := range extra {
-			l[k] = v
-		}
-		return l
-	}
-	executorFiles := append([]ociimage.File{
-		{Path: "/remediator", Source: bin("remediator"), Mode: 0o755},
-		{Path: "/opt/cnimedic/remediator.sha256", Data: []byte(remSum + "  remediator\n")},
-		passwd, group,
-	}, bundleFiles...)
-	specs := []ociimage.Spec{
-		{Ref: ref("pause"), Files: []ociimage.File{{Path: "/pause", Source: bin("pause"), Mode: 0o755}}, Entrypoint: []string{"/pause"},
-			User: "65535:65535", Labels: labels(nil)},
-		{Ref: ref("workload"), Files: []ociimage.File{{Path: "/labapp", Source: bin("labapp"), Mode: 0o755}, passwd, group},
-			Entrypoint: []string{"/labapp"}, User: fmt.Sprintf("%d:%d", nonRoot, nonRoot), Labels: labels(nil)},
-		{Ref: ref("canary"), Files: []ociimage.File{{Path: "/labapp", Source: bin("labapp"), Mode: 0o755}, passwd, group},
-			Entrypoint: []string{"/labapp"}, User: fmt.Sprintf("%d:%d", nonRoot, nonRoot), Labels: labels(nil)},
-		// Root: the executor talks to systemd and writes the remediator's state dir on the node. The pod spec
-		// (controllers/remediation) sets the user and capabilities explicitly; this is only the image's default.
-		{Ref: ref("executor"), Files: executorFiles, Entrypoint: []string{"/remediator"}, Dirs: []string{"/tmp"},
-			Labels: labels(map[string]string{"io.cnimedic.remediator.sha256": remSum})},
-		{Ref: ref("manager"), Files: []ociimage.File{{Path: "/manager", Source: bin("manager"), Mode: 0o755}, passwd, group},
-			Entrypoint: []string{"/manager"}, User: fmt.Sprintf("%d:%d", nonRoot, nonRoot), Dirs: []string{"/tmp"}, Labels: labels(nil)},
 	}
 
 	var idx ociimage.Index
@@ -164,37 +115,4 @@ func goBuild(dst, pkg string) error {
 		return fmt.Errorf("go build %s: %w", pkg, err)
 	}
 	return nil
-}
-
-// bundleFiles are the bundle's plugins and manifest, checked against the manifest before they go into the image.
-func bundleFiles(dir string) ([]ociimage.File, error) {
-	b, err := plugins.LoadBundle(dir)
-	if err != nil {
-		return nil, fmt.Errorf("%w: run `make cni-plugins` (hack/build-cni-plugins.sh bundle)", err)
-	}
-	var files []ociimage.File
-	for _, n := range b.Names() {
-		data, err := b.Verified(n)
-		if err != nil {
-			return nil, fmt.Errorf("%w: rebuild it with `make cni-plugins`", err)
-		}
-		files = append(files, ociimage.File{Path: "/opt/cnimedic/cni-bundle/" + n, Data: data, Mode: 0o755})
-	}
-	manifest, err := os.ReadFile(filepath.Join(dir, plugins.ManifestName))
-	if err != nil {
-		return nil, err
-	}
-	if len(files) == 0 {
-		return nil, errors.New("the plugin bundle is empty")
-	}
-	return append(files, ociimage.File{Path: "/opt/cnimedic/cni-bundle/" + plugins.ManifestName, Data: manifest}), nil
-}
-
-func fileSHA256(name string) (string, error) {
-	data, err := os.ReadFile(name)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:]), nil
 }

@@ -46,7 +46,7 @@ func TestManifestIsAValidKrewPlugin(t *testing.T) {
 	seen := map[Target]bool{}
 	sha := regexp.MustCompile(`^[0-9a-f]{64}$`)
 	for _, pl := range p.Spec.Platforms {
-		tg := Target{pl.Selector.MatchLabels["os"], pl.Selector.MatchLabels["arch"]}
+		tg := Target{OS: pl.Selector.MatchLabels["os"], Arch: pl.Selector.MatchLabels["arch"]}
 		seen[tg] = true
 		if !sha.MatchString(pl.Sha256) {
 			t.Errorf("%v: sha256 %q", tg, pl.Sha256)
@@ -66,7 +66,7 @@ func TestManifestIsAValidKrewPlugin(t *testing.T) {
 	// The file is what the generator writes for these sums: a hand edit is caught here.
 	sums := map[Target]string{}
 	for _, pl := range p.Spec.Platforms {
-		sums[Target{pl.Selector.MatchLabels["os"], pl.Selector.MatchLabels["arch"]}] = pl.Sha256
+		sums[Target{OS: pl.Selector.MatchLabels["os"], Arch: pl.Selector.MatchLabels["arch"]}] = pl.Sha256
 	}
 	want, err := Render(Manifest(p.Spec.Version, sums))
 	if err != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // epoch is the modification time of every layer entry: a fixed time keeps digests reproducible. (The Unix epoch
@@ -93,8 +94,12 @@ func (s *Spec) validate() error {
 }
 
 // Build makes the image: one layer with the spec's files, and a config for linux on this machine's architecture
-// (the lab's nodes run on this machine's kernel).
+// (the lab's nodes run on this machine's kernel), in Docker's media types (what the lab's archives have always had).
 func Build(spec Spec) (v1.Image, error) {
+	return build(spec, runtime.GOARCH, false)
+}
+
+func build(spec Spec, arch string, oci bool) (v1.Image, error) {
 	if err := spec.validate(); err != nil {
 		return nil, fmt.Errorf("ociimage %s: %w", spec.Ref, err)
 	}
@@ -104,13 +109,19 @@ func Build(spec Spec) (v1.Image, error) {
 	}
 	// BestSpeed: the executor's layer is ~75 MB of binaries; the default level triples the build time for a few
 	// percent of size that never leaves this machine.
+	opts := []tarball.LayerOption{tarball.WithCompressionLevel(gzip.BestSpeed)}
+	base := empty.Image
+	if oci {
+		opts = append(opts, tarball.WithMediaType(types.OCILayer))
+		base = mutate.MediaType(mutate.ConfigMediaType(base, types.OCIConfigJSON), types.OCIManifestSchema1)
+	}
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	}, tarball.WithCompressionLevel(gzip.BestSpeed))
+	}, opts...)
 	if err != nil {
 		return nil, err
 	}
-	img, err := mutate.Append(empty.Image, mutate.Addendum{
+	img, err := mutate.Append(base, mutate.Addendum{
 		Layer:   layer,
 		History: v1.History{CreatedBy: "cnimedic hack/ociimage", Created: v1.Time{Time: epoch}},
 	})
@@ -123,7 +134,7 @@ func Build(spec Spec) (v1.Image, error) {
 	}
 	cf = cf.DeepCopy()
 	cf.OS = "linux"
-	cf.Architecture = runtime.GOARCH
+	cf.Architecture = arch
 	cf.Created = v1.Time{Time: epoch}
 	cf.Config = v1.Config{
 		Entrypoint: spec.Entrypoint,

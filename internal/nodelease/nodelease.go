@@ -28,6 +28,14 @@ const DefaultNamespace = "medik8s-leases"
 // Holder is the holderIdentity cnimedic writes.
 const Holder = "cnimedic"
 
+// AnnotationOwner on a lease cnimedic holds names the NodeRemediation that took it: only that one gives it back, so
+// that another remediation of the node ending (a rejected request, an old one reconciled again) never drops the
+// lease of the repair in progress.
+const AnnotationOwner = "cnimedic.io/remediation"
+
+// ErrNoNamespace says the leases' namespace does not exist: nobody (no medik8s operator, not the install) made it.
+var ErrNoNamespace = errors.New("the leases' namespace does not exist")
+
 // Name is the lease name of a node.
 func Name(node string) string { return strings.ToLower("node-" + node) }
 
@@ -59,23 +67,28 @@ type Manager struct {
 	Duration time.Duration
 }
 
-// Acquire takes the node's lease, or renews it when this holder has it and less than half its duration is left.
-// A valid lease of another holder is a HeldError; nothing is written then.
-func (m Manager) Acquire(ctx context.Context, node *corev1.Node, now time.Time) error {
+// Acquire takes the node's lease for the remediation owner, or renews it when owner has it and less than half its
+// duration is left. A valid lease of another holder, or of another remediation, is a HeldError; nothing is written
+// then.
+func (m Manager) Acquire(ctx context.Context, node *corev1.Node, owner string, now time.Time) error {
 	lease := &coordv1.Lease{}
 	key := client.ObjectKey{Namespace: m.Namespace, Name: Name(node.Name)}
 	err := m.Client.Get(ctx, key, lease)
 	if apierrors.IsNotFound(err) {
-		return m.create(ctx, node, now)
+		return m.create(ctx, node, owner, now)
 	}
 	if err != nil {
 		return fmt.Errorf("reading lease %s/%s: %w", key.Namespace, key.Name, err)
 	}
-	mine := lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity == m.Holder
+	mine := lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity == m.Holder && lease.Annotations[AnnotationOwner] == owner
 	until, valid := expiry(lease, now)
 	switch {
 	case !mine && valid:
-		return &HeldError{Node: node.Name, Holder: holderOf(lease), Until: until}
+		holder := holderOf(lease)
+		if holder == m.Holder {
+			holder += " (noderemediation " + lease.Annotations[AnnotationOwner] + ")"
+		}
+		return &HeldError{Node: node.Name, Holder: holder, Until: until}
 	case mine && valid && until.Sub(now) > m.Duration/2:
 		return nil // renewed recently enough
 	}
@@ -89,6 +102,7 @@ func (m Manager) Acquire(ctx context.Context, node *corev1.Node, now time.Time) 
 	lease.Spec.LeaseDurationSeconds = ptr.To(int32(m.Duration / time.Second))
 	lease.Spec.RenewTime = &at
 	lease.OwnerReferences = []metav1.OwnerReference{nodeOwner(node)}
+	metav1.SetMetaDataAnnotation(&lease.ObjectMeta, AnnotationOwner, owner)
 	// The optimistic lock makes two takers of one expired lease fail but one.
 	if err := m.Client.Patch(ctx, lease, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("taking lease %s/%s: %w", key.Namespace, key.Name, err)
@@ -96,13 +110,14 @@ func (m Manager) Acquire(ctx context.Context, node *corev1.Node, now time.Time) 
 	return nil
 }
 
-func (m Manager) create(ctx context.Context, node *corev1.Node, now time.Time) error {
+func (m Manager) create(ctx context.Context, node *corev1.Node, owner string, now time.Time) error {
 	at := metav1.NewMicroTime(now)
 	lease := &coordv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace:       m.Namespace,
 			Name:            Name(node.Name),
 			OwnerReferences: []metav1.OwnerReference{nodeOwner(node)},
+			Annotations:     map[string]string{AnnotationOwner: owner},
 		},
 		Spec: coordv1.LeaseSpec{
 			HolderIdentity:       ptr.To(m.Holder),
@@ -113,6 +128,9 @@ func (m Manager) create(ctx context.Context, node *corev1.Node, now time.Time) e
 		},
 	}
 	if err := m.Client.Create(ctx, lease); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("creating lease %s/%s: %w", m.Namespace, lease.Name, ErrNoNamespace)
+		}
 		if apierrors.IsAlreadyExists(err) {
 			// Someone created it since we looked: read it again on the next try.
 			return fmt.Errorf("creating lease %s/%s: another holder created it first: %w", m.Namespace, lease.Name, err)
@@ -122,8 +140,9 @@ func (m Manager) create(ctx context.Context, node *corev1.Node, now time.Time) e
 	return nil
 }
 
-// HeldByOther says whether another holder has a valid lease on the node, who, and until when. It writes nothing.
-func (m Manager) HeldByOther(ctx context.Context, node string, now time.Time) (string, time.Time, bool, error) {
+// HeldByOther says whether another holder (or another remediation) has a valid lease on the node, who, and until
+// when. It writes nothing.
+func (m Manager) HeldByOther(ctx context.Context, node, owner string, now time.Time) (string, time.Time, bool, error) {
 	lease := &coordv1.Lease{}
 	key := client.ObjectKey{Namespace: m.Namespace, Name: Name(node)}
 	if err := m.Client.Get(ctx, key, lease); err != nil {
@@ -133,15 +152,19 @@ func (m Manager) HeldByOther(ctx context.Context, node string, now time.Time) (s
 		return "", time.Time{}, false, fmt.Errorf("reading lease %s/%s: %w", key.Namespace, key.Name, err)
 	}
 	until, valid := expiry(lease, now)
-	if !valid || holderOf(lease) == m.Holder {
+	if !valid || (holderOf(lease) == m.Holder && lease.Annotations[AnnotationOwner] == owner) {
 		return "", time.Time{}, false, nil
 	}
-	return holderOf(lease), until, true, nil
+	holder := holderOf(lease)
+	if holder == m.Holder {
+		holder += " (noderemediation " + lease.Annotations[AnnotationOwner] + ")"
+	}
+	return holder, until, true, nil
 }
 
-// Release gives the node's lease back by deleting it, only when this holder has it. It is safe to call any number
-// of times.
-func (m Manager) Release(ctx context.Context, node string) error {
+// Release gives the node's lease back by deleting it, only when the remediation owner has it. It is safe to call
+// any number of times.
+func (m Manager) Release(ctx context.Context, node, owner string) error {
 	lease := &coordv1.Lease{}
 	key := client.ObjectKey{Namespace: m.Namespace, Name: Name(node)}
 	if err := m.Client.Get(ctx, key, lease); err != nil {
@@ -150,8 +173,8 @@ func (m Manager) Release(ctx context.Context, node string) error {
 		}
 		return fmt.Errorf("reading lease %s/%s: %w", key.Namespace, key.Name, err)
 	}
-	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != m.Holder {
-		return nil // not ours: never give back what another tool holds
+	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != m.Holder || lease.Annotations[AnnotationOwner] != owner {
+		return nil // not this remediation's: never give back what another tool, or another repair, holds
 	}
 	// Delete only the version we read: a lease taken over since is not ours to delete.
 	if err := m.Client.Delete(ctx, lease, client.Preconditions{UID: &lease.UID, ResourceVersion: &lease.ResourceVersion}); err != nil && !apierrors.IsNotFound(err) {

@@ -2,6 +2,7 @@ package nodelease_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"testing"
@@ -79,7 +80,7 @@ func TestTheFirstTakerHoldsTheNodesLeaseInTheMedik8sShape(t *testing.T) {
 	ctx := context.Background()
 	node := newNode(t, "worker-a")
 	now := time.Now()
-	if err := manager().Acquire(ctx, node, now); err != nil {
+	if err := manager().Acquire(ctx, node, "nr-1", now); err != nil {
 		t.Fatal(err)
 	}
 	l := lease(t, node.Name)
@@ -103,7 +104,7 @@ func TestALeaseAnotherToolHoldsIsLeftAloneAndNamed(t *testing.T) {
 	now := time.Now()
 	otherHolds(t, node, now.Add(-time.Minute), 3600)
 	before := lease(t, node.Name)
-	err := manager().Acquire(ctx, node, now)
+	err := manager().Acquire(ctx, node, "nr-1", now)
 	held, ok := nodelease.IsHeld(err)
 	if !ok {
 		t.Fatalf("Acquire over node-maintenance's valid lease: %v, want a HeldError", err)
@@ -114,7 +115,7 @@ func TestALeaseAnotherToolHoldsIsLeftAloneAndNamed(t *testing.T) {
 	if after := lease(t, node.Name); after.ResourceVersion != before.ResourceVersion {
 		t.Errorf("another holder's lease was written (resourceVersion %s → %s)", before.ResourceVersion, after.ResourceVersion)
 	}
-	if err := manager().Release(ctx, node.Name); err != nil {
+	if err := manager().Release(ctx, node.Name, "nr-1"); err != nil {
 		t.Fatal(err)
 	}
 	if after := lease(t, node.Name); ptr.Deref(after.Spec.HolderIdentity, "") != "node-maintenance" {
@@ -127,7 +128,7 @@ func TestAnExpiredLeaseIsTakenOverCountingATransition(t *testing.T) {
 	node := newNode(t, "worker-c")
 	now := time.Now()
 	otherHolds(t, node, now.Add(-2*time.Hour), 3600)
-	if err := manager().Acquire(ctx, node, now); err != nil {
+	if err := manager().Acquire(ctx, node, "nr-1", now); err != nil {
 		t.Fatal(err)
 	}
 	l := lease(t, node.Name)
@@ -142,30 +143,62 @@ func TestTheHolderRenewsOnlyOnceHalfTheLeaseIsGoneAndGivesItBack(t *testing.T) {
 	node := newNode(t, "worker-d")
 	m := manager()
 	start := time.Now()
-	if err := m.Acquire(ctx, node, start); err != nil {
+	if err := m.Acquire(ctx, node, "nr-1", start); err != nil {
 		t.Fatal(err)
 	}
 	first := lease(t, node.Name)
-	if err := m.Acquire(ctx, node, start.Add(time.Minute)); err != nil {
+	if err := m.Acquire(ctx, node, "nr-1", start.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if l := lease(t, node.Name); l.ResourceVersion != first.ResourceVersion {
 		t.Errorf("renewed after one minute of five: want no write until half is gone")
 	}
-	if err := m.Acquire(ctx, node, start.Add(3*time.Minute)); err != nil {
+	if err := m.Acquire(ctx, node, "nr-1", start.Add(3*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if l := lease(t, node.Name); !l.Spec.RenewTime.After(first.Spec.RenewTime.Time) {
 		t.Errorf("not renewed after three minutes of five")
 	}
-	if err := m.Release(ctx, node.Name); err != nil {
+	if err := m.Release(ctx, node.Name, "nr-1"); err != nil {
 		t.Fatal(err)
 	}
 	err := k8s.Get(ctx, client.ObjectKey{Namespace: nodelease.DefaultNamespace, Name: nodelease.Name(node.Name)}, &coordv1.Lease{})
 	if !apierrors.IsNotFound(err) {
 		t.Errorf("after Release the lease is still there (%v)", err)
 	}
-	if err := m.Release(ctx, node.Name); err != nil {
+	if err := m.Release(ctx, node.Name, "nr-1"); err != nil {
 		t.Errorf("a second Release: %v", err)
+	}
+}
+
+func TestOnlyTheRemediationThatTookTheLeaseGivesItBack(t *testing.T) {
+	ctx := context.Background()
+	node := newNode(t, "worker-e")
+	m := manager()
+	now := time.Now()
+	if err := m.Acquire(ctx, node, "nr-1", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(ctx, node.Name, "nr-2"); err != nil {
+		t.Fatal(err)
+	}
+	if l := lease(t, node.Name); l.Annotations[nodelease.AnnotationOwner] != "nr-1" {
+		t.Fatalf("another remediation gave the lease back: %+v", l.ObjectMeta)
+	}
+	_, ok := nodelease.IsHeld(m.Acquire(ctx, node, "nr-2", now))
+	if !ok {
+		t.Fatal("another remediation of the node took the valid lease nr-1 holds")
+	}
+	if holder, _, held, err := m.HeldByOther(ctx, node.Name, "nr-2", now); err != nil || !held || holder != "cnimedic (noderemediation nr-1)" {
+		t.Fatalf("HeldByOther for nr-2: %q %v %v", holder, held, err)
+	}
+}
+
+func TestWithoutTheLeasesNamespaceTheErrorSaysSo(t *testing.T) {
+	ctx := context.Background()
+	node := newNode(t, "worker-f")
+	m := nodelease.Manager{Client: k8s, Namespace: "no-such-namespace", Holder: nodelease.Holder, Duration: time.Minute}
+	if err := m.Acquire(ctx, node, "nr-1", time.Now()); !errors.Is(err, nodelease.ErrNoNamespace) {
+		t.Fatalf("Acquire in a namespace nobody made: %v, want ErrNoNamespace", err)
 	}
 }

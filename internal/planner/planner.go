@@ -15,19 +15,6 @@ import (
 	"github.com/cnimedic/cnimedic/internal/signature"
 )
 
-// Parameter names read from the signature's evidence (internal/signature's names).
-const (
-	ParamConfigFile = "configFile"
-	ParamPlugin     = "plugin"
-	ParamPluginType = "pluginType"
-	ParamBridge     = "bridge"
-	ParamAddress    = "address"
-	// ParamNetwork and ParamResultVersion name a network and the version of its cached results that the runtime
-	// could not convert.
-	ParamNetwork       = "network"
-	ParamResultVersion = "resultVersion"
-)
-
 // Default unit names, as the policy's defaults spell them.
 const (
 	DefaultKubeletUnit = "kubelet.service"
@@ -53,34 +40,19 @@ type Request struct {
 	Repair v1alpha1.RepairSpec
 }
 
-// ActionFor is the repair action of a built-in signature under the policy's repair settings.
+// ActionFor is the repair action of a built-in signature under the policy's repair settings: the catalog's
+// (internal/signature, where each signature's action is decided once), except that a policy may repair an
+// incompatible version by upgrading the plugins instead of rewriting the configuration. A signature the catalog does
+// not know is escalated.
 func ActionFor(sig v1alpha1.SignatureID, repair v1alpha1.RepairSpec) v1alpha1.RepairAction {
-	switch sig {
-	case v1alpha1.SignatureCNIVersionIncompatible:
-		if repair.VersionStrategy == v1alpha1.VersionRepairUpgradePlugins {
-			return v1alpha1.ActionInstallReferencePlugins
-		}
-		return v1alpha1.ActionSetCNIVersion
-	case v1alpha1.SignatureCNIVersionMissing:
-		return v1alpha1.ActionSetCNIVersion
-	case v1alpha1.SignatureCNINotInitialized:
-		return v1alpha1.ActionRepairRuntimeCNIConfig
-	case v1alpha1.SignaturePluginBinaryMissing:
-		return v1alpha1.ActionInstallReferencePlugins
-	case v1alpha1.SignatureIPAMExhausted:
-		return v1alpha1.ActionReclaimIPAM
-	case v1alpha1.SignatureConfigInvalid:
-		return v1alpha1.ActionRestoreConfig
-	case v1alpha1.SignatureStaleState:
-		return v1alpha1.ActionCleanStaleNetwork
-	case v1alpha1.SignatureAPIServerAccess:
-		return v1alpha1.ActionRestartCNIAgentPod
-	case v1alpha1.SignatureCNIUnclassified:
-		// A family: the diagnosis on the node names the cause to repair.
-		return v1alpha1.ActionDiagnose
-	default: // cni-daemon-unavailable and anything unknown: a cluster-level cause
+	def, ok := signature.Lookup(sig)
+	if !ok {
 		return v1alpha1.ActionEscalate
 	}
+	if sig == v1alpha1.SignatureCNIVersionIncompatible && repair.VersionStrategy == v1alpha1.VersionRepairUpgradePlugins {
+		return v1alpha1.ActionInstallReferencePlugins
+	}
+	return def.Action
 }
 
 // Build returns the plan for a request.
@@ -103,7 +75,7 @@ func Build(r Request) (v1alpha1.Plan, error) {
 			return v1alpha1.Plan{}, fmt.Errorf("the policy does not allow installing reference plugins (repair.installReferencePlugins is false)")
 		}
 		var list []string
-		if p := firstNonEmpty(r.Params[ParamPlugin], r.Params[ParamPluginType]); p != "" && r.Signature == v1alpha1.SignaturePluginBinaryMissing {
+		if p := firstNonEmpty(r.Params[v1alpha1.ParamPlugin], r.Params[v1alpha1.ParamPluginType]); p != "" && r.Signature == v1alpha1.SignaturePluginBinaryMissing {
 			if !signature.IsReferencePlugin(p) {
 				return v1alpha1.Plan{}, fmt.Errorf("%w (%s)", ErrVendorPlugin, p)
 			}
@@ -137,18 +109,16 @@ func Build(r Request) (v1alpha1.Plan, error) {
 	}
 
 	// Where one unit runs both kubelet and the runtime (k3s, RKE2), stopping kubelet stops the runtime: the unit is
-	// stopped and started once. A repair that asks the running runtime which sandboxes live (ReclaimIPAM,
-	// CleanStaleNetwork: the runtime is kept) cannot stop that unit at all: it runs with the unit up, on the node
-	// cordoned and drained (the e2e lab's k3s-layout node showed the step failing with the runtime's socket gone).
-	oneUnit := runtime == kubelet
-	keepUnit := oneUnit && !stopRuntime
-	if oneUnit {
+	// stopped and started once. A repair that needs the runtime up (it frees what no live sandbox holds, and only
+	// the runtime knows which sandboxes live) cannot stop that unit at all: it runs with kubelet and the runtime up,
+	// and never frees a lease written in the last moments (remediator/resolve, ReclaimIPAM).
+	if runtime == kubelet {
+		if !stopRuntime {
+			return v1alpha1.Plan{Steps: append(repair, v1alpha1.PlanStep{Type: v1alpha1.StepVerifyNode})}, nil
+		}
 		stopRuntime = false
 	}
-	var steps []v1alpha1.PlanStep
-	if !keepUnit {
-		steps = append(steps, v1alpha1.PlanStep{Type: v1alpha1.StepStopUnit, Unit: kubelet})
-	}
+	steps := []v1alpha1.PlanStep{{Type: v1alpha1.StepStopUnit, Unit: kubelet}}
 	if stopRuntime {
 		steps = append(steps, v1alpha1.PlanStep{Type: v1alpha1.StepStopUnit, Unit: runtime})
 	}
@@ -156,10 +126,10 @@ func Build(r Request) (v1alpha1.Plan, error) {
 	if stopRuntime {
 		steps = append(steps, v1alpha1.PlanStep{Type: v1alpha1.StepStartUnit, Unit: runtime})
 	}
-	if !keepUnit {
-		steps = append(steps, v1alpha1.PlanStep{Type: v1alpha1.StepStartUnit, Unit: kubelet})
-	}
-	steps = append(steps, v1alpha1.PlanStep{Type: v1alpha1.StepVerifyNode})
+	steps = append(steps,
+		v1alpha1.PlanStep{Type: v1alpha1.StepStartUnit, Unit: kubelet},
+		v1alpha1.PlanStep{Type: v1alpha1.StepVerifyNode},
+	)
 	return v1alpha1.Plan{Steps: steps}, nil
 }
 
@@ -167,7 +137,7 @@ func Build(r Request) (v1alpha1.Plan, error) {
 // a hint that narrows, never widens: on the node the step works only on the file the runtime loads, and a name that
 // is not that file is refused before anything is stopped (remediator/resolve, target).
 func confList(p map[string]string) string {
-	f := p[ParamConfigFile]
+	f := p[v1alpha1.ParamConfigFile]
 	if f == "" {
 		return ""
 	}
@@ -178,10 +148,10 @@ func confList(p map[string]string) string {
 // stale address is known (the message "already has an IP address different from" comes from the bridge plugin,
 // whose default bridge is cni0).
 func staleLink(p map[string]string) string {
-	if l := p[ParamBridge]; l != "" {
+	if l := p[v1alpha1.ParamBridge]; l != "" {
 		return l
 	}
-	if p[ParamAddress] != "" {
+	if p[v1alpha1.ParamAddress] != "" {
 		return "cni0"
 	}
 	return ""
@@ -192,8 +162,8 @@ func staleLink(p map[string]string) string {
 // results of version A on that network.
 func staleResults(p map[string]string) v1alpha1.PlanStep {
 	st := v1alpha1.PlanStep{Type: v1alpha1.StepRemoveStaleCNIResults}
-	if p[ParamResultVersion] != "" && p[ParamNetwork] != "" {
-		st.Network, st.ResultVersion = p[ParamNetwork], p[ParamResultVersion]
+	if p[v1alpha1.ParamResultVersion] != "" && p[v1alpha1.ParamNetwork] != "" {
+		st.Network, st.ResultVersion = p[v1alpha1.ParamNetwork], p[v1alpha1.ParamResultVersion]
 	}
 	return st
 }

@@ -7,45 +7,6 @@ import (
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 )
 
-// Parameter keys a match can carry. They become the NodeRemediation's parameters, which the repair plans from, so
-// they are part of cnimedic's contract. List-valued parameters are comma-separated, in the order the message gives.
-const (
-	// ParamConfigVersion is the cniVersion of the network configuration ("1.0.0").
-	ParamConfigVersion = "configVersion"
-	// ParamSupportedVersions lists the CNI versions the failing plugin supports ("0.1.0,0.2.0,0.3.0,0.3.1,0.4.0").
-	ParamSupportedVersions = "supportedVersions"
-	// ParamResultVersion is the CNI version of a cached result the runtime could not convert.
-	ParamResultVersion = "resultVersion"
-	// ParamPlugin lists the plugin binaries the runtime could not find ("flannel,portmap").
-	ParamPlugin = "plugin"
-	// ParamPluginType is the type of the CNI plugin that failed, from `plugin type="calico"` or implied by the
-	// message (a missing /run/flannel/subnet.env is flannel's).
-	ParamPluginType = "pluginType"
-	// ParamPath lists the plugin search path the runtime used ("/opt/cni/bin").
-	ParamPath = "path"
-	// ParamConfDir is the CNI configuration directory the runtime found empty ("/etc/cni/net.d").
-	ParamConfDir = "confDir"
-	// ParamConfigFile is the configuration file that did not parse.
-	ParamConfigFile = "configFile"
-	// ParamNetwork is the CNI network name (the conflist's name, also host-local's lease directory name).
-	ParamNetwork = "network"
-	// ParamBridge is the bridge a plugin could not configure ("cni0").
-	ParamBridge = "bridge"
-	// ParamLink is an interface that already exists where a plugin wants to create it.
-	ParamLink = "link"
-	// ParamAddress is an address the message names: the bridge's expected address, or the API server endpoint a
-	// plugin could not reach.
-	ParamAddress = "address"
-	// ParamRange is the exhausted IPAM range ("10.244.0.2-10.244.0.254").
-	ParamRange = "range"
-	// ParamIPAM is the IPAM that ran out of addresses: host-local, or a vendor's (cilium, aws-cni, azure-vnet-ipam...).
-	ParamIPAM = "ipam"
-	// ParamSandboxID is the pod sandbox id the message names (possibly truncated by the source).
-	ParamSandboxID = "sandboxID"
-	// ParamNetns is a network namespace path the message names.
-	ParamNetns = "netns"
-)
-
 // Event reasons under which kubelet reports sandbox network failures.
 const (
 	// ReasonFailedCreatePodSandBox: RunPodSandbox failed, including the teardown of the half-created sandbox.
@@ -142,12 +103,12 @@ const hexDigits = "0123456789abcdef"
 
 // commonExtractors run for every built-in match: who failed, in which network, for which sandbox.
 var commonExtractors = []Extractor{
-	{Param: ParamPluginType, After: []string{`plugin type="`}, Stop: `"`},
+	{Param: v1alpha1.ParamPluginType, After: []string{`plugin type="`}, Stop: `"`},
 	// containerd names the network after the type: plugin type="flannel" name="cbr0".
-	{Param: ParamNetwork, After: []string{`" name="`}, Stop: `"`},
-	{Param: ParamNetwork, After: []string{`to network "`, `to CNI network "`}, Stop: `"`},
+	{Param: v1alpha1.ParamNetwork, After: []string{`" name="`}, Stop: `"`},
+	{Param: v1alpha1.ParamNetwork, After: []string{`to network "`, `to CNI network "`}, Stop: `"`},
 	// Ids cut short by the source stay usable as a prefix; shorter than 12 they name nothing reliably.
-	{Param: ParamSandboxID, After: []string{`sandbox "`, `sandbox container "`}, Only: hexDigits, MinLen: 12},
+	{Param: v1alpha1.ParamSandboxID, After: []string{`sandbox "`, `sandbox container "`}, Only: hexDigits, MinLen: 12},
 }
 
 // catalog holds the built-in signatures in precedence order: when a message shows several causes, the first
@@ -171,7 +132,7 @@ var catalog = []Definition{
 			// [plugins] [bytes]}. With the version empty, the name is followed directly by the boolean.
 			{Regexp: `Error validating CNI config &\{\S+ (?:false|true) \[`},
 		},
-		Params: []string{ParamSandboxID, ParamPluginType, ParamNetwork},
+		Params: []string{v1alpha1.ParamSandboxID, v1alpha1.ParamPluginType, v1alpha1.ParamNetwork},
 		Action: v1alpha1.ActionSetCNIVersion,
 	},
 	{
@@ -189,7 +150,7 @@ var catalog = []Definition{
 			// libcni's validation: "plugin bridge does not support config version "1.0.0"".
 			{Regexp: `does not support config version "(?P<configVersion>[^"]+)"`},
 		},
-		Params: []string{ParamConfigVersion, ParamSupportedVersions, ParamPluginType, ParamNetwork, ParamSandboxID},
+		Params: []string{v1alpha1.ParamConfigVersion, v1alpha1.ParamSupportedVersions, v1alpha1.ParamPluginType, v1alpha1.ParamNetwork, v1alpha1.ParamSandboxID},
 		Action: v1alpha1.ActionSetCNIVersion,
 	},
 	{
@@ -205,9 +166,9 @@ var catalog = []Definition{
 			{Regexp: `invalid cni config`},
 		},
 		Extract: []Extractor{
-			{Param: ParamConfigFile, After: []string{"CNI config file ", "CNI config list file "}, Stop: ` :"`},
+			{Param: v1alpha1.ParamConfigFile, After: []string{"CNI config file ", "CNI config list file "}, Stop: ` :"`},
 		},
-		Params: []string{ParamConfigFile},
+		Params: []string{v1alpha1.ParamConfigFile},
 		Action: v1alpha1.ActionRestoreConfig,
 	},
 	{
@@ -223,13 +184,13 @@ var catalog = []Definition{
 			{Regexp: `failed to find plugin "(?P<plugin>[^"]*)"(?: in path \[(?P<path>[^\]]*))?`},
 		},
 		Extract: []Extractor{
-			{Param: ParamPlugin, After: []string{`failed to find plugin "`}, Stop: `"`, All: true},
+			{Param: v1alpha1.ParamPlugin, After: []string{`failed to find plugin "`}, Stop: `"`, All: true},
 		},
-		Params:     []string{ParamPlugin, ParamPath, ParamPluginType, ParamNetwork, ParamSandboxID},
+		Params:     []string{v1alpha1.ParamPlugin, v1alpha1.ParamPath, v1alpha1.ParamPluginType, v1alpha1.ParamNetwork, v1alpha1.ParamSandboxID},
 		Action:     v1alpha1.ActionInstallReferencePlugins,
 		ActionNote: "Escalate when a missing plugin is not a containernetworking reference plugin",
 		decide: func(params map[string]string) v1alpha1.RepairAction {
-			plugins := strings.Split(params[ParamPlugin], ",")
+			plugins := strings.Split(params[v1alpha1.ParamPlugin], ",")
 			for _, p := range plugins {
 				if !IsReferencePlugin(p) {
 					return v1alpha1.ActionEscalate
@@ -248,24 +209,24 @@ var catalog = []Definition{
 		Runbooks: []string{runbookCNIHandbook},
 		Reasons:  sandboxReasons,
 		Patterns: []Pattern{
-			{Regexp: `error getting ClusterInformation`, Implies: map[string]string{ParamPluginType: "calico"}},
-			{Regexp: `connection is unauthorized`, Implies: map[string]string{ParamPluginType: "calico"}},
-			{Regexp: `crd\.projectcalico\.org/v1/clusterinformations`, Implies: map[string]string{ParamPluginType: "calico"}},
+			{Regexp: `error getting ClusterInformation`, Implies: map[string]string{v1alpha1.ParamPluginType: "calico"}},
+			{Regexp: `connection is unauthorized`, Implies: map[string]string{v1alpha1.ParamPluginType: "calico"}},
+			{Regexp: `crd\.projectcalico\.org/v1/clusterinformations`, Implies: map[string]string{v1alpha1.ParamPluginType: "calico"}},
 			// Newer Calico plugins report the refused token alone.
-			{Regexp: `plugin type="calico"(?: name="[^"]*")? failed \((?:add|delete)\): Unauthorized`, Implies: map[string]string{ParamPluginType: "calico"}},
+			{Regexp: `plugin type="calico"(?: name="[^"]*")? failed \((?:add|delete)\): Unauthorized`, Implies: map[string]string{v1alpha1.ParamPluginType: "calico"}},
 			// Multus reads the pod with the token of the kubeconfig its DaemonSet pod wrote; Multus 3 never
 			// refreshes it, so a bound service-account token that expired fails every sandbox.
-			{Regexp: `Multus: \[[^\]]*\]: error getting pod: Unauthorized`, Implies: map[string]string{ParamPluginType: "multus"}},
-			{Regexp: `error waiting for pod: Unauthorized`, Implies: map[string]string{ParamPluginType: "multus"}},
+			{Regexp: `Multus: \[[^\]]*\]: error getting pod: Unauthorized`, Implies: map[string]string{v1alpha1.ParamPluginType: "multus"}},
+			{Regexp: `error waiting for pod: Unauthorized`, Implies: map[string]string{v1alpha1.ParamPluginType: "multus"}},
 			// A plugin's own request to the API server, as the runtime wraps it ("... network: Get
 			// https://[10.233.0.1]:443/api/v1/namespaces/default: dial tcp 10.233.0.1:443: i/o timeout"); an
 			// agent's list of namespaces failing in its own log is not a sandbox and has no "network: " before it.
 			{Regexp: `network: Get "?https://\S+/api/v1/namespaces/\S+ dial tcp `},
 		},
 		Extract: []Extractor{
-			{Param: ParamAddress, After: []string{"dial tcp "}, Only: "0123456789abcdefABCDEF.:[]", MinLen: 3},
+			{Param: v1alpha1.ParamAddress, After: []string{"dial tcp "}, Only: "0123456789abcdefABCDEF.:[]", MinLen: 3},
 		},
-		Params: []string{ParamPluginType, ParamAddress, ParamSandboxID},
+		Params: []string{v1alpha1.ParamPluginType, v1alpha1.ParamAddress, v1alpha1.ParamSandboxID},
 		Action: v1alpha1.ActionRestartCNIAgentPod,
 	},
 	{
@@ -283,18 +244,18 @@ var catalog = []Definition{
 		Patterns: []Pattern{
 			// The plugin cannot open the file flanneld writes; a mention of the file alone (flanneld's own log, a
 			// question about it) is not a failing sandbox.
-			{Regexp: `/run/flannel/subnet\.env: no such file`, Implies: map[string]string{ParamPluginType: "flannel"}},
-			{Regexp: `/var/lib/calico/nodename`, Implies: map[string]string{ParamPluginType: "calico"}},
-			{Regexp: `unable to connect to Cilium (?:daemon|agent)`, Implies: map[string]string{ParamPluginType: "cilium-cni"}},
+			{Regexp: `/run/flannel/subnet\.env: no such file`, Implies: map[string]string{v1alpha1.ParamPluginType: "flannel"}},
+			{Regexp: `/var/lib/calico/nodename`, Implies: map[string]string{v1alpha1.ParamPluginType: "calico"}},
+			{Regexp: `unable to connect to Cilium (?:daemon|agent)`, Implies: map[string]string{v1alpha1.ParamPluginType: "cilium-cni"}},
 			// The plugin's own request to the agent (its readiness probe asks for /v1/healthz on the same socket,
 			// and a failing probe is not a failing sandbox).
-			{Regexp: `cilium\.sock/v1/config`, Implies: map[string]string{ParamPluginType: "cilium-cni"}},
-			{Regexp: `/var/run/antrea/cni\.sock`, Implies: map[string]string{ParamPluginType: "antrea"}},
-			{Regexp: `/run/multus/multus\.sock`, Implies: map[string]string{ParamPluginType: "multus-shim"}},
+			{Regexp: `cilium\.sock/v1/config`, Implies: map[string]string{v1alpha1.ParamPluginType: "cilium-cni"}},
+			{Regexp: `/var/run/antrea/cni\.sock`, Implies: map[string]string{v1alpha1.ParamPluginType: "antrea"}},
+			{Regexp: `/run/multus/multus\.sock`, Implies: map[string]string{v1alpha1.ParamPluginType: "multus-shim"}},
 			// weave-net's IPAM endpoint; the agent's readiness probe asks 127.0.0.1:6784/status.
-			{Regexp: `127\.0\.0\.1:6784/ip/`, Implies: map[string]string{ParamPluginType: "weave-net"}},
-			{Regexp: `127\.0\.0\.1:50051`, Implies: map[string]string{ParamPluginType: "aws-cni"}},
-			{Regexp: `/run/openvswitch/kube-ovn-daemon\.sock`, Implies: map[string]string{ParamPluginType: "kube-ovn"}},
+			{Regexp: `127\.0\.0\.1:6784/ip/`, Implies: map[string]string{v1alpha1.ParamPluginType: "weave-net"}},
+			{Regexp: `127\.0\.0\.1:50051`, Implies: map[string]string{v1alpha1.ParamPluginType: "aws-cni"}},
+			{Regexp: `/run/openvswitch/kube-ovn-daemon\.sock`, Implies: map[string]string{v1alpha1.ParamPluginType: "kube-ovn"}},
 			// openshift-sdn's node agent; its DaemonSet is not among those the detection knows, so no plugin type.
 			{Regexp: `/var/run/openshift-sdn/cni-server\.sock`},
 			// Windows: the Host Networking Service refuses the endpoint or network, or the network the win-bridge and
@@ -305,7 +266,7 @@ var catalog = []Definition{
 			{Regexp: `failed to find HNSEndpoint`},
 			{Regexp: `error while GETHNSNewtorkByName`},
 		},
-		Params:      []string{ParamPluginType, ParamNetwork, ParamSandboxID},
+		Params:      []string{v1alpha1.ParamPluginType, v1alpha1.ParamNetwork, v1alpha1.ParamSandboxID},
 		Action:      v1alpha1.ActionEscalate,
 		Alternative: v1alpha1.ActionRestartCNIAgentPod,
 	},
@@ -320,18 +281,18 @@ var catalog = []Definition{
 		Runbooks: []string{runbookFlannelNoIP, runbookCNIHandbook, runbookMeasuredNotes},
 		Reasons:  sandboxReasons,
 		Patterns: []Pattern{
-			{Regexp: `no IP addresses available in range set: (?P<range>[0-9a-fA-F.:/-]+)`, Implies: map[string]string{ParamIPAM: "host-local"}},
-			{Regexp: `no IP addresses available in network: (?P<network>[^\s",]+)`, Implies: map[string]string{ParamIPAM: "host-local"}},
-			{Regexp: `postIpamFailure range is full`, Implies: map[string]string{ParamIPAM: "cilium"}},
-			{Regexp: `failed to assign an IP address to container`, Implies: map[string]string{ParamIPAM: "aws-cni"}},
-			{Regexp: `Failed to allocate address: No available addresses`, Implies: map[string]string{ParamIPAM: "azure-vnet-ipam"}},
-			{Regexp: `not enough IPs available`, Implies: map[string]string{ParamIPAM: "azure-cns"}},
+			{Regexp: `no IP addresses available in range set: (?P<range>[0-9a-fA-F.:/-]+)`, Implies: map[string]string{v1alpha1.ParamIPAM: "host-local"}},
+			{Regexp: `no IP addresses available in network: (?P<network>[^\s",]+)`, Implies: map[string]string{v1alpha1.ParamIPAM: "host-local"}},
+			{Regexp: `postIpamFailure range is full`, Implies: map[string]string{v1alpha1.ParamIPAM: "cilium"}},
+			{Regexp: `failed to assign an IP address to container`, Implies: map[string]string{v1alpha1.ParamIPAM: "aws-cni"}},
+			{Regexp: `Failed to allocate address: No available addresses`, Implies: map[string]string{v1alpha1.ParamIPAM: "azure-vnet-ipam"}},
+			{Regexp: `not enough IPs available`, Implies: map[string]string{v1alpha1.ParamIPAM: "azure-cns"}},
 		},
-		Params:     []string{ParamIPAM, ParamRange, ParamNetwork, ParamPluginType, ParamSandboxID},
+		Params:     []string{v1alpha1.ParamIPAM, v1alpha1.ParamRange, v1alpha1.ParamNetwork, v1alpha1.ParamPluginType, v1alpha1.ParamSandboxID},
 		Action:     v1alpha1.ActionReclaimIPAM,
 		ActionNote: "Escalate when the exhausted IPAM is not host-local",
 		decide: func(params map[string]string) v1alpha1.RepairAction {
-			if params[ParamIPAM] == "host-local" {
+			if params[v1alpha1.ParamIPAM] == "host-local" {
 				return v1alpha1.ActionReclaimIPAM
 			}
 			return v1alpha1.ActionEscalate
@@ -360,11 +321,11 @@ var catalog = []Definition{
 			{Regexp: `could not add IP address to "(?P<bridge>[^"]+)": file exists`},
 		},
 		Extract: []Extractor{
-			{Param: ParamBridge, After: []string{`failed to set bridge addr: "`}, Stop: `"`},
-			{Param: ParamConfigVersion, After: []string{`to config version "`}, Stop: `"`},
-			{Param: ParamResultVersion, After: []string{"no converter for CNI result version "}, Only: "0123456789."},
+			{Param: v1alpha1.ParamBridge, After: []string{`failed to set bridge addr: "`}, Stop: `"`},
+			{Param: v1alpha1.ParamConfigVersion, After: []string{`to config version "`}, Stop: `"`},
+			{Param: v1alpha1.ParamResultVersion, After: []string{"no converter for CNI result version "}, Only: "0123456789."},
 		},
-		Params: []string{ParamBridge, ParamAddress, ParamNetwork, ParamConfigVersion, ParamResultVersion, ParamNetns, ParamLink, ParamSandboxID},
+		Params: []string{v1alpha1.ParamBridge, v1alpha1.ParamAddress, v1alpha1.ParamNetwork, v1alpha1.ParamConfigVersion, v1alpha1.ParamResultVersion, v1alpha1.ParamNetns, v1alpha1.ParamLink, v1alpha1.ParamSandboxID},
 		Action: v1alpha1.ActionCleanStaleNetwork,
 	},
 	{
@@ -396,9 +357,9 @@ var catalog = []Definition{
 		Extract: []Extractor{
 			// The directory, whichever of the runtimes' wordings named it (the node condition often carries only
 			// NetworkPluginNotReady plus the wording).
-			{Param: ParamConfDir, After: []string{"networks found in ", "network config found in ", "CNI configuration file in ", "net configurations found in "}, Stop: ` :,"`},
+			{Param: v1alpha1.ParamConfDir, After: []string{"networks found in ", "network config found in ", "CNI configuration file in ", "net configurations found in "}, Stop: ` :,"`},
 		},
-		Params: []string{ParamConfDir, ParamPluginType, ParamSandboxID},
+		Params: []string{v1alpha1.ParamConfDir, v1alpha1.ParamPluginType, v1alpha1.ParamSandboxID},
 		Action: v1alpha1.ActionRepairRuntimeCNIConfig,
 	},
 	{
@@ -467,7 +428,7 @@ var catalog = []Definition{
 			// The runtime's own status, which kubelet copies into the node's Ready condition.
 			{Regexp: `NetworkReady=false`},
 		},
-		Params: []string{ParamPluginType, ParamNetwork, ParamSandboxID},
+		Params: []string{v1alpha1.ParamPluginType, v1alpha1.ParamNetwork, v1alpha1.ParamSandboxID},
 		Action: v1alpha1.ActionDiagnose,
 		Family: true,
 	},

@@ -3,6 +3,8 @@ package signature
 import (
 	"slices"
 	"strings"
+
+	"github.com/cnimedic/cnimedic/api/v1alpha1"
 )
 
 // compiledExtractor is an Extractor with its stop bytes in a table.
@@ -63,17 +65,17 @@ func (e *compiledExtractor) value(s string, found *pieceSet) string {
 func cleanParam(key, v string) string {
 	v = strings.TrimSpace(v)
 	switch key {
-	case ParamSupportedVersions:
+	case v1alpha1.ParamSupportedVersions:
 		// `"0.1.0" "0.2.0"` (or a truncated list) -> 0.1.0,0.2.0
 		return strings.Join(strings.FieldsFunc(v, func(r rune) bool {
 			return !(r == '.' || r == '-' || r == '+' || '0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z')
 		}), ",")
-	case ParamAddress:
+	case v1alpha1.ParamAddress:
 		// "dial tcp 10.96.0.1:443: i/o timeout"
 		return strings.TrimRight(v, ":")
-	case ParamPath:
+	case v1alpha1.ParamPath:
 		return strings.Join(strings.Fields(v), ",")
-	case ParamConfDir:
+	case v1alpha1.ParamConfDir:
 		// CRI-O writes "in /etc/cni/net.d/. Has your network provider started?"; sources cut short add "...".
 		v = strings.TrimRight(v, ".")
 		if len(v) > 1 {

@@ -20,11 +20,11 @@ func TestMatchIgnoresQuoteEscapingAndLineBreaks(t *testing.T) {
 	base := `failed to setup network for sandbox "5ed545ae2a2539ff8124a18c7454c83cba7ea3ff6a185cbe3cbeae70f204cd05": ` +
 		`plugin type="bridge" name="lab" failed (add): incompatible CNI versions; config is "1.1.0", plugin supports ["0.1.0" "0.2.0" "0.3.0" "0.3.1" "0.4.0" "1.0.0"]`
 	want := map[string]string{
-		ParamConfigVersion:     "1.1.0",
-		ParamSupportedVersions: "0.1.0,0.2.0,0.3.0,0.3.1,0.4.0,1.0.0",
-		ParamPluginType:        "bridge",
-		ParamNetwork:           "lab",
-		ParamSandboxID:         "5ed545ae2a2539ff8124a18c7454c83cba7ea3ff6a185cbe3cbeae70f204cd05",
+		v1alpha1.ParamConfigVersion:     "1.1.0",
+		v1alpha1.ParamSupportedVersions: "0.1.0,0.2.0,0.3.0,0.3.1,0.4.0,1.0.0",
+		v1alpha1.ParamPluginType:        "bridge",
+		v1alpha1.ParamNetwork:           "lab",
+		v1alpha1.ParamSandboxID:         "5ed545ae2a2539ff8124a18c7454c83cba7ea3ff6a185cbe3cbeae70f204cd05",
 	}
 	variants := map[string]string{
 		"plain":         base,

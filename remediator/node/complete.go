@@ -92,6 +92,7 @@ func Complete(s Settings) Settings {
 		l.Reason = joinReason(l.Reason, c)
 	}
 	s.Layout = &l
+	l.StandardConfDir, l.StandardBinDirs = s.StandardCNIDirs()
 	return s
 }
 

@@ -74,6 +74,8 @@ func TestALinkTheNodesCNIConfigurationDoesNotMakeIsNeverDeleted(t *testing.T) {
 	}
 	// The node's CNI: a bridge plugin on cbr0 (a name of its own, not the default cni0).
 	nodetest.Write(t, root, "/etc/cni/net.d/10-net.conflist", []byte(seedConflist("1.0.0", "cbr0", "/var/lib/cni/networks")), 0o644)
+	// A file beside it that names the storage bridge: the runtime loads only the first, so it makes no link.
+	nodetest.Write(t, root, "/etc/cni/net.d/20-storage.conflist", []byte(seedConflist("1.0.0", "br-storage", "/var/lib/cni/networks")), 0o644)
 	env := step.Env{Root: host.Root(root), ConfDir: "/etc/cni/net.d", NetNS: ns}
 
 	for _, name := range []string{"br-storage", "docker0", "vxlan-mgmt", "flannel.1", "cni0"} {

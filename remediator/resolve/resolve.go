@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
 	"github.com/cnimedic/cnimedic/remediator/conflist"
@@ -354,17 +355,6 @@ func RepairRuntimeCNIConfig(_ context.Context, env step.Env, s v1alpha1.PlanStep
 		path = runtimecfg.DefaultPath
 	}
 	want := runtimecfg.Want{BinDir: s.Runtime.BinDir, ConfDir: s.Runtime.ConfDir}
-	if env.Layout != nil && (want.ConfDir == "" || want.BinDir == "") {
-		// Dirs the plan leaves to the node (the manager does, where the policy has the defaults): the layout's
-		// standard ones, where its runtime looks when nothing moved them (k3s's own on k3s).
-		conf, bins := env.StandardCNIDirs()
-		if want.ConfDir == "" {
-			want.ConfDir = conf
-		}
-		if want.BinDir == "" && len(bins) > 0 {
-			want.BinDir = bins[0]
-		}
-	}
 	if s.Runtime.ConfTemplate != "" {
 		t := s.Runtime.ConfTemplate
 		want.ConfTemplate = &t
@@ -555,8 +545,15 @@ func ReclaimIPAM(ctx context.Context, env step.Env, s v1alpha1.PlanStep) (step.R
 	}
 	var res step.Resolution
 	var words []string
+	now := time.Now()
 	for _, n := range nets {
-		leaked := ipam.Leaked(n, live)
+		var leaked []ipam.Lease
+		for _, l := range ipam.Leaked(n, live) {
+			if st, err := os.Stat(env.Root.Path(l.Path)); err == nil && now.Sub(st.ModTime()) < freshLease {
+				continue // a sandbox being set up right now may not be listed yet (kubelet may be running)
+			}
+			leaked = append(leaked, l)
+		}
 		for _, l := range leaked {
 			res.Edits = append(res.Edits, step.Edit{Path: l.Path, Remove: true,
 				Why: fmt.Sprintf("free %s of network %s: sandbox %s no longer exists (the lease file is kept as a backup)", l.IP, n.Name, l.ContainerID)})
@@ -569,6 +566,11 @@ func ReclaimIPAM(ctx context.Context, env step.Env, s v1alpha1.PlanStep) (step.R
 	res.Message = fmt.Sprintf("%d live sandbox(es); %s", len(sbs), strings.Join(words, "; "))
 	return res, nil
 }
+
+// freshLease is how young a lease file may be and still never be freed: where the repair runs with kubelet and the
+// runtime up (one unit runs both: k3s, RKE2), a sandbox being set up this moment holds a lease before the runtime
+// lists it. A node out of addresses writes no new leases, so its leaked ones are all older.
+const freshLease = 10 * time.Second
 
 // RemoveStaleNetns removes named network namespaces that no live sandbox uses and no process runs in.
 func RemoveStaleNetns(ctx context.Context, env step.Env, _ v1alpha1.PlanStep) (step.Resolution, error) {
@@ -673,7 +675,7 @@ func DeleteLink(_ context.Context, env step.Env, s v1alpha1.PlanStep) (step.Reso
 const defaultBridge = "cni0"
 
 // ownedLinks are the links the node's own CNI configuration makes, each with what makes it: the bridge of every
-// bridge plugin in the configurations of the conf dir the runtime loads (its "bridge" member, cni0 when unset),
+// bridge plugin in the configuration the runtime loads (its "bridge" member, cni0 when unset),
 // the bridge flannel's plugin delegates to (its delegate's "bridge", cni0 when unset), and flannel's VXLAN device
 // flannel.1 while flanneld's subnet.env exists.
 func ownedLinks(env step.Env) (map[string]string, error) {
@@ -682,6 +684,11 @@ func ownedLinks(env step.Env) (map[string]string, error) {
 		return nil, err
 	}
 	owned := map[string]string{}
+	// Only the configuration the runtime loads makes links on this node: a bridge named in a file beside it is
+	// never created, so it is no reason to delete a link of that name.
+	if len(files) > 1 {
+		files = files[:1]
+	}
 	for _, f := range files {
 		list, err := conflist.Parse(f.Path, f.Raw())
 		if err != nil {

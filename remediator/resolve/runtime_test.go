@@ -36,6 +36,14 @@ func TestReclaimAndStaleNetnsAgainstARealRuntime(t *testing.T) {
 	netDir := filepath.Join(n.IPAMDir, "containerd-net")
 	leaked := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	nodetest.Write(t, n.Root, filepath.Join(netDir, "10.97.0.200"), []byte(leaked+"\r\neth0"), 0o644)
+	// Leaked long ago; and a lease written this moment by a sandbox the runtime does not list yet (a repair on k3s
+	// runs with kubelet and the runtime up), which is never freed.
+	longAgo := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(n.Root, netDir, "10.97.0.200"), longAgo, longAgo); err != nil {
+		t.Fatal(err)
+	}
+	settingUp := "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+	nodetest.Write(t, n.Root, filepath.Join(netDir, "10.97.0.201"), []byte(settingUp+"\r\neth0"), 0o644)
 	stale := nodetest.NewNetns(t, n.Containerd.NetnsDir, "cni-stale")
 	nodetest.Write(t, "/", filepath.Join(n.Containerd.NetnsDir, "cni-leftover"), nil, 0o444)
 
@@ -48,6 +56,10 @@ func TestReclaimAndStaleNetnsAgainstARealRuntime(t *testing.T) {
 		t.Fatalf("reclaim must free exactly the leaked lease: %+v", res.Edits)
 	}
 	apply(t, env, res)
+	// The sandbox that was being set up goes away again: its lease is not the repair's to free.
+	if err := os.Remove(filepath.Join(n.Root, netDir, "10.97.0.201")); err != nil {
+		t.Fatalf("the lease written a moment ago was freed: %v", err)
+	}
 	net := ipam.ReadNetwork(host.Root(n.Root), netDir)
 	var owners []string
 	for _, l := range net.Leases {

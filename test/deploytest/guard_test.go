@@ -39,7 +39,8 @@ func bindClusterRole(t *testing.T, admin client.Client, role, user, namespace st
 // (dave: the cnimedic-operator role), an approver (erin: the same role, in cnimedic-approvers) and a tenant (tina:
 // the built-in edit role in her namespace only). Dave may tune a policy and pause it, and ask for a repair; he may
 // not switch a policy to Automatic, change its repair or executor settings, its custom signatures or allowed
-// actions, change what an Automatic policy covers, nor write a remediation's evidence or parameters. Erin may.
+// actions, change what an Automatic policy covers (its nodes, signatures and mapped node conditions), nor write a
+// remediation's evidence or parameters. Erin may.
 // Tina may do none of it.
 func TestOnlyApproversWidenWhatRunsWithoutAHuman(t *testing.T) {
 	env := apiServer(t)
@@ -120,6 +121,12 @@ func TestOnlyApproversWidenWhatRunsWithoutAHuman(t *testing.T) {
 			return mergePatch(dave, ref("guarded"), `{"spec":{"detection":{"minOccurrences":5}}}`)
 		}, true, ""},
 		{"dave pauses the policy", func() error { return mergePatch(dave, ref("guarded"), `{"spec":{"paused":true}}`) }, true, ""},
+		{"dave maps a node condition on the Manual policy", func() error {
+			return mergePatch(dave, ref("guarded"), `{"spec":{"detection":{"nodeConditions":[{"type":"NetworkUnavailable"}]}}}`)
+		}, true, ""},
+		{"dave asks for a repair with a made-up node condition", func() error {
+			return newRequest(dave, "daves-condition", v1alpha1.Evidence{Conditions: []v1alpha1.ConditionEvidence{{Type: "NetworkUnavailable", Status: "True"}}}, nil)
+		}, false, "spec.evidence and spec.parameters are written only by the cnimedic detection"},
 		{"dave asks for a repair", func() error { return newRequest(dave, "daves-request", v1alpha1.Evidence{}, nil) }, true, ""},
 		{"dave asks for a repair with made-up evidence", func() error {
 			return newRequest(dave, "daves-forgery", v1alpha1.Evidence{EventCount: 50, PodCount: 4}, nil)
@@ -163,6 +170,15 @@ func TestOnlyApproversWidenWhatRunsWithoutAHuman(t *testing.T) {
 		{"dave widens what the Automatic policy covers", func() error {
 			return mergePatch(dave, ref("guarded"), `{"spec":{"nodeNames":["w1","cp-1"]}}`)
 		}, false, "only approvers may change which nodes or signatures an Automatic policy covers"},
+		{"dave maps another node condition on the Automatic policy", func() error {
+			return mergePatch(dave, ref("guarded"), `{"spec":{"detection":{"nodeConditions":[{"type":"NetworkUnavailable"},{"type":"FrequentContainerdRestart"}]}}}`)
+		}, false, "only approvers may change which node conditions an Automatic policy repairs on (spec.detection.nodeConditions): dave is not in the approver group(s)"},
+		{"dave still tunes the Automatic policy's detection thresholds", func() error {
+			return mergePatch(dave, ref("guarded"), `{"spec":{"detection":{"minOccurrences":4}}}`)
+		}, true, ""},
+		{"erin maps it", func() error {
+			return mergePatch(erin, ref("guarded"), `{"spec":{"detection":{"nodeConditions":[{"type":"NetworkUnavailable"},{"type":"FrequentContainerdRestart"}]}}}`)
+		}, true, ""},
 		{"dave keeps the Automatic policy paused", func() error { return mergePatch(dave, ref("guarded"), `{"spec":{"paused":true}}`) }, true, ""},
 		{"dave raises what the Automatic policy repairs at once", func() error {
 			return mergePatch(dave, ref("guarded"), `{"spec":{"maxConcurrent":50}}`)

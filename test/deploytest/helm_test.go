@@ -123,7 +123,7 @@ func TestChartInstallsOnARealAPIServer(t *testing.T) {
 			t.Fatalf("applying %s %s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}
-	for kind, want := range map[string]int{"CustomResourceDefinition": 2, "Deployment": 1, "ServiceAccount": 2, "PriorityClass": 1,
+	for kind, want := range map[string]int{"CustomResourceDefinition": 4, "Deployment": 1, "ServiceAccount": 2, "PriorityClass": 1,
 		"RemediationPolicy": 1, "ValidatingAdmissionPolicy": 2, "ValidatingAdmissionPolicyBinding": 2, "ConfigMap": 1, "Service": 1, "Role": 3,
 		"Namespace": 1} {
 		if kinds[kind] != want {
@@ -239,10 +239,12 @@ metrics: {port: 9443, serviceMonitor: {enabled: true, labels: {release: prom}}, 
 func TestChartMatchesConfig(t *testing.T) {
 	root := repo.Root()
 	for copyPath, source := range map[string]string{
-		"files/crds/cnimedic.io_noderemediations.yaml":    "config/crd/bases/cnimedic.io_noderemediations.yaml",
-		"files/crds/cnimedic.io_remediationpolicies.yaml": "config/crd/bases/cnimedic.io_remediationpolicies.yaml",
-		"files/manager-role.yaml":                         "config/rbac/role.yaml",
-		"files/prometheusrule.yaml":                       "config/prometheus/prometheusrule.yaml",
+		"files/crds/cnimedic.io_noderemediations.yaml":        "config/crd/bases/cnimedic.io_noderemediations.yaml",
+		"files/crds/cnimedic.io_remediationpolicies.yaml":     "config/crd/bases/cnimedic.io_remediationpolicies.yaml",
+		"files/crds/cnimedic.io_cniremediations.yaml":         "config/crd/bases/cnimedic.io_cniremediations.yaml",
+		"files/crds/cnimedic.io_cniremediationtemplates.yaml": "config/crd/bases/cnimedic.io_cniremediationtemplates.yaml",
+		"files/manager-role.yaml":                             "config/rbac/role.yaml",
+		"files/prometheusrule.yaml":                           "config/prometheus/prometheusrule.yaml",
 	} {
 		a, err := os.ReadFile(filepath.Join(chartDir(), copyPath))
 		if err != nil {
