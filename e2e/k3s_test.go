@@ -196,6 +196,7 @@ func TestIPAMExhaustionIsRepairedOnTheNodeLaidOutAsAK3sAgent(t *testing.T) {
 		wantReasons: succeededReasons,
 		setup: func(t *testing.T, r *run) {
 			keeper = r.startKeeper()
+			r.waitLeasesSettled()
 		},
 		check: func(t *testing.T, r *run) {
 			assertK3sLayout(t, r)
@@ -222,6 +223,40 @@ func TestIPAMExhaustionIsRepairedOnTheNodeLaidOutAsAK3sAgent(t *testing.T) {
 			}
 		},
 	}.run(t)
+}
+
+// waitLeasesSettled waits until the node's host-local range holds exactly the leases of the pods that run there: an
+// earlier scenario's pods, deleted at once, are torn down by kubelet after they are gone from the API, and a lease
+// they free after the injection would leave the range not quite full (the diagnosis then rightly finds it not
+// exhausted).
+func (r *run) waitLeasesSettled() {
+	node, spec, err := theLab.Node(r.node)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.eventually("only live pods' leases in "+lab.NodeIPAMDir+" on "+r.node, 2*time.Minute, func() (bool, string) {
+		pods := &corev1.PodList{}
+		if err := r.c.List(r.ctx, pods); err != nil {
+			return false, err.Error()
+		}
+		live := 0
+		for _, p := range pods.Items {
+			if a, err := netip.ParseAddr(p.Status.PodIP); err == nil && p.Spec.NodeName == r.node && !p.Spec.HostNetwork && spec.PodCIDR.Contains(a) {
+				live++
+			}
+		}
+		entries, err := os.ReadDir(node.RootDir() + lab.NodeIPAMDir)
+		if err != nil {
+			return false, err.Error()
+		}
+		leases := 0
+		for _, e := range entries {
+			if a, err := netip.ParseAddr(e.Name()); err == nil && spec.PodCIDR.Contains(a) {
+				leases++
+			}
+		}
+		return leases == live, fmt.Sprintf("%d leases, %d live pods with an address", leases, live)
+	})
 }
 
 // assertSameContainer fails unless a pod that ran before is still the same pod, Running, its container never
