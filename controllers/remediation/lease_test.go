@@ -193,3 +193,26 @@ func (h *harness) assertNoExecutorAndNoHold(nr string) {
 		}
 	}
 }
+
+// TestARepairThatRolledBackGivesTheLeaseBackThoughTheNodeStaysCordoned (review): after a rollback cnimedic does
+// nothing more to the node (a person looks at it), so the next repair of the node is not kept waiting for a lease
+// nobody renews.
+func TestARepairThatRolledBackGivesTheLeaseBackThoughTheNodeStaysCordoned(t *testing.T) {
+	h := newHarness(t, "leaserb")
+	node := h.node("w1")
+	p := h.policy("p", nil)
+	h.runKubelet(kubelet{outcome: func(*corev1.Pod) *v1alpha1.ExecutorResult {
+		return &v1alpha1.ExecutorResult{Outcome: v1alpha1.OutcomeRolledBack, Message: "plugin still refuses the version"}
+	}})
+	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
+	h.waitPhase(nr.Name, v1alpha1.PhaseRolledBack)
+	h.eventually(func() error {
+		if _, err := h.lease(node.Name); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("the lease is still there after the rollback (%v)", err)
+		}
+		return nil
+	}, "the lease given back after the rollback")
+	if !h.getNode(node.Name).Spec.Unschedulable {
+		t.Fatal("the node was uncordoned after a rollback")
+	}
+}
