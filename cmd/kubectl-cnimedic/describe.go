@@ -498,8 +498,12 @@ func timeOrUnknown(t *metav1.Time) string {
 type prefixWriter struct{ w io.Writer }
 
 func (p *prefixWriter) line(level int, s string) {
-	fmt.Fprintf(p.w, "%s%s\n", strings.Repeat("  ", level), s)
+	// One line: a newline or carriage return in text from the cluster or a node (a file name, a message) is shown,
+	// so that it cannot print a line of its own, such as a forged approve command.
+	fmt.Fprintf(p.w, "%s%s\n", strings.Repeat("  ", level), oneLine.Replace(s))
 }
+
+var oneLine = strings.NewReplacer("\n", `\n`, "\r", `\r`)
 
 // kv aligns the values of one section in a column, as kubectl describe does.
 func (p *prefixWriter) kv(level int, k, v string) {

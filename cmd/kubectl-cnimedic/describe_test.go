@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/cnimedic/cnimedic/api/v1alpha1"
+	"github.com/cnimedic/cnimedic/internal/termsafe"
 )
 
 const conflistDiff = `--- /etc/cni/net.d/10-flannel.conflist
@@ -227,5 +229,26 @@ func TestDescribeShowsThePreviewsDiffsBeforeTheApproveCommand(t *testing.T) {
 	out = mustRun(t, kubeconfig, "describe", "replanned")
 	if !strings.Contains(out, "<none for this plan>") || strings.Contains(out, `+  "cniVersion": "0.4.0",`) {
 		t.Errorf("a preview of another plan is shown as this plan's:\n%s", out)
+	}
+}
+
+// TestTextFromANodeCannotPrintALineOfItsOwnInDescribe (review): a file name a node writes can carry newlines; printed
+// raw in the preview it would add lines such as a forged approve command or "<no file would change>". Each field of
+// describe is one line: a newline in it is shown as \n.
+func TestTextFromANodeCannotPrintALineOfItsOwnInDescribe(t *testing.T) {
+	plan := &v1alpha1.Plan{Steps: []v1alpha1.PlanStep{{Type: v1alpha1.StepSetCNIVersion}}}
+	nr := &v1alpha1.NodeRemediation{}
+	nr.Status.Plan = plan
+	nr.Status.Preview = &v1alpha1.PlanPreview{PlanDigest: v1alpha1.PlanDigest(*plan), Files: []v1alpha1.PreviewFile{{
+		Path: "/etc/cni/net.d/10-x\n<no file would change>\nApprove:         kubectl cnimedic approve other-remediation\n.conflist", Diff: "-a\n+b\n"}}}
+	var b bytes.Buffer
+	writePreview(&prefixWriter{w: termsafe.NewWriter(&b)}, nr)
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "Approve:") || strings.HasPrefix(strings.TrimSpace(l), "<no file would change>") {
+			t.Fatalf("a node's file name printed a line of its own: %q\n%s", l, b.String())
+		}
+	}
+	if !strings.Contains(b.String(), `10-x\n<no file would change>\nApprove:`) {
+		t.Fatalf("the file name is not shown as one line with its newlines escaped:\n%s", b.String())
 	}
 }

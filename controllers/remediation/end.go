@@ -28,6 +28,11 @@ func (r *Reconciler) reconcileEnd(ctx context.Context, s *scope) (reconcile.Resu
 	}
 	switch s.nr.Status.Phase {
 	case v1alpha1.PhaseFailed, v1alpha1.PhaseRolledBack:
+		// The node stays cordoned for a person, but cnimedic does nothing more to it: its lease goes back now (a
+		// lease nobody renews would only keep the next repair of the node waiting until it lapses).
+		if err := r.giveBackLease(ctx, s); err != nil {
+			return reconcile.Result{}, fmt.Errorf("after %s ended %s: %w", s.nr.Name, s.nr.Status.Phase, err)
+		}
 		if s.node == nil || s.node.Annotations[v1alpha1.AnnotationCordonedBy] != s.nr.Name {
 			return tidy, r.removeFinalizer(ctx, s)
 		}

@@ -34,6 +34,17 @@ func (h *harness) otherToolHolds(node *corev1.Node) *coordv1.Lease {
 	return l
 }
 
+// leaseGivenBack waits for the node's lease to be gone, after what is said.
+func (h *harness) leaseGivenBack(node, after string) {
+	h.t.Helper()
+	h.eventually(func() error {
+		if _, err := h.lease(node); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("the lease is still there after %s (%v)", after, err)
+		}
+		return nil
+	}, "the lease given back after %s", after)
+}
+
 func (h *harness) lease(node string) (*coordv1.Lease, error) {
 	l := &coordv1.Lease{}
 	err := h.c.Get(h.ctx, client.ObjectKey{Namespace: nodelease.DefaultNamespace, Name: nodelease.Name(node)}, l)
@@ -67,12 +78,7 @@ func TestANodeWhoseLeaseAnotherToolHoldsIsLeftAloneAndTheHolderNamed(t *testing.
 		return nil
 	}, "the repair starts once the lease is free")
 	h.waitPhase(nr.Name, v1alpha1.PhaseSucceeded)
-	h.eventually(func() error {
-		if _, err := h.lease(node.Name); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("the lease is still there after the repair (%v)", err)
-		}
-		return nil
-	}, "cnimedic gives the lease back")
+	h.leaseGivenBack(node.Name, "the repair")
 }
 
 // TestCnimedicHoldsTheNodesLeaseWhileItHoldsTheNode (issue 16): from the admission to the end, the node's lease is
@@ -103,12 +109,7 @@ func TestCnimedicHoldsTheNodesLeaseWhileItHoldsTheNode(t *testing.T) {
 	}, "cnimedic holds the lease while draining")
 	h.clock.Step(11 * time.Minute)
 	h.waitPhase(nr.Name, v1alpha1.PhaseFailed)
-	h.eventually(func() error {
-		if _, err := h.lease(node.Name); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("the lease is still there after the remediation failed (%v)", err)
-		}
-		return nil
-	}, "cnimedic gives the lease back when the drain times out")
+	h.leaseGivenBack(node.Name, "the remediation failed")
 }
 
 // TestANodeCordonedBySomeoneElseIsLeftAloneUnlessThePolicySaysSo (issue 16): a node kured, a maintenance or a person
@@ -191,5 +192,23 @@ func (h *harness) assertNoExecutorAndNoHold(nr string) {
 		if tr.Phase.HoldsNode() {
 			h.t.Fatalf("the remediation entered %s", tr.Phase)
 		}
+	}
+}
+
+// TestARepairThatRolledBackGivesTheLeaseBackThoughTheNodeStaysCordoned (review): after a rollback cnimedic does
+// nothing more to the node (a person looks at it), so the next repair of the node is not kept waiting for a lease
+// nobody renews.
+func TestARepairThatRolledBackGivesTheLeaseBackThoughTheNodeStaysCordoned(t *testing.T) {
+	h := newHarness(t, "leaserb")
+	node := h.node("w1")
+	p := h.policy("p", nil)
+	h.runKubelet(kubelet{outcome: func(*corev1.Pod) *v1alpha1.ExecutorResult {
+		return &v1alpha1.ExecutorResult{Outcome: v1alpha1.OutcomeRolledBack, Message: "plugin still refuses the version"}
+	}})
+	nr := h.remediation("nr", node.Name, p, v1alpha1.SignatureCNIVersionIncompatible)
+	h.waitPhase(nr.Name, v1alpha1.PhaseRolledBack)
+	h.leaseGivenBack(node.Name, "the rollback")
+	if !h.getNode(node.Name).Spec.Unschedulable {
+		t.Fatal("the node was uncordoned after a rollback")
 	}
 }

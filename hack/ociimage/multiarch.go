@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"debug/elf"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -69,17 +70,62 @@ type Platformed struct {
 	Image    v1.Image
 }
 
-// NewIndex is the OCI image index of the images, in the order given, each described by its platform.
+// NewIndex is the OCI image index of the images, in the order given, each described by its media type, digest,
+// size and platform only. (go-containerregistry's mutate.AppendManifests also writes an artifactType, which tools
+// that do not know the field drop when they copy the index, changing its digest: skopeo 1.9 does.)
 func NewIndex(images []Platformed) (v1.ImageIndex, error) {
 	if len(images) == 0 {
 		return nil, errors.New("ociimage: an index needs at least one image")
 	}
-	adds := make([]mutate.IndexAddendum, 0, len(images))
+	idx := &index{images: map[v1.Hash]v1.Image{}}
+	idx.manifest = v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}
 	for _, im := range images {
+		mt, err := im.Image.MediaType()
+		if err != nil {
+			return nil, err
+		}
+		d, err := im.Image.Digest()
+		if err != nil {
+			return nil, err
+		}
+		size, err := im.Image.Size()
+		if err != nil {
+			return nil, err
+		}
 		p := im.Platform
-		adds = append(adds, mutate.IndexAddendum{Add: im.Image, Descriptor: v1.Descriptor{Platform: &p}})
+		idx.manifest.Manifests = append(idx.manifest.Manifests, v1.Descriptor{MediaType: mt, Digest: d, Size: size, Platform: &p})
+		idx.images[d] = im.Image
 	}
-	return mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), adds...), nil
+	raw, err := json.Marshal(idx.manifest)
+	if err != nil {
+		return nil, err
+	}
+	idx.raw = raw
+	return idx, nil
+}
+
+// index is an image index of images held in memory, serialized once.
+type index struct {
+	manifest v1.IndexManifest
+	raw      []byte
+	images   map[v1.Hash]v1.Image
+}
+
+func (i *index) MediaType() (types.MediaType, error) { return i.manifest.MediaType, nil }
+func (i *index) Digest() (v1.Hash, error)            { return partial.Digest(i) }
+func (i *index) Size() (int64, error)                { return partial.Size(i) }
+func (i *index) IndexManifest() (*v1.IndexManifest, error) {
+	return i.manifest.DeepCopy(), nil
+}
+func (i *index) RawManifest() ([]byte, error) { return i.raw, nil }
+func (i *index) Image(h v1.Hash) (v1.Image, error) {
+	if img, ok := i.images[h]; ok {
+		return img, nil
+	}
+	return nil, fmt.Errorf("ociimage: the index holds no image %s", h)
+}
+func (i *index) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
+	return nil, fmt.Errorf("ociimage: the index holds no index %s", h)
 }
 
 // RefNameAnnotation names an image in an OCI layout's index.json (skopeo's oci:DIR:NAME, ctr import's name).
@@ -150,6 +196,10 @@ func CheckIndex(idx v1.ImageIndex, want []v1.Platform) (IndexReport, error) {
 	var errs []error
 	for _, d := range m.Manifests {
 		plat := d.Platform.OS + "/" + d.Platform.Architecture
+		if d.ArtifactType != "" || len(d.Annotations) != 0 || len(d.URLs) != 0 || d.Data != nil {
+			// Fields a copying tool may not know and drop, changing the index's digest (NewIndex writes none).
+			errs = append(errs, fmt.Errorf("%s: the index's descriptor carries more than media type, digest, size and platform", plat))
+		}
 		img, err := idx.Image(d.Digest)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", plat, err)

@@ -44,6 +44,9 @@ func TestALayoutReadsBackAsTheIndexAndCheckIndexRefusesWhatItIsNot(t *testing.T)
 	if mt, _ := back.MediaType(); mt != types.OCIImageIndex || len(m.Manifests) != 2 || m.Manifests[1].Platform.Architecture != "arm64" {
 		t.Fatalf("index %s with %+v", mt, m.Manifests)
 	}
+	if raw, _ := back.RawManifest(); strings.Contains(string(raw), "artifactType") {
+		t.Errorf("the index names an artifactType, which skopeo 1.9 drops when it copies the index: %s", raw)
+	}
 	img, _ := back.Image(m.Manifests[1].Digest)
 	if mt, _ := img.MediaType(); mt != types.OCIManifestSchema1 {
 		t.Errorf("arm64 manifest media type %s", mt)

@@ -128,7 +128,7 @@ type Pin struct {
 	Name      string            `json:"name"`
 	Ref       string            `json:"ref"`
 	Digest    string            `json:"digest"`
-	Layout    string            `json:"layout"`
+	Layout    string            `json:"layout"`    // the OCI layout, relative to the release directory
 	Platforms map[string]string `json:"platforms"` // platform -> that image's manifest digest
 }
 
@@ -176,6 +176,7 @@ func release(cfg config) error {
 		if err != nil {
 			return err
 		}
+		pin.Layout = filepath.ToSlash(filepath.Join("images", n))
 		pins = append(pins, pin)
 		fmt.Fprintf(os.Stderr, "release: %s %s (%s)\n", pin.Ref, pin.Digest, strings.Join(sortedKeys(pin.Platforms), ", "))
 	}
