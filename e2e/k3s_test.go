@@ -204,23 +204,7 @@ func TestIPAMExhaustionIsRepairedOnTheNodeLaidOutAsAK3sAgent(t *testing.T) {
 				t.Errorf("the live pod's lease %s was removed", keeper.Status.PodIP)
 			}
 			assertSameContainer(t, r, keeper)
-			node, spec, err := theLab.Node(r.node)
-			if err != nil {
-				t.Fatal(err)
-			}
-			entries, err := os.ReadDir(node.RootDir() + lab.NodeIPAMDir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			leases := 0
-			for _, e := range entries {
-				if a, err := netip.ParseAddr(e.Name()); err == nil && spec.PodCIDR.Contains(a) {
-					leases++
-				}
-			}
-			if leases > 10 {
-				t.Errorf("%d leases left in %s after the reclaim: the leaked ones were not all freed", leases, lab.NodeIPAMDir)
-			}
+			assertRangeReclaimed(t, r)
 		},
 	}.run(t)
 }

@@ -88,23 +88,7 @@ func TestIPAMExhausted(t *testing.T) {
 				t.Errorf("the live pod changed: %s %s -> %s %s", keeper.UID, keeper.Status.PodIP, now.UID, now.Status.PodIP)
 			}
 			// The range has room again: far fewer leases than addresses.
-			node, spec, err := theLab.Node(r.node)
-			if err != nil {
-				t.Fatal(err)
-			}
-			entries, err := os.ReadDir(node.RootDir() + lab.NodeIPAMDir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			leases := 0
-			for _, e := range entries {
-				if a, err := netip.ParseAddr(e.Name()); err == nil && spec.PodCIDR.Contains(a) {
-					leases++
-				}
-			}
-			if leases > 10 {
-				t.Errorf("%d leases left in %s after the reclaim: the leaked ones were not all freed", leases, lab.NodeIPAMDir)
-			}
+			assertRangeReclaimed(t, r)
 		},
 	}.run(t)
 }
@@ -144,4 +128,27 @@ func (r *run) startKeeper() corev1.Pod {
 		return false, fmt.Sprintf("%d pods, none running", len(pods.Items))
 	})
 	return pod
+}
+
+// assertRangeReclaimed checks that the node's host-local range has room again after an IPAM repair: far fewer leases
+// than addresses.
+func assertRangeReclaimed(t *testing.T, r *run) {
+	t.Helper()
+	node, spec, err := theLab.Node(r.node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(node.RootDir() + lab.NodeIPAMDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases := 0
+	for _, e := range entries {
+		if a, err := netip.ParseAddr(e.Name()); err == nil && spec.PodCIDR.Contains(a) {
+			leases++
+		}
+	}
+	if leases > 10 {
+		t.Errorf("%d leases left in %s after the reclaim: the leaked ones were not all freed", leases, lab.NodeIPAMDir)
+	}
 }

@@ -122,27 +122,10 @@ func ContainerdConfigFor(n NodeSpec) []byte {
 	if !n.IsK3s() {
 		return ContainerdConfig()
 	}
-	return []byte(`# Written by cnimedic's e2e/lab: the template k3s-agent.service renders config.toml from at every start
-# (the lab's node EMULATES k3s's layout; see e2e/lab/k3s.go). Edit this file, not config.toml.
-version = 2
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "` + K3sDataDir + `/agent/containerd"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  restrict_oom_score_adj = true
-  sandbox_image = "` + PauseImage + `"
-
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-      SystemdCgroup = false
-
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "` + K3sBinDir + `"
-    conf_dir = "` + K3sConfDir + `"
-`)
+	return containerdConfig("# Written by cnimedic's e2e/lab: the template k3s-agent.service renders config.toml from at every start\n"+
+		"# (the lab's node EMULATES k3s's layout; see e2e/lab/k3s.go). Edit this file, not config.toml.\n",
+		"\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \""+K3sDataDir+"/agent/containerd\"\n",
+		K3sBinDir, K3sConfDir)
 }
 
 // k3sAgentUnit is k3s-agent.service as k3s's install.sh writes it for an agent (Type=exec, KillMode=process,

@@ -205,9 +205,15 @@ func (l *Lab) imagesUnitFile(idx ociimage.Index) []byte {
 // ContainerdConfig is containerd's config.toml on a healthy lab node: the base rootfs's (hack/node-rootfs.sh), with
 // the lab's pause image as sandbox_image. Faults edit this file; Reset writes it back.
 func ContainerdConfig() []byte {
-	return []byte(`# Written by cnimedic's e2e/lab (the base of hack/node-rootfs.sh with the lab's pause image).
-version = 2
+	return containerdConfig("# Written by cnimedic's e2e/lab (the base of hack/node-rootfs.sh with the lab's pause image).\n",
+		"", NodeCNIBinDir, "/etc/cni/net.d")
+}
 
+// containerdConfig is a lab node's containerd config (version 2): a header, extra plugin tables, the CRI settings
+// every node shares, and its CNI dirs.
+func containerdConfig(header, extra, binDir, confDir string) []byte {
+	return []byte(header + `version = 2
+` + extra + `
 [plugins."io.containerd.grpc.v1.cri"]
   restrict_oom_score_adj = true
   sandbox_image = "` + PauseImage + `"
@@ -219,8 +225,8 @@ version = 2
       SystemdCgroup = false
 
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "` + NodeCNIBinDir + `"
-    conf_dir = "/etc/cni/net.d"
+    bin_dir = "` + binDir + `"
+    conf_dir = "` + confDir + `"
 `)
 }
 
